@@ -1,0 +1,1 @@
+"""Audience segments for chat and messaging platforms, compiled to dbt models."""

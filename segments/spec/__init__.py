@@ -1,0 +1,1 @@
+"""The spec language: typed models and the parser that validates YAML into them."""
