@@ -1,0 +1,176 @@
+"""The per-user event measures every segment and trait reads, deduplicated.
+
+All measures of all specs become columns of one model that reads the events once
+(``int_user_event_measures``); sequences add one more pass, over the follow-up
+events only (``int_user_event_sequences``). Identical measures written in different
+specs share one column: a column's name ends with a hash of the measure's canonical
+form, so names are stable when other specs change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+
+from sqlglot import exp
+
+from segments.compiler import predicates as pr
+from segments.compiler import sqlexpr as sx
+from segments.spec import model as m
+
+#: Measures whose value on "no qualifying event" is 0 rather than missing.
+ZERO_ON_NONE = ("count", "active_days", "sum")
+
+
+def canonical_filter(event_filter: m.EventFilter) -> m.EventFilter:
+    """The same filter with its event names sorted and unique, so that
+    ``[a, b]`` and ``[b, a]`` share a column."""
+    return replace(event_filter, events=tuple(sorted(set(event_filter.events))))
+
+
+def canonical(measure: m.Measure) -> m.Measure:
+    return replace(measure, filter=canonical_filter(measure.filter))
+
+
+def _digest(value: object) -> str:
+    return hashlib.md5(repr(value).encode()).hexdigest()[:8]
+
+
+def _slug(parts: tuple[str, ...], limit: int = 32) -> str:
+    text = re.sub(r"[^a-z0-9]+", "_", "_".join(parts).lower()).strip("_")
+    return text[:limit].rstrip("_") or "events"
+
+
+@dataclass(frozen=True)
+class MeasureColumn:
+    name: str
+    measure: m.Measure
+
+    @property
+    def nullable(self) -> bool:
+        """Missing when no event qualifies (avg, min, max, first/last_occurred)."""
+        return self.measure.kind not in ZERO_ON_NONE
+
+
+@dataclass(frozen=True)
+class FollowupColumn:
+    """How many follow-up events a user has after the anchor ``t0``."""
+
+    name: str
+    anchor: MeasureColumn  # last_occurred of the anchor filter: t0
+    sequence: m.Sequence
+
+
+class MeasureSet:
+    """Registry of the distinct measures and sequences a compile needs."""
+
+    def __init__(self) -> None:
+        self._measures: dict[m.Measure, MeasureColumn] = {}
+        self._followups: dict[tuple[m.Measure, m.Sequence], FollowupColumn] = {}
+
+    def measure(self, measure: m.Measure) -> MeasureColumn:
+        key = canonical(measure)
+        if key not in self._measures:
+            label = (key.property,) + key.filter.events if key.property else key.filter.events
+            name = f"{key.kind}_{_slug(label)}_{_digest(key)}"
+            self._measures[key] = MeasureColumn(name, key)
+        return self._measures[key]
+
+    def followups(self, anchor_filter: m.EventFilter, sequence: m.Sequence) -> FollowupColumn:
+        anchor = self.measure(m.Measure("last_occurred", anchor_filter))
+        seq = replace(sequence, events=tuple(sorted(set(sequence.events))))
+        key = (anchor.measure, seq)
+        if key not in self._followups:
+            name = f"followups_{_slug(seq.events)}_{_digest(key)}"
+            self._followups[key] = FollowupColumn(name, anchor, seq)
+        return self._followups[key]
+
+    @property
+    def measures(self) -> list[MeasureColumn]:
+        return sorted(self._measures.values(), key=lambda c: c.name)
+
+    @property
+    def followup_columns(self) -> list[FollowupColumn]:
+        return sorted(self._followups.values(), key=lambda c: c.name)
+
+
+class EventRowResolver:
+    """Resolves property names to columns of an events row (inside FILTER)."""
+
+    def __init__(self, catalog: m.Catalog, table: str | None = None):
+        self.catalog = catalog
+        self.table = table
+
+    def property(self, name: str) -> pr.Value:
+        return pr.Value(sx.col(name, self.table))
+
+    def _not_here(self, what: str) -> pr.Value:
+        raise ValueError(f"{what} conditions cannot appear inside an event's where")
+
+    def attribute(self, name: str) -> pr.Value:
+        return self._not_here("attribute")
+
+    def trait(self, name: str) -> pr.Value:
+        return self._not_here("trait")
+
+    def event(self, condition: m.EventCondition, negate: bool) -> exp.Expression:
+        raise ValueError("event conditions cannot appear inside an event's where")
+
+    def segment(self, name: str) -> exp.Expression:
+        raise ValueError("segment conditions cannot appear inside an event's where")
+
+
+def event_names_match(names: tuple[str, ...], column: exp.Expression) -> exp.Expression:
+    if len(names) == 1:
+        return exp.EQ(this=column, expression=sx.literal(names[0]))
+    return exp.In(this=column, expressions=[sx.literal(n) for n in names])
+
+
+def filter_predicate(event_filter: m.EventFilter, resolver: EventRowResolver) -> exp.Expression:
+    """Which event rows qualify: name, property condition, window."""
+    table = resolver.table
+    parts = [event_names_match(event_filter.events, sx.col("event_name", table))]
+    if event_filter.where is not None:
+        parts.append(sx.paren(pr.predicate(event_filter.where, resolver)))
+    parts.append(pr.window(sx.col("occurred_at", table), event_filter.window))
+    return sx.and_(*parts)
+
+
+def aggregate(column: MeasureColumn, resolver: EventRowResolver) -> exp.Expression:
+    """The aggregate computing one measure column over a user's event rows."""
+    measure = column.measure
+    table = resolver.table
+    occurred = sx.col("occurred_at", table)
+    kind = measure.kind
+    if kind == "count":
+        agg: exp.Expression = exp.Count(this=exp.Star())
+    elif kind == "active_days":
+        day = exp.cast(occurred, exp.DataType.Type.DATE)
+        agg = exp.Count(this=exp.Distinct(expressions=[day]))
+    elif kind in ("sum", "avg", "min", "max"):
+        functions = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}
+        agg = functions[kind](this=sx.col(measure.property or "", table))
+    elif kind == "first_occurred":
+        agg = exp.Min(this=occurred)
+    elif kind == "last_occurred":
+        agg = exp.Max(this=occurred)
+    else:
+        raise ValueError(f"unknown measure {kind!r}")
+    condition = filter_predicate(measure.filter, resolver)
+    return exp.Filter(this=agg, expression=exp.Where(this=condition))
+
+
+def followup_count(column: FollowupColumn, resolver: EventRowResolver, anchor_table: str) -> exp.Expression:
+    """Follow-up events in ``(t0, t0 + within]`` (or ``(t0, as_of]``), counted."""
+    seq = column.sequence
+    table = resolver.table
+    occurred = sx.col("occurred_at", table)
+    t0 = sx.col(column.anchor.name, anchor_table)
+    parts = [event_names_match(seq.events, sx.col("event_name", table))]
+    if seq.where is not None:
+        parts.append(sx.paren(pr.predicate(seq.where, resolver)))
+    parts.append(exp.GT(this=occurred, expression=t0))
+    if seq.within is not None:
+        parts.append(exp.LTE(this=occurred.copy(), expression=sx.shift(t0.copy(), seq.within, +1)))
+    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=sx.and_(*parts)))

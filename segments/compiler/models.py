@@ -1,0 +1,636 @@
+"""A validated project as a graph of dbt models, each a sqlglot query.
+
+The graph, in dependency order::
+
+    stg_users, stg_events                 staging: rename catalog columns (views)
+    int_segment_universe                  users not created after as_of (view)
+    int_segment_events                    their events up to as_of (view)
+    int_user_event_measures               every measure of every spec: ONE pass
+    int_user_event_sequences              follow-up counts for sequences (if any)
+    user_traits                           computed traits, quantile scores
+    int_segment_base                      one row per user: attributes, measures, traits
+    seg_<name>                            one predicate over the base each
+    segment_membership                    all members of all segments
+
+Segments become predicates over ``int_segment_base``; a derived segment reads the
+segment it names through ``ref``, so dbt's lineage matches the specs'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from segments.compiler import measures as ms
+from segments.compiler import predicates as pr
+from segments.compiler import sqlexpr as sx
+from segments.errors import SegmentsError
+from segments.spec import model as m
+
+STAGING, INTERMEDIATE, SEGMENTS, MARTS = "staging", "intermediate", "segments", "marts"
+
+USERS, EVENTS = "stg_users", "stg_events"
+UNIVERSE, SEGMENT_EVENTS = "int_segment_universe", "int_segment_events"
+MEASURES, SEQUENCES = "int_user_event_measures", "int_user_event_sequences"
+BASE, TRAITS, MEMBERSHIP = "int_segment_base", "user_traits", "segment_membership"
+TRAIT_PREFIX = "trait_"
+
+
+def segment_model_name(segment: str) -> str:
+    return f"seg_{segment}"
+
+
+@dataclass(frozen=True)
+class ColumnDoc:
+    name: str
+    description: str = ""
+    tests: tuple[str, ...] = ()
+
+
+@dataclass
+class Model:
+    """One dbt model: its query and what its YAML says about it."""
+
+    name: str
+    folder: str
+    query: exp.Query
+    description: str
+    spec_path: str | None = None  # the spec file it comes from, for the header
+    columns: list[ColumnDoc] = field(default_factory=list)
+    meta: dict[str, object] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    tests: tuple[dict[str, object], ...] = ()  # model-level dbt data tests
+
+    def refs(self) -> set[str]:
+        return {t.meta["model"] for t in self.query.find_all(exp.Table) if "model" in t.meta}
+
+
+@dataclass
+class CompiledProject:
+    models: list[Model]  # dependency order
+    sources: dict[str, list[str]]  # source (schema) -> tables
+    catalog: m.Catalog
+    segments: list[str]  # segment names, in spec order
+
+    def model(self, name: str) -> Model:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+
+def _aliased(table: exp.Table, alias: str) -> exp.Table:
+    table.set("alias", exp.TableAlias(this=sx.ident(alias)))
+    return table
+
+
+def _source_for(relation: m.Relation) -> exp.Table:
+    return sx.source_ref(relation.schema or "main", relation.name)
+
+
+def _select_renamed(pairs: Iterable[tuple[str, exp.Expression]]) -> list[exp.Expression]:
+    """``expr AS name``, or the bare column when it already has that name."""
+    out: list[exp.Expression] = []
+    for name, expression in pairs:
+        if isinstance(expression, exp.Column) and expression.name == name:
+            out.append(expression)
+        else:
+            out.append(exp.alias_(expression, name))
+    return out
+
+
+class _BaseResolver:
+    """Resolves names in segment rules to columns of ``int_segment_base``."""
+
+    def __init__(self, project: m.Project, measure_set: ms.MeasureSet):
+        self.project = project
+        self.measures = measure_set
+        self.traits_used: set[str] = set()
+
+    def attribute(self, name: str) -> pr.Value:
+        return pr.Value(sx.col(name))
+
+    def trait(self, name: str) -> pr.Value:
+        self.traits_used.add(name)
+        return pr.Value(sx.col(TRAIT_PREFIX + name), nullable=_trait_nullable(self.project.traits[name]))
+
+    def property(self, name: str) -> pr.Value:
+        raise ValueError("property conditions only appear inside an event's where")
+
+    def event(self, condition: m.EventCondition, negate: bool) -> exp.Expression:
+        column = self.measures.measure(condition.measure)
+        measured = pr.test(condition.test, pr.Value(sx.col(column.name), column.nullable), negate)
+        if condition.sequence is None:
+            return measured
+        follow = self.measures.followups(condition.measure.filter, condition.sequence)
+        has_anchor = exp.Not(this=exp.Is(this=sx.col(follow.anchor.name), expression=exp.null()))
+        count = sx.col(follow.name)
+        zero = exp.Literal.number(0)
+        # followed_by: some follow-up; not_followed_by: none. Both need an anchor t0.
+        followed = exp.GT(this=count, expression=zero)
+        if not condition.sequence.followed:
+            followed = exp.EQ(this=count, expression=zero)
+        if not negate:
+            return sx.and_(measured, has_anchor, followed)
+        no_anchor = exp.Is(this=sx.col(follow.anchor.name), expression=exp.null())
+        not_followed = pr._complement(followed)
+        return sx.or_(sx.paren(measured), no_anchor, not_followed)
+
+    def segment(self, name: str) -> exp.Expression:
+        members = exp.select("user_id").from_(sx.model_ref(segment_model_name(name)))
+        return sx.col("user_id").isin(query=members)
+
+
+def _trait_nullable(trait: m.Trait) -> bool:
+    if isinstance(trait, m.MeasureTrait):
+        return trait.measure.kind not in ms.ZERO_ON_NONE
+    return True
+
+
+def _needed_traits(project: m.Project, names: set[str]) -> list[str]:
+    """The traits ``names`` read, with the traits their quantiles rank, in file order."""
+    needed: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        trait = project.traits[name]
+        if isinstance(trait, m.QuantileTrait):
+            stack.append(trait.of)
+    return [name for name in project.traits if name in needed]
+
+
+def _segment_closure(project: m.Project, wanted: Iterable[str]) -> list[str]:
+    """``wanted`` and every segment they read, in spec order."""
+    by_name = {name: spec for spec in project.segments for name in spec.segment_names()}
+    keep: set[str] = set()
+    stack = list(wanted)
+    while stack:
+        name = stack.pop()
+        if name in keep:
+            continue
+        if name not in by_name:
+            raise SegmentsError(f"unknown segment {name!r}")
+        keep.add(name)
+        spec = by_name[name]
+        stack.extend(spec.segment_names())  # tiers are computed together
+        for condition in _spec_conditions(spec):
+            stack.extend(_segment_refs(condition))
+    return [n for n in project.segment_names() if n in keep]
+
+
+def _spec_conditions(spec: m.SegmentSpec) -> list[m.Condition]:
+    conditions = [spec.where] if spec.where is not None else []
+    conditions += [tier.where for tier in spec.tiers if tier.where is not None]
+    return conditions
+
+
+def _segment_refs(condition: m.Condition) -> list[str]:
+    if isinstance(condition, m.SegmentCondition):
+        return [condition.segment]
+    if isinstance(condition, (m.All, m.Any)):
+        return [r for item in condition.items for r in _segment_refs(item)]
+    if isinstance(condition, m.Not):
+        return _segment_refs(condition.item)
+    return []
+
+
+# Uploaded keys and the users' column are normalized by the same expression.
+def _normalized_key(match_on: str, value: exp.Expression) -> exp.Expression:
+    if match_on == "email":
+        return exp.Lower(this=exp.Trim(this=value))
+    if match_on == "phone":
+        return exp.RegexpReplace(
+            this=value,
+            expression=exp.Literal.string("[^0-9]"),
+            replacement=exp.Literal.string(""),
+            modifiers=exp.Literal.string("g"),
+        )
+    return exp.Trim(this=value)
+
+
+def _upload_predicate(upload: m.Upload) -> exp.Expression:
+    """Users whose normalized key is one of the upload's non-empty normalized keys."""
+    if not upload.keys:
+        return exp.false()
+    user_column = "user_id" if upload.match_on == "user_id" else upload.match_on
+    uploaded = exp.values([(key,) for key in upload.keys], alias="uploaded", columns=["upload_key"])
+    key = _normalized_key(upload.match_on, sx.col("upload_key"))
+    keys = (
+        exp.select(exp.alias_(key, "upload_key"))
+        .from_(uploaded)
+        .where(exp.NEQ(this=key.copy(), expression=exp.Literal.string("")))
+    )
+    return _normalized_key(upload.match_on, sx.col(user_column)).isin(query=keys)
+
+
+def _holdout(segment: str, percent: float | None) -> exp.Expression:
+    """SPEC 2.6: the first 8 hex digits of md5(name:user_id) as an integer, mod 100 < H."""
+    if not percent:
+        return exp.false()
+    digest = exp.MD5(this=exp.DPipe(this=sx.literal(f"{segment}:"), expression=sx.col("user_id")))
+    first8 = exp.Substring(this=digest, start=exp.Literal.number(1), length=exp.Literal.number(8))
+    as_int = exp.cast(exp.DPipe(this=exp.Literal.string("0x"), expression=first8), exp.DataType.Type.UBIGINT)
+    bucket = exp.Mod(this=as_int, expression=exp.Literal.number(100))
+    return exp.LT(this=bucket, expression=sx.literal(percent))
+
+
+def _segment_queries(spec: m.SegmentSpec, resolver: _BaseResolver) -> list[tuple[str, exp.Expression]]:
+    """Each segment a spec defines with its predicate over the base."""
+    narrow = pr.predicate(spec.where, resolver) if spec.where is not None else None
+    if spec.upload is not None:
+        narrow = sx.and_(_upload_predicate(spec.upload), *(p for p in [narrow] if p is not None))
+    if not spec.tiers:
+        return [(spec.name, narrow if narrow is not None else exp.true())]
+    out: list[tuple[str, exp.Expression]] = []
+    earlier: list[m.Condition] = []
+    for tier, name in zip(spec.tiers, spec.segment_names()):
+        # first match wins: a tier excludes everyone an earlier tier took
+        parts = [sx.paren(p) for p in [narrow] if p is not None]
+        if tier.where is not None:
+            parts.append(sx.paren(pr.predicate(tier.where, resolver)))
+        if earlier:
+            parts.append(sx.paren(pr.predicate(m.Any(tuple(earlier)), resolver, negate=True)))
+        if tier.where is not None:
+            earlier.append(tier.where)
+        out.append((name, sx.and_(*parts)))
+    return out
+
+
+def _spec_path(project: m.Project, spec: m.SegmentSpec) -> str:
+    try:
+        return str(spec.path.relative_to(project.specs_dir.parent))
+    except ValueError:
+        return str(spec.path)
+
+
+def compile_project(project: m.Project, only: Iterable[str] | None = None) -> CompiledProject:
+    """Build every model for ``project`` (or just what the segments ``only`` need).
+
+    Raises:
+        SegmentsError: when a name collides with a column the compiler makes.
+    """
+    catalog = project.catalog
+    names = _segment_closure(project, only) if only is not None else list(project.segment_names())
+    measure_set = ms.MeasureSet()
+    resolver = _BaseResolver(project, measure_set)
+
+    segment_models: list[Model] = []
+    for spec in project.segments:
+        if not set(spec.segment_names()) & set(names):
+            continue
+        for name, where in _segment_queries(spec, resolver):
+            query = (
+                exp.select("user_id", exp.alias_(_holdout(name, spec.holdout), "is_holdout"))
+                .from_(sx.model_ref(BASE))
+                .where(where)
+            )
+            segment_models.append(_segment_model(project, spec, name, query))
+
+    trait_names = _needed_traits(project, resolver.traits_used) if only is not None else list(project.traits)
+    for trait_name in trait_names:
+        trait = project.traits[trait_name]
+        if isinstance(trait, m.MeasureTrait):
+            measure_set.measure(trait.measure)
+
+    _check_collisions(catalog, trait_names, measure_set)
+    models = _staging_models(catalog)
+    models += _universe_and_events(catalog)
+    measure_models = _measure_models(catalog, measure_set)
+    models += measure_models
+    has_measures = bool(measure_set.measures)
+    has_sequences = bool(measure_set.followup_columns)
+    models.append(_traits_model(project, trait_names, measure_set, has_measures))
+    models.append(_base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
+    models += _dependency_order(segment_models)
+    models.append(_membership_model([s.name for s in segment_models]))
+    sources: dict[str, list[str]] = {}
+    for relation in (catalog.users.relation, catalog.events.relation):
+        sources.setdefault(relation.schema or "main", [])
+        if relation.name not in sources[relation.schema or "main"]:
+            sources[relation.schema or "main"].append(relation.name)
+    return CompiledProject(models, sources, catalog, names)
+
+
+def _check_collisions(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet) -> None:
+    made = {TRAIT_PREFIX + t for t in trait_names} | {c.name for c in measure_set.measures}
+    made |= {c.name for c in measure_set.followup_columns} | {"user_id", "created_at"}
+    for name in catalog.users.attributes:
+        if name in made and name not in ("user_id", "created_at"):
+            raise SegmentsError(f"attribute {name!r} collides with a column the compiler makes; rename it")
+
+
+def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str, query: exp.Query) -> Model:
+    description = spec.description or f"Members of segment {name}."
+    if spec.tiers:
+        tier = name.split("__", 1)[1]
+        description = f"{description.rstrip('.')}. Tier {tier} of {spec.name}."
+    meta: dict[str, object] = {
+        "segment": name,
+        "spec": _spec_path(project, spec),
+        "refresh": spec.refresh,
+        "holdout_pct": spec.holdout or 0,
+    }
+    if spec.owner:
+        meta["owner"] = spec.owner
+    if spec.sync:
+        meta["sync"] = [t.destination for t in spec.sync]
+    # One test per segment keeps dbt's per-node cost low with hundreds of segments;
+    # nulls are tested once for all segments on segment_membership.
+    columns = [
+        ColumnDoc("user_id", "A member of the segment.", ("unique",)),
+        ColumnDoc("is_holdout", "True for the control group, which is never synced."),
+    ]
+    return Model(
+        segment_model_name(name), SEGMENTS, query, description, _spec_path(project, spec),
+        columns, meta, spec.tags,
+    )
+
+
+def _dependency_order(models: list[Model]) -> list[Model]:
+    """Segments after the segments they read (specs may reference later files)."""
+    by_name = {mod.name: mod for mod in models}
+    ordered: list[Model] = []
+    done: set[str] = set()
+
+    def visit(model: Model) -> None:
+        if model.name in done:
+            return
+        done.add(model.name)
+        for ref in sorted(model.refs()):
+            if ref in by_name:
+                visit(by_name[ref])
+        ordered.append(model)
+
+    for model in models:
+        visit(model)
+    return ordered
+
+
+def _staging_models(catalog: m.Catalog) -> list[Model]:
+    users, events = catalog.users, catalog.events
+    user_cols: list[tuple[str, exp.Expression]] = [
+        ("user_id", exp.cast(sx.col(users.key), exp.DataType.Type.VARCHAR))
+    ]
+    if users.created_at:
+        user_cols.append(("created_at", sx.col(users.created_at)))
+    user_cols += [(a.name, sx.col(a.column)) for a in users.attributes.values() if a.name not in ("user_id", "created_at")]
+    stg_users = exp.select(*_select_renamed(user_cols)).from_(_source_for(users.relation))
+    event_cols: list[tuple[str, exp.Expression]] = [
+        ("user_id", exp.cast(sx.col(events.user_key), exp.DataType.Type.VARCHAR)),
+        ("event_name", sx.col(events.name)),
+        ("occurred_at", sx.col(events.timestamp)),
+    ]
+    event_cols += [(p.name, sx.col(p.column)) for p in events.properties.values()]
+    stg_events = exp.select(*_select_renamed(event_cols)).from_(_source_for(events.relation))
+    user_docs = [ColumnDoc("user_id", "The user's key, as text.", ("unique", "not_null"))]
+    return [
+        Model(USERS, STAGING, stg_users, f"Users from {users.relation}, columns renamed as the catalog names them.", columns=user_docs),
+        Model(EVENTS, STAGING, stg_events, f"Events from {events.relation}, columns renamed as the catalog names them."),
+    ]
+
+
+def _universe_and_events(catalog: m.Catalog) -> list[Model]:
+    columns = ["user_id"] + (["created_at"] if catalog.users.created_at else [])
+    columns += [a for a in catalog.users.attributes if a not in ("user_id", "created_at")]
+    universe = exp.select(*columns).from_(sx.model_ref(USERS))
+    if catalog.users.created_at:
+        # SPEC 2.2: a user created after as_of is in no segment; no created_at stays
+        universe = universe.where(
+            sx.or_(
+                exp.Is(this=sx.col("created_at"), expression=exp.null()),
+                exp.LTE(this=sx.col("created_at"), expression=sx.as_of()),
+            )
+        )
+    event_columns = ["user_id", "event_name", "occurred_at", *catalog.events.properties]
+    universe_ids = exp.select("user_id").from_(sx.model_ref(UNIVERSE))
+    events = (
+        exp.select(*event_columns)
+        .from_(sx.model_ref(EVENTS))
+        .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
+        .where(sx.col("user_id").isin(query=universe_ids))
+    )
+    return [
+        Model(
+            UNIVERSE, INTERMEDIATE, universe,
+            "The users segments are evaluated over: everyone not created after as_of.",
+            columns=[ColumnDoc("user_id", "The user's key.", ("unique", "not_null"))],
+        ),
+        Model(SEGMENT_EVENTS, INTERMEDIATE, events, "Events of universe users up to as_of; later events never count."),
+    ]
+
+
+def _measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Model]:
+    out: list[Model] = []
+    columns = measure_set.measures
+    if not columns:
+        return out
+    rows = ms.EventRowResolver(catalog)
+    names = sorted({n for c in columns for n in c.measure.filter.events})
+    query = (
+        exp.select("user_id", *[exp.alias_(ms.aggregate(c, rows), c.name) for c in columns])
+        .from_(sx.model_ref(SEGMENT_EVENTS))
+        .where(ms.event_names_match(tuple(names), sx.col("event_name")))
+        .group_by("user_id")
+    )
+    docs = [ColumnDoc("user_id", "A user with at least one relevant event.", ("unique", "not_null"))]
+    docs += [ColumnDoc(c.name, _describe_measure(c.measure)) for c in columns]
+    out.append(Model(
+        MEASURES, INTERMEDIATE, query,
+        "Every event measure of every segment and trait, computed in one pass over the events.",
+        columns=docs,
+    ))
+    followups = measure_set.followup_columns
+    if followups:
+        events = ms.EventRowResolver(catalog, table="e")
+        names = sorted({n for c in followups for n in c.sequence.events})
+        anchors = sorted({c.anchor.name for c in followups})
+        query = (
+            exp.select(sx.col("user_id", "e"), *[exp.alias_(ms.followup_count(c, events, "m"), c.name) for c in followups])
+            .from_(_aliased(sx.model_ref(SEGMENT_EVENTS), "e"))
+            .join(_aliased(sx.model_ref(MEASURES), "m"), on=exp.EQ(this=sx.col("user_id", "m"), expression=sx.col("user_id", "e")))
+            .where(ms.event_names_match(tuple(names), sx.col("event_name", "e")))
+            .where(sx.or_(*[exp.Not(this=exp.Is(this=sx.col(a, "m"), expression=exp.null())) for a in anchors]))
+            .group_by(sx.col("user_id", "e"))
+        )
+        docs = [ColumnDoc("user_id", "A user with an anchor event and a candidate follow-up.", ("unique", "not_null"))]
+        docs += [ColumnDoc(c.name, f"Follow-up events after {c.anchor.name}: {_describe_sequence(c.sequence)}.") for c in followups]
+        out.append(Model(
+            SEQUENCES, INTERMEDIATE, query,
+            "Follow-up events after each sequence's anchor (its latest qualifying event), in one pass.",
+            columns=docs,
+        ))
+    return out
+
+
+def _describe_measure(measure: m.Measure) -> str:
+    what = measure.kind + (f" of {measure.property}" if measure.property else "")
+    text = f"{what} over events {', '.join(measure.filter.events)}"
+    window = measure.filter.window
+    if window is not None:
+        text += f", {_describe_window(window)}"
+    if measure.filter.where is not None:
+        text += ", filtered by properties"
+    return text
+
+
+def _describe_window(window: m.Window) -> str:
+    if isinstance(window, m.WithinWindow):
+        return f"within {window.duration}"
+    if isinstance(window, m.BetweenWindow):
+        return f"between {window.start} and {window.end}"
+    if isinstance(window, m.BeforeWindow):
+        return f"before {window.at}"
+    return f"after {window.at}"
+
+
+def _describe_sequence(sequence: m.Sequence) -> str:
+    text = f"{', '.join(sequence.events)}"
+    if sequence.within is not None:
+        text += f" within {sequence.within}"
+    return text
+
+
+def _measure_value(column: ms.MeasureColumn, table: str | None) -> exp.Expression:
+    """A measure as users see it: 0 rather than missing where nothing qualified."""
+    value = sx.col(column.name, table)
+    if column.measure.kind in ms.ZERO_ON_NONE:
+        return exp.Coalesce(this=value, expressions=[exp.Literal.number(0)])
+    return value
+
+
+def _quantile(of: exp.Expression, buckets: int) -> exp.Expression:
+    """SPEC 1.5 score, in exact integer arithmetic rather than a floating percent rank:
+    ``LEAST(b, 1 + FLOOR((rank - 1) * b / (n - 1)))`` over the non-missing values,
+    ``1`` when only one user has a value, missing where the trait is missing."""
+    rank = exp.Window(this=exp.Anonymous(this="RANK"), order=exp.Order(expressions=[exp.Ordered(this=of.copy(), nulls_first=False)]))
+    count = exp.Window(this=exp.Count(this=of.copy()))
+    scaled = exp.Div(
+        this=exp.cast(exp.Mul(this=exp.Paren(this=exp.Sub(this=rank, expression=exp.Literal.number(1))), expression=exp.Literal.number(buckets)), exp.DataType.Type.DOUBLE),
+        expression=exp.Nullif(this=exp.Paren(this=exp.Sub(this=count, expression=exp.Literal.number(1))), expression=exp.Literal.number(0)),
+    )
+    # A plain LEAST call: sqlglot's Least node adds NULL guards this never-NULL score
+    # does not need.
+    score = exp.Anonymous(this="LEAST", expressions=[
+        exp.Literal.number(buckets),
+        exp.Add(this=exp.Literal.number(1), expression=exp.Coalesce(this=exp.Floor(this=scaled), expressions=[exp.Literal.number(0)])),
+    ])
+    case = exp.Case(ifs=[exp.If(this=exp.Not(this=exp.Is(this=of.copy(), expression=exp.null())), true=score)])
+    return exp.cast(case, exp.DataType.Type.BIGINT)
+
+
+def _traits_model(project: m.Project, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool) -> Model:
+    """``user_traits``: one column per trait; quantiles ranked in layers (a score may
+    rank another score)."""
+    level: dict[str, int] = {}
+
+    def depth(name: str) -> int:
+        if name not in level:
+            trait = project.traits[name]
+            level[name] = 0 if isinstance(trait, m.MeasureTrait) else depth(trait.of) + 1
+        return level[name]
+
+    for name in trait_names:
+        depth(name)
+    measured: list[exp.Expression] = [sx.col("user_id", "u")]
+    for name in trait_names:
+        trait = project.traits[name]
+        if isinstance(trait, m.MeasureTrait):
+            measured.append(exp.alias_(_measure_value(measure_set.measure(trait.measure), "m"), name))
+    query: exp.Select = exp.select(*measured).from_(_aliased(sx.model_ref(UNIVERSE), "u"))
+    if has_measures:
+        query = query.join(_aliased(sx.model_ref(MEASURES), "m"), on=exp.EQ(this=sx.col("user_id", "m"), expression=sx.col("user_id", "u")), join_type="left")
+    max_level = max(level.values(), default=0)
+    if max_level == 0:
+        return _traits_doc(query, trait_names, project)
+    ctes = [("traits_0", query)]
+    for depth_level in range(1, max_level + 1):
+        scores = [
+            exp.alias_(_quantile(sx.col(t.of), t.buckets), name)  # type: ignore[union-attr]
+            for name in trait_names
+            if level[name] == depth_level
+            for t in [project.traits[name]]
+        ]
+        layer = exp.select("*", *scores).from_(f"traits_{depth_level - 1}")
+        ctes.append((f"traits_{depth_level}", layer))
+    final = exp.select("user_id", *trait_names).from_(f"traits_{max_level}")
+    for cte_name, cte_query in ctes:
+        final = final.with_(cte_name, as_=cte_query)
+    return _traits_doc(final, trait_names, project)
+
+
+def _traits_doc(query: exp.Query, trait_names: list[str], project: m.Project) -> Model:
+    docs = [ColumnDoc("user_id", "A user of the universe.", ("unique", "not_null"))]
+    for name in trait_names:
+        trait = project.traits[name]
+        if isinstance(trait, m.QuantileTrait):
+            docs.append(ColumnDoc(name, f"Quantile score 1-{trait.buckets} of {trait.of}; missing where {trait.of} is."))
+        else:
+            docs.append(ColumnDoc(name, _describe_measure(trait.measure)))
+    return Model(TRAITS, MARTS, query, "Computed traits (_traits.yml), one row per user of the universe.", columns=docs)
+
+
+def _base_model(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool) -> Model:
+    attributes = [a for a in catalog.users.attributes if a not in ("user_id", "created_at")]
+    select: list[exp.Expression] = [sx.col("user_id", "u")]
+    select += [sx.col(a, "u") for a in attributes]
+    select += [exp.alias_(_measure_value(c, "m"), c.name) for c in measure_set.measures]
+    select += [
+        exp.alias_(exp.Coalesce(this=sx.col(c.name, "s"), expressions=[exp.Literal.number(0)]), c.name)
+        for c in measure_set.followup_columns
+    ]
+    select += [exp.alias_(sx.col(t, "t"), TRAIT_PREFIX + t) for t in trait_names]
+    query = exp.select(*select).from_(_aliased(sx.model_ref(UNIVERSE), "u"))
+    on_user = lambda alias: exp.EQ(this=sx.col("user_id", alias), expression=sx.col("user_id", "u"))  # noqa: E731
+    if has_measures:
+        query = query.join(_aliased(sx.model_ref(MEASURES), "m"), on=on_user("m"), join_type="left")
+    if has_sequences:
+        query = query.join(_aliased(sx.model_ref(SEQUENCES), "s"), on=on_user("s"), join_type="left")
+    if trait_names:
+        query = query.join(_aliased(sx.model_ref(TRAITS), "t"), on=on_user("t"), join_type="left")
+    return Model(
+        BASE, INTERMEDIATE, query,
+        "One row per user of the universe with every attribute, measure and trait the segments read.",
+        columns=[ColumnDoc("user_id", "A user of the universe.", ("unique", "not_null"))],
+    )
+
+
+def _membership_model(segment_models: list[str]) -> Model:
+    parts: list[exp.Query] = []
+    for model_name in sorted(segment_models):
+        segment = model_name[len("seg_"):]
+        parts.append(
+            exp.select(
+                exp.alias_(sx.literal(segment), "segment_name"),
+                "user_id",
+                "is_holdout",
+                exp.alias_(sx.as_of(), "as_of"),
+            ).from_(sx.model_ref(model_name))
+        )
+    if parts:
+        query: exp.Query = parts[0]
+        for part in parts[1:]:
+            query = exp.union(query, part, distinct=False)
+    else:
+        empty = [
+            exp.alias_(exp.cast(exp.null(), exp.DataType.Type.VARCHAR), "segment_name"),
+            exp.alias_(exp.cast(exp.null(), exp.DataType.Type.VARCHAR), "user_id"),
+            exp.alias_(exp.cast(exp.null(), exp.DataType.Type.BOOLEAN), "is_holdout"),
+            exp.alias_(sx.as_of(), "as_of"),
+        ]
+        query = exp.select(*empty).where(exp.false())
+    columns = [
+        ColumnDoc("segment_name", "The segment (tiers as <spec>__<tier>).", ("not_null",)),
+        ColumnDoc("user_id", "A member.", ("not_null",)),
+        ColumnDoc("is_holdout", "Control group member: kept here, never synced.", ("not_null",)),
+        ColumnDoc("as_of", "The instant the build evaluated every segment at.", ("not_null",)),
+    ]
+    return Model(
+        MEMBERSHIP, MARTS, query, "One row per (segment, member) at as_of, holdout flagged.", columns=columns,
+        tests=({"segments_unique_together": {"arguments": {"columns": ["segment_name", "user_id"]}}},),
+    )
+
