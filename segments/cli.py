@@ -1,0 +1,257 @@
+"""The ``segments`` command line (SPEC section 3).
+
+Every failure the user can cause ends with a clear message on stderr and exit 1:
+commands raise :class:`SegmentsError`, and :func:`main` turns it (and anything
+unexpected) into that message. Nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from segments import paths, pipeline, warehouse
+from segments.errors import SegmentsError, SpecErrors
+from segments.spec.timeparse import parse_instant
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Audience segments for chat and messaging platforms: specs -> dbt -> warehouse -> destinations.",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+SpecsOption = Annotated[Path, typer.Option("--specs", help="Specs directory.", show_default="segment_specs/")]
+WarehouseOption = Annotated[
+    Optional[str],
+    typer.Option("--warehouse", help="DuckDB file (or $SEGMENTS_WAREHOUSE).", show_default="warehouse.duckdb"),
+]
+AsOfOption = Annotated[
+    Optional[str], typer.Option("--as-of", help="Evaluate at this UTC instant (ISO date or date-time).", show_default="now")
+]
+TargetOption = Annotated[str, typer.Option("--target", help="Engine: duckdb.")]
+
+SUPPORTED_TARGETS = ("duckdb",)
+SUPPORTED_DIALECTS = ("duckdb",)
+
+
+def _as_of(value: str | None) -> dt.datetime:
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    try:
+        return parse_instant(value)
+    except ValueError as error:
+        raise SegmentsError(f"--as-of: {error}") from None
+
+
+def _target(value: str) -> str:
+    if value not in SUPPORTED_TARGETS:
+        raise SegmentsError(f"--target {value!r} is not supported yet; choose one of: {', '.join(SUPPORTED_TARGETS)}")
+    return value
+
+
+def _specs(value: Path | None) -> Path:
+    specs = (value or paths.SPECS_DIR).resolve()
+    if not specs.is_dir():
+        raise SegmentsError(f"{specs}: no such specs directory")
+    return specs
+
+
+@app.command()
+def validate(specs: SpecsOption = paths.SPECS_DIR) -> None:
+    """Check every spec; print every error as file:line:col: message."""
+    result = pipeline.compile_specs(_specs(specs))
+    out.print(f"ok: {len(result.project.segments)} specs, {len(result.compiled.segments)} segments, "
+              f"{len(result.project.traits)} traits")
+
+
+@app.command("compile")
+def compile_command(
+    specs: SpecsOption = paths.SPECS_DIR,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the models are stale.")] = False,
+    dialect: Annotated[str, typer.Option("--dialect", help="SQL dialect of the models.")] = "duckdb",
+) -> None:
+    """Write the dbt models for the specs (or check they are up to date)."""
+    if dialect not in SUPPORTED_DIALECTS:
+        raise SegmentsError(f"--dialect {dialect!r} is not supported yet; choose one of: {', '.join(SUPPORTED_DIALECTS)}")
+    result = pipeline.compile_specs(_specs(specs), dialect)
+    if check:
+        from segments.compiler import writer
+
+        stale = writer.changes(result.project_dir, result.files)
+        if stale:
+            for change in stale:
+                sys.stdout.write(change.diff if change.diff else f"{change.kind}: {change.path}\n")
+            raise SegmentsError(
+                f"{len(stale)} generated file(s) in {result.project_dir} are stale: run `segments compile`"
+            )
+        out.print(f"ok: {len(result.files)} generated files are up to date")
+        return
+    changes = pipeline.write_models(result)
+    for change in changes:
+        out.print(f"{change.kind:>8} {change.path}")
+    out.print(f"{len(result.compiled.segments)} segments compiled into {result.project_dir} "
+              f"({len(changes)} file(s) changed)")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
+    )
+
+
+def run_build(specs: Path, warehouse_file: Path, as_of: dt.datetime) -> pipeline.BuildResult:
+    """Build with a progress bar over dbt's nodes."""
+    with _progress() as progress:
+        task = progress.add_task("compiling", total=None)
+
+        def compiled(result: pipeline.Compiled) -> None:
+            progress.update(task, description="dbt build", total=pipeline.count_dbt_nodes(result.compiled))
+
+        def node(name: str, status: str) -> None:
+            progress.update(task, advance=1, description=f"dbt build: {name}")
+
+        return pipeline.build(specs, warehouse_file, as_of, on_node=node, on_compiled=compiled)
+
+
+def print_sizes(result: pipeline.BuildResult) -> None:
+    table = Table(title=f"Segments at {result.as_of.isoformat(sep=' ')} UTC")
+    table.add_column("segment")
+    table.add_column("members", justify="right")
+    table.add_column("holdout", justify="right")
+    for name, size, holdout in result.sizes:
+        table.add_row(name, f"{size:,}", f"{holdout:,}")
+    out.print(table)
+
+
+@app.command()
+def build(
+    specs: SpecsOption = paths.SPECS_DIR,
+    warehouse_path: WarehouseOption = None,
+    as_of: AsOfOption = None,
+    target: TargetOption = "duckdb",
+) -> None:
+    """Compile and build every segment on the warehouse through dbt."""
+    _target(target)
+    result = run_build(_specs(specs), paths.warehouse_path(warehouse_path), _as_of(as_of))
+    print_sizes(result)
+    out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
+
+
+@app.command()
+def preview(
+    name: Annotated[str, typer.Argument(help="Segment name (tiers: <spec>__<tier>).")],
+    specs: SpecsOption = paths.SPECS_DIR,
+    warehouse_path: WarehouseOption = None,
+    as_of: AsOfOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Sample size.")] = 10,
+    target: TargetOption = "duckdb",
+    show_sql: Annotated[bool, typer.Option("--sql", help="Print the query too.")] = False,
+) -> None:
+    """Size and sample members of one segment, without a full build."""
+    _target(target)
+    result = pipeline.preview(_specs(specs), paths.warehouse_path(warehouse_path), name, _as_of(as_of), limit)
+    if show_sql:
+        out.print(result.sql, markup=False, highlight=False)
+    out.print(f"{result.segment}: {result.size:,} members ({result.holdout:,} in holdout)")
+    for user_id in result.sample:
+        out.print(f"  {user_id}", markup=False, highlight=False)
+
+
+@app.command()
+def load(
+    users: Annotated[Optional[Path], typer.Option("--users", help="CSV or Parquet file of users.")] = None,
+    events: Annotated[Optional[Path], typer.Option("--events", help="CSV or Parquet file of events.")] = None,
+    specs: SpecsOption = paths.SPECS_DIR,
+    warehouse_path: WarehouseOption = None,
+    target: TargetOption = "duckdb",
+) -> None:
+    """Load CSV or Parquet files into the catalog's input tables."""
+    _target(target)
+    project = pipeline.compile_specs(_specs(specs)).project
+    with warehouse.connect(paths.warehouse_path(warehouse_path)) as con:
+        counts = warehouse.load_inputs(con, project.catalog, users, events)
+    for table, rows in counts.items():
+        out.print(f"loaded {rows:,} rows into {table}")
+
+
+@app.command()
+def members(
+    segment: Annotated[Optional[str], typer.Option("--segment", help="Only this segment.")] = None,
+    warehouse_path: WarehouseOption = None,
+    target: TargetOption = "duckdb",
+) -> None:
+    """Print segment_name,user_id,is_holdout CSV of the current membership."""
+    _target(target)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["segment_name", "user_id", "is_holdout"])
+    with warehouse.connect(paths.warehouse_path(warehouse_path), read_only=True) as con:
+        for name, user_id, is_holdout in warehouse.members(con, segment):
+            writer.writerow([name, user_id, "true" if is_holdout else "false"])
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option("--users", min=1, help="How many demo users to generate.")] = 5000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the demo data.")] = 7,
+    warehouse_path: WarehouseOption = None,
+    as_of: AsOfOption = None,
+) -> None:
+    """Generate sample data, build every example segment, print a summary."""
+    from segments import demo_data
+
+    at = _as_of(as_of) if as_of else dt.datetime.now(dt.timezone.utc).replace(
+        tzinfo=None, hour=0, minute=0, second=0, microsecond=0
+    )
+    warehouse_file = paths.warehouse_path(warehouse_path)
+    data = demo_data.generate(users=users, seed=seed, anchor=at)
+    with warehouse.connect(warehouse_file) as con:
+        demo_data.write_duckdb(data, con)
+    out.print(f"generated {len(data.users):,} users and {len(data.events):,} events into {warehouse_file}")
+    result = run_build(paths.SPECS_DIR, warehouse_file, at)
+    print_sizes(result)
+    out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a command, map every failure to a message and exit 1."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SpecErrors as errors:
+        for error in errors.errors:
+            err.print(str(error), markup=False, highlight=False)
+        err.print(f"{len(errors.errors)} error(s)", markup=False)
+        return 1
+    except SegmentsError as error:
+        err.print(f"error: {error}", markup=False, highlight=False)
+        return 1
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 1
+    except click.ClickException as error:
+        error.show(file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as error:  # noqa: BLE001 - never a traceback for the user
+        err.print(f"internal error: {type(error).__name__}: {error}", markup=False, highlight=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
