@@ -216,6 +216,55 @@ RETAINED_SHARE = 0.40
 CHURN_SCALE_DAYS = 90.0
 
 
+# Users are drawn in blocks of this many rows, each block from its own seed, so a
+# user's attributes depend on the seed and the user's position only.
+USER_BLOCK_ROWS = 65_536
+# Uniform draws reserved per user. Changing it reshuffles every user: add new
+# attributes by using a spare column instead (about 30 are in use).
+USER_DRAW_COLUMNS = 40
+_USER_STREAM = 0x05E6  # tells the users' block seeds apart from other streams
+
+
+class _UserDraws:
+    """Position-stable random draws for users: column after column of uniforms.
+
+    It offers the few :class:`numpy.random.Generator` methods the user code calls
+    (``random``, ``integers``, ``exponential``, ``choice``), each answering from the
+    next reserved column, so row ``i`` never depends on how many users there are.
+    """
+
+    def __init__(self, seed: int, n: int):
+        blocks = [
+            # rng.random fills row after row, so a shorter last block is a prefix.
+            np.random.default_rng([seed, _USER_STREAM, index]).random(
+                (min(USER_BLOCK_ROWS, n - start), USER_DRAW_COLUMNS)
+            )
+            for index, start in enumerate(range(0, n, USER_BLOCK_ROWS))
+        ]
+        self._uniforms = np.concatenate(blocks) if blocks else np.empty((0, USER_DRAW_COLUMNS))
+        self._next_column = 0
+
+    def random(self, size: int) -> np.ndarray:
+        if self._next_column == USER_DRAW_COLUMNS:
+            raise RuntimeError("out of reserved user draws: raise USER_DRAW_COLUMNS")
+        column = self._uniforms[:size, self._next_column]
+        self._next_column += 1
+        return column
+
+    def integers(self, low: int, high: int, size: int) -> np.ndarray:
+        return low + (self.random(size) * (high - low)).astype(np.int64)
+
+    def exponential(self, scale: float, size: int) -> np.ndarray:
+        return -scale * np.log1p(-self.random(size))
+
+    def choice(self, a: int, size: int, p: np.ndarray) -> np.ndarray:
+        cumulative = np.cumsum(p)
+        return np.minimum(np.searchsorted(cumulative, self.random(size), side="right"), a - 1)
+
+
+_Draws = np.random.Generator | _UserDraws
+
+
 @dataclass(frozen=True)
 class DemoData:
     """Generated demo tables.
@@ -240,6 +289,8 @@ class _Users:
     country: np.ndarray  # int8 index into COUNTRIES
     acquisition: np.ndarray  # int8 index into ACQUISITION_CHANNELS
     signup_age_s: np.ndarray  # int64 seconds before the anchor
+    created_age_s: np.ndarray  # int64 seconds before the anchor
+    created_missing: np.ndarray  # bool: created_at is NULL
     user_ids: np.ndarray  # str ``u0000001``...
     columns: dict[str, object]  # finished columns, all but timestamps and lifetime_value
 
@@ -277,8 +328,11 @@ def default_anchor() -> dt.datetime:
 def generate(users: int = 5000, seed: int = 7, anchor: dt.datetime | None = None) -> DemoData:
     """Generate demo users and their events over the 365 days before ``anchor``.
 
-    User attributes depend on ``(users, seed)`` only, so emails and cities stay put
-    when the anchor moves; event times follow the anchor.
+    User attributes depend on ``seed`` and the user's position only: they stay put
+    when the anchor moves, and a larger demo extends a smaller one (the first 5,000
+    users of ``generate(users=20_000)`` have the emails of ``generate(users=5_000)``,
+    which ``segment_specs/uploads/vip_list.csv`` relies on). Events are drawn for all
+    users at once and follow the anchor.
 
     Args:
         users: number of users (about 20 events each on average, heavily skewed).
@@ -301,11 +355,11 @@ def generate(users: int = 5000, seed: int = 7, anchor: dt.datetime | None = None
         raise ValueError(f"users must be >= 0, got {users}")
     anchor = _naive_utc(anchor) if anchor is not None else default_anchor()
     # Separate streams, so changing how events are drawn never reshuffles who the users are.
-    user_rng, time_rng, event_rng, finish_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    time_rng, event_rng, finish_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
     )
     anchor_s = _epoch_seconds(anchor)
-    people = _draw_users(user_rng, users)
+    people = _draw_users(_UserDraws(seed, users), users)
     signup_s = anchor_s - people.signup_age_s
     events = _draw_events(event_rng, time_rng, people, signup_s, anchor_s)
     users_frame = _users_frame(people, signup_s, anchor_s, events, finish_rng)
@@ -317,7 +371,7 @@ def generate(users: int = 5000, seed: int = 7, anchor: dt.datetime | None = None
 # ---------------------------------------------------------------------------
 
 
-def _draw_users(rng: np.random.Generator, n: int) -> _Users:
+def _draw_users(rng: _UserDraws, n: int) -> _Users:
     """Draw every user attribute that does not depend on events or the anchor."""
     city = _choice(rng, [c[2] for c in CITIES], n)
     country_of_city = np.array([COUNTRIES.index(c[1]) for c in CITIES], dtype=np.int8)
@@ -347,10 +401,15 @@ def _draw_users(rng: np.random.Generator, n: int) -> _Users:
 
     age_days = rng.exponential(SIGNUP_SCALE_DAYS, n)
     age_days = np.minimum(age_days, MAX_SIGNUP_AGE_DAYS - rng.random(n) * 30)
-    # A few guaranteed brand-new users (signed up in the last day), at any size.
-    newest = _sample(rng, n, max(1, n // 250))
-    age_days[newest] = rng.random(newest.size)
+    # Some brand-new users (signed up in the last day) on top of the exponential's share.
+    newest = rng.random(n) < 0.004
+    age_days = np.where(newest, rng.random(n), age_days)
     age_s = np.maximum((age_days * DAY).astype(np.int64), 60)
+    # Accounts are created when someone first leaves details, a little before signup
+    # (at most a tenth of the signup's age, so the newest users stay new).
+    lead_s = np.minimum(rng.exponential(2 * DAY, n), age_s * 0.1).astype(np.int64)
+    created_age_s = age_s + np.where(rng.random(n) < 0.7, 0, lead_s)
+    created_missing = rng.random(n) < 0.0015  # legacy imports without a creation date
 
     city_codes = city.astype(np.int16)
     city_codes[rng.random(n) < 0.04] = -1  # city unknown; country still known (phone, IP)
@@ -370,12 +429,20 @@ def _draw_users(rng: np.random.Generator, n: int) -> _Users:
         "whatsapp_opt_in": pd.arrays.BooleanArray(whatsapp, whatsapp_missing),
         "email_opt_in": pd.array(email_opt_in, dtype="boolean"),
     }
-    return _Users(persona=persona, country=country, acquisition=acquisition,
-                  signup_age_s=age_s, user_ids=user_ids, columns=columns)
+    return _Users(
+        persona=persona,
+        country=country,
+        acquisition=acquisition,
+        signup_age_s=age_s,
+        created_age_s=created_age_s,
+        created_missing=created_missing,
+        user_ids=user_ids,
+        columns=columns,
+    )
 
 
 def _names(
-    rng: np.random.Generator, country: np.ndarray
+    rng: _UserDraws, country: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First names as shown (pool and index into it) and ASCII ``first``/``last`` for emails."""
     firsts = [name for code in COUNTRIES for name in FIRST_NAMES[code]]
@@ -389,7 +456,7 @@ def _names(
 
 
 def _emails(
-    rng: np.random.Generator, names: np.ndarray, number: np.ndarray
+    rng: _UserDraws, names: np.ndarray, number: np.ndarray
 ) -> pd.arrays.StringArray:
     """``first.last<number>@domain``: unique by the number; some odd, some missing."""
     n = number.size
@@ -418,7 +485,7 @@ def _put(values: np.ndarray, index: np.ndarray, replacement: np.ndarray) -> np.n
     return out
 
 
-def _phones(rng: np.random.Generator, country: np.ndarray) -> pd.arrays.StringArray:
+def _phones(rng: _UserDraws, country: np.ndarray) -> pd.arrays.StringArray:
     """Mobile numbers in the mixed formats people type; about 10% missing."""
     n = country.size
     # Indian mobiles start with 6-9, mostly 9; other countries get their own shapes.
@@ -629,12 +696,8 @@ def _users_frame(
 ) -> pd.DataFrame:
     """Finish the users: timestamps, lifetime value, and the catalog's column order."""
     n = signup_s.size
-    # Accounts are created when someone first leaves details, a little before signup
-    # (at most a tenth of the signup's age, so the newest users stay new).
-    lead_s = np.minimum(rng.exponential(2 * DAY, n), people.signup_age_s * 0.1).astype(np.int64)
-    created_s = signup_s - np.where(rng.random(n) < 0.7, 0, lead_s)
-    created = _timestamps(created_s)
-    created[_sample(rng, n, max(1, n // 1000))] = np.datetime64("NaT")  # legacy imports
+    created = _timestamps(anchor_s - people.created_age_s)
+    created[people.created_missing] = np.datetime64("NaT")
 
     purchases = events.name == PURCHASE
     spend = np.bincount(events.user[purchases], weights=events.amount[purchases], minlength=n)
@@ -794,7 +857,7 @@ def _quote_name(parts: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _choice(rng: np.random.Generator, weights: Sequence[float], size: int) -> np.ndarray:
+def _choice(rng: _Draws, weights: Sequence[float], size: int) -> np.ndarray:
     """Indexes drawn with the given (normalised) weights, as int8."""
     p = np.asarray(weights, dtype=float)
     return rng.choice(p.size, size=size, p=p / p.sum()).astype(np.int8)
@@ -809,7 +872,7 @@ def _choice_with_null(rng: np.random.Generator, weights: Sequence[float], size: 
 
 
 def _choice_per_group(
-    rng: np.random.Generator, weights: np.ndarray, group: np.ndarray
+    rng: _Draws, weights: np.ndarray, group: np.ndarray
 ) -> np.ndarray:
     """One index per row, drawn from ``weights[group[row]]`` (rows of weights sum to 1)."""
     cumulative = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
@@ -822,17 +885,12 @@ def _choice_per_group(
 
 
 def _index_in_group(
-    rng: np.random.Generator, group: np.ndarray, sizes: Sequence[int]
+    rng: _Draws, group: np.ndarray, sizes: Sequence[int]
 ) -> np.ndarray:
     """Uniform index into a pool made of consecutive per-group blocks of ``sizes``."""
     size = np.asarray(sizes)
     offset = np.concatenate([[0], np.cumsum(size)[:-1]])
     return offset[group] + (rng.random(group.size) * size[group]).astype(np.int64)
-
-
-def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """``k`` distinct indexes below ``n`` (fewer if ``n`` is smaller)."""
-    return rng.choice(n, size=min(n, k), replace=False) if n else np.empty(0, dtype=np.int64)
 
 
 def _text(

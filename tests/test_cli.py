@@ -1,0 +1,251 @@
+"""The ``segments`` command line, end to end (SPEC section 3).
+
+Fast commands run in process through ``main(argv)``; builds run dbt for real on a
+small generated warehouse, once per module.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from segments import demo_data, paths
+from segments.cli import main
+
+AS_OF = "2026-01-15T00:00:00Z"
+ANCHOR = dt.datetime(2026, 1, 15)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(autouse=True)
+def work_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv(paths.WORK_DIR_ENV, str(tmp_path_factory.mktemp("work")))
+    monkeypatch.delenv(paths.WAREHOUSE_ENV, raising=False)
+
+
+@pytest.fixture(scope="module")
+def specs_copy(tmp_path_factory) -> Path:
+    """The example specs, copied: builds from here never touch the committed models."""
+    target = tmp_path_factory.mktemp("specs") / "segment_specs"
+    shutil.copytree(paths.SPECS_DIR, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, specs_copy):
+    """A warehouse with demo data, built once at AS_OF."""
+    warehouse = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
+    data = demo_data.generate(users=400, seed=3, anchor=ANCHOR)
+    con = duckdb.connect(str(warehouse))
+    demo_data.write_duckdb(data, con)
+    con.close()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(paths.WORK_DIR_ENV, str(tmp_path_factory.mktemp("buildwork")))
+        assert main(["build", "--specs", str(specs_copy), "--warehouse", str(warehouse), "--as-of", AS_OF]) == 0
+    return warehouse
+
+
+def committed_models() -> dict[Path, bytes]:
+    models = paths.DBT_PROJECT_DIR / "models"
+    return {p: p.read_bytes() for p in models.rglob("*") if p.is_file()}
+
+
+def test_committed_models_are_fresh(capsys):
+    code, out, err = run(capsys, "compile", "--check")
+    assert code == 0, out + err
+
+
+def test_validate_reports_every_error_with_location(capsys, tmp_path):
+    specs = tmp_path / "specs"
+    shutil.copytree(paths.SPECS_DIR, specs)
+    (specs / "welcome_journey.yml").write_text("name: welcome_journey\nwhere: {attribute: citty, is: Pune}\n")
+    (specs / "broken_window.yml").write_text("name: broken_window\nwhere: {event: signup, within: 7days}\n")
+    code, out, err = run(capsys, "validate", "--specs", str(specs))
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert f"{specs / 'welcome_journey.yml'}:2:" in err and "did you mean 'city'" in err
+    assert f"{specs / 'broken_window.yml'}:2:" in err
+    assert "2 error(s)" in err
+
+
+def test_compile_check_fails_on_stale_models_with_a_diff(capsys, specs_copy):
+    assert run(capsys, "compile", "--specs", str(specs_copy))[0] == 0
+    assert run(capsys, "compile", "--specs", str(specs_copy), "--check")[0] == 0
+    spec = specs_copy / "regional_offer.yml"
+    original = spec.read_text()
+    try:
+        spec.write_text(original.replace("Nagpur", "Nashik"))
+        code, out, err = run(capsys, "compile", "--specs", str(specs_copy), "--check")
+        assert code == 1
+        assert "-" in out and "'Nashik'" in out and "stale" in err
+    finally:
+        spec.write_text(original)
+
+
+def test_compile_is_deterministic(capsys, specs_copy):
+    project_dir = paths.dbt_project_dir(specs_copy)
+    run(capsys, "compile", "--specs", str(specs_copy))
+    first = {p: p.read_bytes() for p in (project_dir / "models").rglob("*") if p.is_file()}
+    shutil.rmtree(project_dir / "models")
+    run(capsys, "compile", "--specs", str(specs_copy))
+    second = {p: p.read_bytes() for p in (project_dir / "models").rglob("*") if p.is_file()}
+    assert first == second and first
+
+
+def test_build_from_other_specs_never_touches_committed_models(built):
+    before = committed_models()
+    # `built` compiled from a copy of the specs: the repository's files are as committed
+    assert committed_models() == before
+    assert all(b.startswith(b"-- Generated") or b.startswith(b"# Generated") for b in before.values())
+
+
+def test_build_publishes_membership_and_views(built):
+    con = duckdb.connect(str(built), read_only=True)
+    names = {r[0] for r in con.execute("SELECT segment_name FROM segment_catalog").fetchall()}
+    assert {"abandoned_cart", "engagement__high", "rfm__champions", "vip_upload"} <= names
+    assert "engagement" not in names  # a tiered spec's own name is not a segment
+    as_of = con.execute("SELECT DISTINCT as_of FROM segment_membership").fetchall()
+    assert as_of == [(dt.datetime(2026, 1, 15),)]
+    view = con.execute("SELECT COUNT(*) FROM seg_regional_offer").fetchone()[0]
+    table = con.execute("SELECT COUNT(*) FROM segment_membership WHERE segment_name = 'regional_offer'").fetchone()[0]
+    assert view == table > 0
+    tiers = con.execute(
+        "SELECT user_id, COUNT(*) FROM segment_membership WHERE segment_name LIKE 'engagement__%' GROUP BY 1 HAVING COUNT(*) > 1"
+    ).fetchall()
+    assert tiers == []  # tiers are mutually exclusive
+    con.close()
+
+
+def test_preview_matches_the_build(capsys, built, specs_copy):
+    code, out, err = run(capsys, "preview", "abandoned_cart", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", AS_OF, "--limit", "3")
+    assert code == 0, err
+    con = duckdb.connect(str(built), read_only=True)
+    size, holdout = con.execute(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE is_holdout) FROM segment_membership WHERE segment_name = 'abandoned_cart'"
+    ).fetchone()
+    first = [r[0] for r in con.execute("SELECT user_id FROM seg_abandoned_cart ORDER BY user_id LIMIT 3").fetchall()]
+    con.close()
+    assert f"abandoned_cart: {size:,} members ({holdout:,} in holdout)" in out
+    assert [line.strip() for line in out.splitlines()[1:]] == first
+
+
+def test_preview_unknown_segment_suggests(capsys, built, specs_copy):
+    code, out, err = run(capsys, "preview", "abandoned_carts", "--specs", str(specs_copy), "--warehouse", str(built))
+    assert code == 1 and "did you mean 'abandoned_cart'" in err and "Traceback" not in err
+
+
+def test_members_prints_csv(capsys, built):
+    code, out, err = run(capsys, "members", "--segment", "regional_offer", "--warehouse", str(built))
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["segment_name", "user_id", "is_holdout"]
+    con = duckdb.connect(str(built), read_only=True)
+    expected = [list(r) for r in con.execute(
+        "SELECT segment_name, user_id, CASE WHEN is_holdout THEN 'true' ELSE 'false' END "
+        "FROM segment_membership WHERE segment_name = 'regional_offer' ORDER BY user_id"
+    ).fetchall()]
+    con.close()
+    assert rows[1:] == expected and expected
+
+
+def test_members_of_unknown_segment_fails(capsys, built):
+    code, _, err = run(capsys, "members", "--segment", "nope", "--warehouse", str(built))
+    assert code == 1 and "nope" in err
+
+
+def test_failed_build_leaves_published_segments_unchanged(capsys, tmp_path, built, specs_copy):
+    warehouse = tmp_path / "copy.duckdb"
+    shutil.copy(built, warehouse)
+    con = duckdb.connect(str(warehouse))
+    before = con.execute("SELECT COUNT(*) FROM segment_membership").fetchone()[0]
+    con.execute("ALTER TABLE raw.events RENAME COLUMN occurred_at TO happened_at")
+    con.close()
+    code, out, err = run(capsys, "build", "--specs", str(specs_copy), "--warehouse", str(warehouse), "--as-of", "2026-01-16")
+    assert code == 1
+    assert "raw.events has no column 'occurred_at'" in err and "Traceback" not in err
+    con = duckdb.connect(str(warehouse), read_only=True)
+    assert con.execute("SELECT COUNT(*) FROM segment_membership").fetchone()[0] == before
+    con.close()
+
+
+def test_load_casts_to_catalog_types(capsys, tmp_path, specs_copy):
+    data = demo_data.generate(users=50, seed=1, anchor=ANCHOR)
+    users_file, events_file = demo_data.write_files(data, tmp_path, fmt="csv")
+    warehouse = tmp_path / "loaded.duckdb"
+    code, out, err = run(capsys, "load", "--users", str(users_file), "--events", str(events_file), "--specs", str(specs_copy), "--warehouse", str(warehouse))
+    assert code == 0, err
+    con = duckdb.connect(str(warehouse), read_only=True)
+    types = dict(con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = 'users'"
+    ).fetchall())
+    count = con.execute("SELECT COUNT(*) FROM raw.events").fetchone()[0]
+    con.close()
+    assert types["signup_at"] == "TIMESTAMP" and types["is_vip"] == "BOOLEAN" and types["lifetime_value"] == "DOUBLE"
+    assert types["phone"] == "VARCHAR"
+    assert count == len(data.events)
+
+
+def test_load_honours_offsets_and_is_all_or_nothing(capsys, tmp_path, specs_copy):
+    users = tmp_path / "users.csv"
+    users.write_text(
+        "user_id,created_at,signup_at,lifetime_value\n"
+        "u1,2026-01-01 12:00:00+02:00,2026-01-01T10:00:00Z,10.5\n"
+    )
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,event_name,occurred_at,amount\nu1,purchase,2026-01-02 00:00:00,abc\n")
+    narrow = tmp_path / "specs"
+    narrow.mkdir()
+    (narrow / "_catalog.yml").write_text(
+        "users:\n  table: raw.users\n  key: user_id\n  created_at: created_at\n  attributes:\n"
+        "    signup_at: {type: timestamp}\n    lifetime_value: {type: number}\n"
+        "events:\n  table: raw.events\n  user_key: user_id\n  name: event_name\n  timestamp: occurred_at\n"
+        "  properties:\n    amount: {type: number}\n"
+    )
+    warehouse = tmp_path / "w.duckdb"
+    code, _, err = run(capsys, "load", "--users", str(users), "--events", str(events), "--specs", str(narrow), "--warehouse", str(warehouse))
+    assert code == 1 and "nothing was written" in err
+    con = duckdb.connect(str(warehouse), read_only=True)
+    assert con.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'raw'").fetchone()[0] == 0
+    con.close()
+    events.write_text("user_id,event_name,occurred_at,amount\nu1,purchase,2026-01-02 00:00:00,3\n")
+    assert run(capsys, "load", "--users", str(users), "--events", str(events), "--specs", str(narrow), "--warehouse", str(warehouse))[0] == 0
+    con = duckdb.connect(str(warehouse), read_only=True)
+    assert con.execute("SELECT created_at FROM raw.users").fetchone()[0] == dt.datetime(2026, 1, 1, 10)
+    con.close()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["build", "--as-of", "yesterday-ish"], "--as-of"),
+        (["build", "--target", "oracle"], "--target 'oracle'"),
+        (["compile", "--dialect", "cobol"], "--dialect 'cobol'"),
+        (["validate", "--specs", "/nonexistent/specs"], "no such specs directory"),
+        (["members", "--warehouse", "/nonexistent/w.duckdb"], "no warehouse"),
+        (["load", "--users", "/nonexistent/u.csv"], "no such file"),
+        (["build", "--bogus-flag"], "bogus"),
+    ],
+)
+def test_bad_input_exits_1_without_traceback(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in out + err
+
+
+def test_demo_runs_on_a_fresh_warehouse(capsys, tmp_path):
+    warehouse = tmp_path / "demo.duckdb"
+    code, out, err = run(capsys, "demo", "--users", "300", "--warehouse", str(warehouse))
+    assert code == 0, err
+    assert "abandoned_cart" in out and "built 25 segments" in out
