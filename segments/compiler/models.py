@@ -138,9 +138,10 @@ class _BaseResolver:
         not_followed = pr._complement(followed)
         return sx.or_(sx.paren(measured), no_anchor, not_followed)
 
-    def segment(self, name: str) -> exp.Expression:
+    def segment(self, name: str, negate: bool = False) -> exp.Expression:
         members = exp.select("user_id").from_(sx.model_ref(segment_model_name(name)))
-        return sx.col("user_id").isin(query=members)
+        member = sx.col("user_id").isin(query=members)
+        return exp.Not(this=member) if negate else member
 
 
 def _trait_nullable(trait: m.Trait) -> bool:
@@ -247,16 +248,14 @@ def _segment_queries(spec: m.SegmentSpec, resolver: _BaseResolver) -> list[tuple
     if not spec.tiers:
         return [(spec.name, narrow if narrow is not None else exp.true())]
     out: list[tuple[str, exp.Expression]] = []
-    earlier: list[m.Condition] = []
-    for tier, name in zip(spec.tiers, spec.segment_names()):
-        # first match wins: a tier excludes everyone an earlier tier took
+    for index, (tier, name) in enumerate(zip(spec.tiers, spec.segment_names())):
         parts = [sx.paren(p) for p in [narrow] if p is not None]
         if tier.where is not None:
             parts.append(sx.paren(pr.predicate(tier.where, resolver)))
-        if earlier:
-            parts.append(sx.paren(pr.predicate(m.Any(tuple(earlier)), resolver, negate=True)))
-        if tier.where is not None:
-            earlier.append(tier.where)
+        # First match wins. An earlier tier's model holds exactly the narrowed users
+        # its rule took, so excluding its members excludes what it matched.
+        for earlier in spec.segment_names()[:index]:
+            parts.append(resolver.segment(earlier, negate=True))
         out.append((name, sx.and_(*parts)))
     return out
 

@@ -4,8 +4,18 @@ SELECT
   FALSE AS is_holdout
 FROM {{ ref('int_segment_base') }}
 WHERE
-  (
-    NOT count_message_read_f0150ee9 >= 8
-    AND NOT count_message_read_f0150ee9 >= 2
-    AND NOT count_message_read_6b6376fb >= 1
+  NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_engagement__high') }}
+  )
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_engagement__moderate') }}
+  )
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_engagement__low') }}
   )

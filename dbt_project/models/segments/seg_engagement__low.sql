@@ -5,6 +5,13 @@ SELECT
 FROM {{ ref('int_segment_base') }}
 WHERE
   count_message_read_6b6376fb >= 1
-  AND (
-    NOT count_message_read_f0150ee9 >= 8 AND NOT count_message_read_f0150ee9 >= 2
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_engagement__high') }}
+  )
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_engagement__moderate') }}
   )

@@ -4,4 +4,9 @@ SELECT
   FALSE AS is_holdout
 FROM {{ ref('int_segment_base') }}
 WHERE
-  count_message_read_f0150ee9 >= 2 AND NOT count_message_read_f0150ee9 >= 8
+  count_message_read_f0150ee9 >= 2
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_engagement__high') }}
+  )

@@ -5,31 +5,23 @@ SELECT
 FROM {{ ref('int_segment_base') }}
 WHERE
   NOT trait_last_order_at IS NULL
-  AND (
-    (
-      (
-        trait_recency_score IS NULL OR NOT trait_recency_score >= 4
-      )
-      OR (
-        trait_frequency_score IS NULL OR trait_frequency_score <> 5
-      )
-      OR (
-        trait_monetary_score IS NULL OR trait_monetary_score <> 5
-      )
-    )
-    AND (
-      (
-        trait_recency_score IS NULL OR NOT trait_recency_score >= 3
-      )
-      OR NOT trait_orders_365d >= 2
-    )
-    AND (
-      trait_recency_score IS NULL OR NOT trait_recency_score >= 4
-    )
-    AND (
-      (
-        trait_recency_score IS NULL OR NOT trait_recency_score <= 2
-      )
-      OR NOT trait_orders_365d >= 2
-    )
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_rfm__champions') }}
+  )
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_rfm__loyal') }}
+  )
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_rfm__new_customers') }}
+  )
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_rfm__at_risk') }}
   )

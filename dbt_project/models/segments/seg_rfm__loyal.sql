@@ -8,14 +8,8 @@ WHERE
   AND (
     trait_recency_score >= 3 AND trait_orders_365d >= 2
   )
-  AND (
-    (
-      trait_recency_score IS NULL OR NOT trait_recency_score >= 4
-    )
-    OR (
-      trait_frequency_score IS NULL OR trait_frequency_score <> 5
-    )
-    OR (
-      trait_monetary_score IS NULL OR trait_monetary_score <> 5
-    )
+  AND NOT user_id IN (
+    SELECT
+      user_id
+    FROM {{ ref('seg_rfm__champions') }}
   )
