@@ -100,6 +100,16 @@ def test_user_attributes_do_not_depend_on_the_anchor(data: DemoData) -> None:
     pd.testing.assert_series_equal(later.users["signup_at"], data.users["signup_at"] + shift)
 
 
+def test_a_larger_demo_extends_a_smaller_one() -> None:
+    # Crosses a block boundary of the users' draws (demo_data.USER_BLOCK_ROWS).
+    rows = demo_data.USER_BLOCK_ROWS + 10
+    larger = generate(users=rows + 500, seed=7, anchor=ANCHOR).users.head(rows)
+    smaller = generate(users=rows, seed=7, anchor=ANCHOR).users
+    for column in USERS_SCHEMA:
+        if column != "lifetime_value":  # follows the events, drawn for all users at once
+            pd.testing.assert_series_equal(larger[column], smaller[column])
+
+
 # --- shape and types against the catalog -------------------------------------------
 
 
