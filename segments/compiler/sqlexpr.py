@@ -94,7 +94,7 @@ def time_value(value: TimeValue) -> exp.Expression:
 
     >>> from segments.spec.model import RelativeTime, Duration
     >>> time_value(RelativeTime(Duration(7, "d"), -1)).sql("duckdb")
-    ':as_of - INTERVAL 7 DAY'
+    '$as_of - INTERVAL 7 DAY'
     """
     if isinstance(value, AbsoluteTime):
         return timestamp_literal(value.at)
