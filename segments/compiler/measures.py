@@ -79,7 +79,8 @@ class MeasureSet:
 
     def followups(self, anchor_filter: m.EventFilter, sequence: m.Sequence) -> FollowupColumn:
         anchor = self.measure(m.Measure("last_occurred", anchor_filter))
-        seq = replace(sequence, events=tuple(sorted(set(sequence.events))))
+        # the count does not depend on followed/not followed: both share one column
+        seq = replace(sequence, events=tuple(sorted(set(sequence.events))), followed=True)
         key = (anchor.measure, seq)
         if key not in self._followups:
             name = f"followups_{_slug(seq.events)}_{_digest(key)}"

@@ -147,5 +147,5 @@ def standalone_sql(
     query: exp.Select = exp.select("*").from_(target)
     for name in needed:
         body = _substitute(by_name[name].query, to_relation, literal_as_of)
-        query = query.with_(name, as_=body)
+        query = query.with_(name, as_=body, copy=False)  # copying per CTE is quadratic
     return query.sql(dialect=dialect, pretty=True)

@@ -6,4 +6,4 @@ FROM {{ ref('int_segment_base') }}
 WHERE
   count_cart_add_215fb41f >= 1
   AND NOT last_occurred_cart_add_cca41a05 IS NULL
-  AND followups_purchase_80941bea = 0
+  AND followups_purchase_f4e4418e = 0

@@ -23,7 +23,7 @@ SELECT
   m.last_occurred_purchase_6e08a86a AS last_occurred_purchase_6e08a86a,
   COALESCE(m.sum_amount_purchase_0503bd92, 0) AS sum_amount_purchase_0503bd92,
   COALESCE(m.sum_amount_purchase_6cb509f7, 0) AS sum_amount_purchase_6cb509f7,
-  COALESCE(s.followups_purchase_80941bea, 0) AS followups_purchase_80941bea,
+  COALESCE(s.followups_purchase_f4e4418e, 0) AS followups_purchase_f4e4418e,
   t.orders_365d AS trait_orders_365d,
   t.revenue_365d AS trait_revenue_365d,
   t.last_order_at AS trait_last_order_at,

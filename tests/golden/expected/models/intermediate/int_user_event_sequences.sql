@@ -2,7 +2,7 @@
 SELECT
   e.user_id,
   COUNT(*) FILTER(WHERE
-    e.event_name = 'purchase' AND e.occurred_at > m.last_occurred_cart_add_cca41a05) AS followups_purchase_80941bea
+    e.event_name = 'purchase' AND e.occurred_at > m.last_occurred_cart_add_cca41a05) AS followups_purchase_f4e4418e
 FROM {{ ref('int_segment_events') }} AS e
 JOIN {{ ref('int_user_event_measures') }} AS m
   ON m.user_id = e.user_id
