@@ -135,7 +135,7 @@ class _BaseResolver:
         if not negate:
             return sx.and_(measured, has_anchor, followed)
         no_anchor = exp.Is(this=sx.col(follow.anchor.name), expression=exp.null())
-        not_followed = pr._complement(followed)
+        not_followed = pr.complement(followed)
         return sx.or_(sx.paren(measured), no_anchor, not_followed)
 
     def segment(self, name: str, negate: bool = False) -> exp.Expression:

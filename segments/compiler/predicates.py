@@ -80,13 +80,13 @@ def test(spec_test: m.Test, value: Value, negate: bool = False) -> exp.Expressio
     positive = _positive(op, spec_test, value.expr)
     if not negate:
         return positive
-    complement = _complement(positive)
+    complement = complement(positive)
     if not value.nullable:
         return complement
     return exp.Paren(this=sx.or_(exp.Is(this=value.expr, expression=exp.null()), complement))
 
 
-def _complement(positive: exp.Expression) -> exp.Expression:
+def complement(positive: exp.Expression) -> exp.Expression:
     """NOT of a positive atom, written the way a reviewer would write it."""
     if isinstance(positive, exp.EQ):
         return exp.NEQ(this=positive.this, expression=positive.expression)
