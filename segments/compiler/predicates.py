@@ -80,10 +80,10 @@ def test(spec_test: m.Test, value: Value, negate: bool = False) -> exp.Expressio
     positive = _positive(op, spec_test, value.expr)
     if not negate:
         return positive
-    complement = complement(positive)
+    opposite = complement(positive)
     if not value.nullable:
-        return complement
-    return exp.Paren(this=sx.or_(exp.Is(this=value.expr, expression=exp.null()), complement))
+        return opposite
+    return exp.Paren(this=sx.or_(exp.Is(this=value.expr, expression=exp.null()), opposite))
 
 
 def complement(positive: exp.Expression) -> exp.Expression:
