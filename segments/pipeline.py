@@ -46,7 +46,7 @@ def count_dbt_nodes(compiled: md.CompiledProject) -> int:
     """Models plus tests, for the progress bar's total."""
     tests = sum(len(c.tests) for model in compiled.models for c in model.columns)
     tests += sum(len(model.tests) for model in compiled.models)
-    return len(compiled.models) + tests + 2  # + the source key tests
+    return len(compiled.models) + tests + len(render.SOURCE_KEY_TESTS)
 
 
 @dataclass(frozen=True)
