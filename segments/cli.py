@@ -201,6 +201,62 @@ def members(
             writer.writerow([name, user_id, "true" if is_holdout else "false"])
 
 
+class _SyncProgress:
+    """Rich progress bars for the sync engine's hooks (on stderr, terminals only)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[object, object] = {}
+
+    def start(self, pair: object, total: int) -> None:
+        label = f"{pair.segment} -> {pair.destination}"  # type: ignore[attr-defined]
+        self.tasks[pair] = self.progress.add_task(label, total=total)
+
+    def advance(self, pair: object, changes: int) -> None:
+        self.progress.update(self.tasks[pair], advance=changes)  # type: ignore[arg-type]
+
+    def retrying(self, destination: str, error: Exception, wait: float) -> None:
+        err.print(f"{destination}: {error}; retrying in {wait:.1f}s", markup=False, highlight=False)
+
+
+def run_sync(
+    specs: Path, warehouse_file: Path, destination: str | None = None, segment: str | None = None,
+    dry_run: bool = False, force: bool = False, env: dict[str, str] | None = None,
+) -> list:
+    """Sync with progress bars; print one line per (segment, destination)."""
+    from sync import engine
+
+    project = pipeline.compile_specs(specs).project
+    with _progress() as progress:
+        settings = engine.Settings(progress=_SyncProgress(progress))  # type: ignore[arg-type]
+        if env is not None:
+            settings.env = env
+        outcomes = engine.sync(project, warehouse_file, destination, segment, dry_run, force, settings)
+    for outcome in outcomes:
+        out.print(engine.summary_line(outcome), markup=False, highlight=False)
+    return outcomes
+
+
+@app.command("sync")
+def sync_command(
+    destination: Annotated[Optional[str], typer.Option("--destination", help="Only this destination.")] = None,
+    segment: Annotated[Optional[str], typer.Option("--segment", help="Only this segment (a spec name selects its tiers).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; send and record nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Send even past max_remove_pct.")] = False,
+    specs: SpecsOption = paths.SPECS_DIR,
+    warehouse_path: WarehouseOption = None,
+) -> None:
+    """Push membership changes (adds and removes) to the destinations."""
+    outcomes = run_sync(_specs(specs), paths.warehouse_path(warehouse_path), destination, segment, dry_run, force)
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        failed = sum(o.failed for o in bad)
+        raise SegmentsError(
+            f"{len(bad)} of {len(outcomes)} sync(s) did not complete"
+            + (f"; {failed} record(s) failed, see the sync_errors table" if failed else "")
+        )
+
+
 @app.command()
 def demo(
     users: Annotated[int, typer.Option("--users", min=1, help="How many demo users to generate.")] = 5000,

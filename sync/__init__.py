@@ -1,0 +1,1 @@
+"""Push segment membership changes to chat and messaging platforms (SPEC 4)."""

@@ -1,0 +1,255 @@
+"""The destination interface: what the sync engine hands a platform, and what it
+gets back.
+
+A :class:`Destination` is one entry of ``_destinations.yml``; its :meth:`audience` is
+one segment synced there (a tag, a label, a manual segment, a file). The engine sends
+an audience :class:`Batch` es of adds and removes; the audience applies them and says
+which records failed for good. Transient trouble is retried below, in
+:class:`~sync.http.HttpClient`; if it persists the error propagates and the engine
+stops that destination, with the batch not acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from segments.errors import SegmentsError
+from sync.http import HttpClient, TerminalError
+
+
+@dataclass(frozen=True)
+class Record:
+    """One member to add or remove.
+
+    ``fields`` holds the user attributes the destination asked for (adds only);
+    ``remote_id`` what the destination answered when the member was added (removes).
+    """
+
+    user_id: str
+    fields: Mapping[str, object] = field(default_factory=dict)
+    remote_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A unit of work acknowledged as a whole.
+
+    ``batch_id`` is the same on every retry and on a rerun after a crash (the same
+    changes from the same state), so receivers can drop repeats.
+    """
+
+    destination: str
+    segment: str
+    sync_id: str
+    batch_id: str
+    added: tuple[Record, ...]
+    removed: tuple[Record, ...]
+
+    def __len__(self) -> int:
+        return len(self.added) + len(self.removed)
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    user_id: str
+    operation: str  # "add" | "remove"
+    status: int | None
+    message: str
+
+
+@dataclass
+class BatchResult:
+    """What a destination did with a batch: records that failed for good (left out of
+    the state, logged to ``sync_errors``, tried again next run) and ids it assigned."""
+
+    failures: list[RecordFailure] = field(default_factory=list)
+    remote_ids: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def all_failed(cls, batch: Batch, error: TerminalError) -> BatchResult:
+        failures = [RecordFailure(r.user_id, "add", error.status, str(error)) for r in batch.added]
+        failures += [RecordFailure(r.user_id, "remove", error.status, str(error)) for r in batch.removed]
+        return cls(failures=failures)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a destination (or a segment's ``sync:`` entry) takes."""
+
+    name: str
+    kind: type | tuple[type, ...] = str
+    required: bool = False
+    default: object = None
+    secret: bool = False  # read from ${VAR}; never printed
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: object, env: Mapping[str, str], where: str) -> object:
+    """Replace every ``${VAR}`` in a string option with the environment's value.
+
+    Examples:
+        >>> expand_env("http://${HOST}/hook", {"HOST": "127.0.0.1:8080"}, "d")
+        'http://127.0.0.1:8080/hook'
+        >>> expand_env(["${A}", 3], {"A": "x"}, "d")
+        ['x', 3]
+        >>> expand_env("${NOPE}", {}, "destination crm_hook")
+        Traceback (most recent call last):
+        ...
+        segments.errors.SegmentsError: destination crm_hook: environment variable NOPE is not set
+    """
+    if isinstance(value, str):
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise SegmentsError(f"{where}: environment variable {name} is not set")
+            return env[name]
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, list):
+        return [expand_env(v, env, where) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, where) for k, v in value.items()}
+    return value
+
+
+def resolve_options(
+    declared: tuple[Option, ...], raw: Mapping[str, object], where: str, env: Mapping[str, str] | None = None
+) -> dict[str, object]:
+    """Check options against their declaration, fill defaults, expand ``${VAR}``.
+
+    Raises:
+        SegmentsError: every unknown, missing or mistyped option of ``where`` at once.
+    """
+    env = os.environ if env is None else env
+    by_name = {o.name: o for o in declared}
+    problems = [f"unknown option {k!r} (known: {', '.join(sorted(by_name))})" for k in raw if k not in by_name]
+    resolved: dict[str, object] = {}
+    for option in declared:
+        if option.name not in raw or raw[option.name] is None:
+            if option.required:
+                problems.append(f"option {option.name!r} is required")
+            resolved[option.name] = option.default
+            continue
+        value = raw[option.name]
+        kinds = option.kind if isinstance(option.kind, tuple) else (option.kind,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            problems.append(f"option {option.name!r} must be {names}, got {type(value).__name__}")
+            continue
+        resolved[option.name] = expand_env(value, env, where)
+    if problems:
+        raise SegmentsError(f"{where}: " + "; ".join(problems))
+    return resolved
+
+
+# Options every destination takes (SPEC 4); each type adds its own.
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("requires"),
+    Option("max_remove_pct", (int, float), default=50),
+    Option("batch_size", int),
+    Option("rate_limit", (int, float)),  # requests per second; default from the vendor's docs
+    Option("concurrency", int),
+)
+
+
+class Audience(ABC):
+    """One segment at one destination."""
+
+    @abstractmethod
+    def send(self, batch: Batch) -> BatchResult:
+        """Apply a batch. Return per-record failures; raise ``TerminalError`` when the
+        whole batch was refused, ``TransientError`` when the destination is unreachable."""
+
+    def close(self) -> None:
+        """Release what the audience holds (open files)."""
+
+
+class PerRecordAudience(Audience):
+    """For APIs that take one contact per call: a refused record fails alone."""
+
+    def send(self, batch: Batch) -> BatchResult:
+        result = BatchResult()
+        for operation, records in (("add", batch.added), ("remove", batch.removed)):
+            for record in records:
+                try:
+                    remote_id = self.add(record) if operation == "add" else self.remove(record)
+                except TerminalError as error:
+                    result.failures.append(RecordFailure(record.user_id, operation, error.status, str(error)))
+                    continue
+                if operation == "add" and remote_id is not None:
+                    result.remote_ids[record.user_id] = remote_id
+        return result
+
+    @abstractmethod
+    def add(self, record: Record) -> str | None:
+        """Put one member in the audience; return the destination's id for it."""
+
+    @abstractmethod
+    def remove(self, record: Record) -> None:
+        """Take one member out of the audience."""
+
+
+class Destination(ABC):
+    """One configured destination.
+
+    Subclasses declare their ``type`` (the ``type:`` of ``_destinations.yml``), their
+    options, and limits taken from the vendor's documentation.
+    """
+
+    type: ClassVar[str]
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    TARGET_OPTIONS: ClassVar[tuple[Option, ...]] = ()  # keys of a segment's sync entry
+    DEFAULT_BATCH_SIZE: ClassVar[int] = 100
+    MAX_BATCH_SIZE: ClassVar[int] = 100
+    DEFAULT_RATE: ClassVar[float | None] = None  # requests per second
+    DEFAULT_CONCURRENCY: ClassVar[int] = 1
+
+    def __init__(self, name: str, options: Mapping[str, object], http: HttpClient):
+        self.name = name
+        self.options = dict(options)
+        self.http = http
+
+    @classmethod
+    def declared_options(cls) -> tuple[Option, ...]:
+        return COMMON_OPTIONS + cls.OPTIONS
+
+    @property
+    def batch_size(self) -> int:
+        size = self.options.get("batch_size") or self.DEFAULT_BATCH_SIZE
+        return max(1, min(int(size), self.MAX_BATCH_SIZE))  # type: ignore[call-overload]
+
+    @property
+    def rate(self) -> float | None:
+        rate = self.options.get("rate_limit")
+        return float(rate) if rate is not None else self.DEFAULT_RATE  # type: ignore[arg-type]
+
+    @property
+    def concurrency(self) -> int:
+        return max(1, int(self.options.get("concurrency") or self.DEFAULT_CONCURRENCY))  # type: ignore[call-overload]
+
+    @property
+    def max_remove_pct(self) -> float:
+        return float(self.options["max_remove_pct"])  # type: ignore[arg-type]
+
+    @property
+    def requires(self) -> str | None:
+        return self.options.get("requires")  # type: ignore[return-value]
+
+    def fields(self) -> tuple[str, ...]:
+        """User attributes sent with each add."""
+        return ()
+
+    def required_fields(self) -> tuple[str, ...]:
+        """Attributes a member must have to be sent at all (a phone for WhatsApp)."""
+        return ()
+
+    @abstractmethod
+    def audience(self, segment: str, options: Mapping[str, object]) -> Audience:
+        """Prepare one segment's audience (find or create its tag, open its file...)."""

@@ -1,0 +1,241 @@
+"""One shared HTTP client for every destination: keep-alive, rate limit, retries.
+
+Answers are sorted into two kinds, as in SPEC 4:
+
+- transient (429, 5xx, connection errors, timeouts) are retried with exponential
+  backoff and jitter, waiting at least what ``Retry-After`` or ``X-RateLimit-Reset``
+  asks for; when the attempts run out they raise :class:`TransientError`;
+- terminal (any other 4xx) raise :class:`TerminalError` at once: the caller fails that
+  batch or record, logs it, and goes on.
+
+Error messages carry the method, the URL's path and the status, never a body or a
+header, so neither secrets nor PII reach a log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
+
+
+class SyncHttpError(Exception):
+    """A request that did not succeed; ``status`` is None for connection errors."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class TransientError(SyncHttpError):
+    """Worth retrying: throttled, a server error, or no answer."""
+
+
+class TerminalError(SyncHttpError):
+    """Retrying will not help: the request itself was refused."""
+
+
+@dataclass
+class Clock:
+    """Time as the client sees it; tests pass fakes so nothing really sleeps.
+
+    ``monotonic`` paces the rate limiter; ``wall`` (unix seconds) reads
+    ``X-RateLimit-Reset``.
+    """
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+
+class RateLimiter:
+    """A token bucket: at most ``rate`` requests per second, bursts up to ``burst``.
+
+    Thread-safe; ``rate=None`` means no limit.
+
+    Examples:
+        >>> now = [0.0]
+        >>> slept = []
+        >>> clock = Clock(monotonic=lambda: now[0], sleep=lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)))
+        >>> limiter = RateLimiter(rate=2.0, burst=2, clock=clock)
+        >>> for _ in range(4):
+        ...     limiter.acquire()
+        >>> slept
+        [0.5, 0.5]
+    """
+
+    def __init__(self, rate: float | None, burst: int = 1, clock: Clock | None = None):
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.clock = clock or Clock()
+        self._tokens = float(self.burst)
+        self._updated = self.clock.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if self.rate is None:
+            return
+        with self._lock:
+            now = self.clock.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self.clock.sleep(wait)
+
+
+def retry_after_seconds(headers: requests.structures.CaseInsensitiveDict[str] | dict[str, str], now: float) -> float | None:
+    """How long the server asked us to wait, from ``Retry-After`` (seconds or an
+    HTTP date) or ``X-RateLimit-Reset`` (unix seconds), or None.
+
+    Examples:
+        >>> retry_after_seconds({"Retry-After": "7"}, now=0)
+        7.0
+        >>> retry_after_seconds({"Retry-After": "Thu, 01 Jan 1970 00:00:30 GMT"}, now=10)
+        20.0
+        >>> retry_after_seconds({"X-RateLimit-Reset": "1000"}, now=990.5)
+        9.5
+        >>> retry_after_seconds({"X-RateLimit-Reset": "900"}, now=990) is None
+        True
+        >>> retry_after_seconds({"Retry-After": "soon"}, now=0) is None
+        True
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    value = lowered.get("retry-after")
+    if value is not None:
+        value = value.strip()
+        if value.replace(".", "", 1).isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.timezone.utc)
+            return max(0.0, when.timestamp() - now)
+    reset = lowered.get("x-ratelimit-reset")
+    if reset is not None:
+        try:
+            wait = float(reset) - now
+        except ValueError:
+            return None
+        return wait if wait > 0 else None
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts in all, and the backoff between them (seconds)."""
+
+    attempts: int = 8
+    initial_wait: float = 1.0
+    max_wait: float = 120.0
+    jitter: float = 1.0
+
+
+class _ServerAskedWait(tenacity.wait.wait_base):
+    """Backoff with jitter, but never less than the server asked for (capped)."""
+
+    def __init__(self, policy: RetryPolicy):
+        self.policy = policy
+        self.backoff = tenacity.wait_exponential_jitter(
+            initial=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
+        )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        wait = self.backoff(retry_state)
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, SyncHttpError) and error.retry_after is not None:
+            wait = max(wait, min(error.retry_after, self.policy.max_wait))
+        return wait
+
+
+def _where(url: str) -> str:
+    """The URL without query string or credentials: safe to print."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@dataclass
+class HttpClient:
+    """A retrying, rate-limited client over one keep-alive ``requests.Session``.
+
+    One client serves one destination (its own rate limit); clients may share a session.
+    """
+
+    session: requests.Session
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(None))
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    clock: Clock = field(default_factory=Clock)
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
+    on_retry: Callable[[SyncHttpError, float], None] | None = None
+
+    def request(self, method: str, url: str, **kwargs: object) -> requests.Response:
+        """Send until a 2xx answer (returned), a terminal error, or no attempts left.
+
+        Raises:
+            TerminalError: a 4xx answer other than 408, 425 and 429.
+            TransientError: the last attempt was throttled, failed on the server, or got no answer.
+        """
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientError),
+            wait=_ServerAskedWait(self.policy),
+            stop=tenacity.stop_after_attempt(self.policy.attempts),
+            sleep=self.clock.sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        return retrying(self._once, method, url, kwargs)
+
+    def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
+        if self.on_retry is not None and retry_state.outcome is not None and retry_state.next_action is not None:
+            error = retry_state.outcome.exception()
+            if isinstance(error, SyncHttpError):
+                self.on_retry(error, retry_state.next_action.sleep)
+
+    def _once(self, method: str, url: str, kwargs: dict[str, object]) -> requests.Response:
+        self.limiter.acquire()
+        where = f"{method} {_where(url)}"
+        if callable(kwargs.get("headers")):  # made per attempt: fresh timestamps and signatures
+            kwargs = {**kwargs, "headers": kwargs["headers"]()}  # type: ignore[operator]
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)  # type: ignore[arg-type]
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise TransientError(f"{where}: no answer ({type(error).__name__})") from None
+        if response.ok:
+            return response
+        wait = retry_after_seconds(response.headers, self.clock.wall())
+        message = f"{where} answered {response.status_code} {response.reason or ''}".rstrip()
+        response.close()
+        if response.status_code in TRANSIENT_STATUSES:
+            raise TransientError(message, response.status_code, wait)
+        raise TerminalError(message, response.status_code)
+
+
+def new_session(pool_size: int = 8, user_agent: str = "segments-sync") -> requests.Session:
+    """A keep-alive session whose pool fits ``pool_size`` concurrent requests.
+
+    Retries are :class:`HttpClient`'s job, so urllib3's own are off.
+    """
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = user_agent
+    return session

@@ -1,0 +1,282 @@
+"""Sync state in the warehouse: what each destination holds, the plan, the run log.
+
+Three tables in the target schema, for users to query:
+
+- ``sync_state``: per (destination, segment), the members this project put there and
+  the destination's id for each. Only these are ever removed: members someone else
+  added are not ours to touch.
+- ``sync_runs``: one row per (run, destination, segment): status, planned and
+  applied counts, acknowledged batches, and why it stopped.
+- ``sync_errors``: per-record failures (status and message; never PII).
+
+A plan is the difference between the wanted audience and ``sync_state``, written to a
+temporary table in a fixed order and read back page by page, so memory stays flat
+however large the audience. :meth:`Store.checkpoint` applies one acknowledged batch to
+the state in one transaction: a crash loses at most the batches in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import duckdb
+from sqlglot import exp
+
+from segments import warehouse
+from segments.compiler import models as md
+from segments.errors import SegmentsError
+from segments.spec import model as m
+from sync.destinations.base import Batch, BatchResult, Record, RecordFailure
+
+SCHEMA = warehouse.TARGET_SCHEMA
+STATE, RUNS, ERRORS = "sync_state", "sync_runs", "sync_errors"
+PLAN = "sync_plan"  # a temporary table, one pair at a time
+
+_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{STATE} (
+        destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL, user_id VARCHAR NOT NULL,
+        remote_id VARCHAR, synced_at TIMESTAMP NOT NULL, sync_id VARCHAR NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{RUNS} (
+        sync_id VARCHAR NOT NULL, destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL,
+        started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, status VARCHAR NOT NULL,
+        planned_adds BIGINT NOT NULL, planned_removes BIGINT NOT NULL,
+        added BIGINT NOT NULL DEFAULT 0, removed BIGINT NOT NULL DEFAULT 0,
+        failed BIGINT NOT NULL DEFAULT 0, batches BIGINT NOT NULL DEFAULT 0, message VARCHAR)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{ERRORS} (
+        sync_id VARCHAR NOT NULL, destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL,
+        user_id VARCHAR NOT NULL, operation VARCHAR NOT NULL, status_code INTEGER,
+        message VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)""",
+)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _sql(expression: exp.Expression) -> str:
+    return expression.sql(dialect="duckdb")
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """Who should be in one segment's audience at one destination (SPEC 4)."""
+
+    segment: str
+    fields: tuple[str, ...] = ()  # user attributes sent with adds
+    requires: str | None = None  # a boolean attribute that must be true
+    required_fields: tuple[str, ...] = ()  # attributes a member must have
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    adds: int
+    removes: int
+    audience: int  # members the destination holds from us now
+    sample_adds: tuple[str, ...]
+    sample_removes: tuple[str, ...]
+
+    @property
+    def remove_pct(self) -> float:
+        return 100.0 * self.removes / self.audience if self.audience else 0.0
+
+
+class Store:
+    """Sync bookkeeping over one open warehouse connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, catalog: m.Catalog):
+        self.con = con
+        self.catalog = catalog
+
+    # ---- set-up ------------------------------------------------------------------------
+
+    def ensure_tables(self) -> None:
+        for statement in _DDL:
+            self.con.execute(statement)
+
+    def _has(self, table: str) -> bool:
+        return bool(warehouse._columns(self.con, SCHEMA, table))
+
+    def built_segments(self) -> set[str]:
+        if not self._has(warehouse.SEGMENT_CATALOG):
+            raise SegmentsError("the warehouse has no build yet: run `segments build` before `segments sync`")
+        rows = self.con.execute(f"SELECT segment_name FROM {SCHEMA}.{warehouse.SEGMENT_CATALOG}").fetchall()
+        return {r[0] for r in rows}
+
+    # ---- the plan ----------------------------------------------------------------------
+
+    def _attribute(self, name: str) -> exp.Column:
+        try:
+            column = self.catalog.users.attributes[name].column
+        except KeyError:
+            known = ", ".join(sorted(self.catalog.users.attributes))
+            raise SegmentsError(f"no users attribute {name!r} in _catalog.yml (known: {known})") from None
+        return exp.column(column, table="u", quoted=True)
+
+    def _wanted_query(self, wanted: Wanted) -> exp.Select:
+        users = self.catalog.users
+        user_id = exp.cast(exp.column(users.key, table="u", quoted=True), exp.DataType.Type.VARCHAR)
+        query = (
+            exp.select(exp.alias_(user_id, "user_id"))
+            .from_(exp.alias_(exp.table_(md.MEMBERSHIP, db=SCHEMA), "m"))
+            .join(
+                exp.alias_(exp.table_(users.relation.name, db=users.relation.schema or SCHEMA, quoted=True), "u"),
+                on=exp.EQ(this=user_id, expression=exp.column("user_id", table="m")),
+            )
+            .where(exp.EQ(this=exp.column("segment_name", table="m"), expression=exp.Literal.string(wanted.segment)))
+            .where(exp.not_(exp.column("is_holdout", table="m")))
+        )
+        for i, name in enumerate(wanted.fields):
+            query = query.select(exp.alias_(self._attribute(name), f"f_{i}"))
+        if wanted.requires:
+            query = query.where(exp.Is(this=self._attribute(wanted.requires), expression=exp.true()))
+        for name in wanted.required_fields:
+            query = query.where(exp.not_(exp.Is(this=self._attribute(name), expression=exp.null())))
+        return query
+
+    def _state_query(self, destination: str, segment: str) -> exp.Select:
+        if not self._has(STATE):
+            return exp.select(
+                exp.alias_(exp.cast(exp.null(), "VARCHAR"), "user_id"),
+                exp.alias_(exp.cast(exp.null(), "VARCHAR"), "remote_id"),
+            ).where(exp.false())
+        return (
+            exp.select("user_id", "remote_id")
+            .from_(exp.table_(STATE, db=SCHEMA))
+            .where(exp.EQ(this=exp.column("destination"), expression=exp.Literal.string(destination)))
+            .where(exp.EQ(this=exp.column("segment_name"), expression=exp.Literal.string(segment)))
+        )
+
+    def make_plan(self, destination: str, wanted: Wanted) -> PlanSummary:
+        """Write the changes for one pair to the temporary plan table, in user order."""
+        fields = [f"f_{i}" for i in range(len(wanted.fields))]
+        not_in = lambda a, b: exp.not_(exp.Exists(this=exp.select("1").from_(b).where(  # noqa: E731
+            exp.EQ(this=exp.column("user_id", table=b), expression=exp.column("user_id", table=a)))))
+        adds = exp.select(
+            exp.alias_(exp.Literal.string("add"), "op"), exp.column("user_id", table="w"),
+            exp.alias_(exp.cast(exp.null(), "VARCHAR"), "remote_id"), *[exp.column(f, table="w") for f in fields],
+        ).from_("w").where(not_in("w", "s"))
+        removes = exp.select(
+            exp.alias_(exp.Literal.string("remove"), "op"), exp.column("user_id", table="s"),
+            exp.column("remote_id", table="s"), *[exp.alias_(exp.null(), f) for f in fields],
+        ).from_("s").where(not_in("s", "w"))
+        changes = exp.union(adds, removes, distinct=False)
+        numbered = (
+            exp.select(
+                exp.alias_(exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[
+                    exp.Ordered(this=exp.column("user_id")), exp.Ordered(this=exp.column("op"))])), "seq"),
+                "op", "user_id", "remote_id", *fields,
+            )
+            .from_(exp.alias_(exp.Subquery(this=changes), "c"))
+            .with_("w", as_=self._wanted_query(wanted))
+            .with_("s", as_=self._state_query(destination, wanted.segment))
+            .order_by("seq")
+        )
+        self.con.execute(f"DROP TABLE IF EXISTS {PLAN}")
+        self.con.execute(f"CREATE TEMP TABLE {PLAN} AS {_sql(numbered)}")
+        adds_n, removes_n = self.con.execute(
+            f"SELECT COUNT(*) FILTER (WHERE op = 'add'), COUNT(*) FILTER (WHERE op = 'remove') FROM {PLAN}"
+        ).fetchone()
+        audience = self.con.execute(f"SELECT COUNT(*) FROM ({_sql(self._state_query(destination, wanted.segment))})").fetchone()[0]
+        sample = lambda op: tuple(r[0] for r in self.con.execute(  # noqa: E731
+            f"SELECT user_id FROM {PLAN} WHERE op = ? ORDER BY seq LIMIT 5", [op]).fetchall())
+        return PlanSummary(adds_n, removes_n, audience, sample("add"), sample("remove"))
+
+    def drop_plan(self) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {PLAN}")
+
+    def batches(
+        self, destination: str, segment: str, sync_id: str, fields: Sequence[str], size: int, total: int
+    ) -> Iterator[tuple[Batch, int, int]]:
+        """(batch, first seq, last seq) over the plan, ``size`` changes at a time.
+
+        Batch ids continue the pair's count of acknowledged batches, so a rerun after
+        a crash gives the unacknowledged batch the id it had before.
+        """
+        done = self.con.execute(
+            f"SELECT COALESCE(SUM(batches), 0) FROM {SCHEMA}.{RUNS} WHERE destination = ? AND segment_name = ?",
+            [destination, segment],
+        ).fetchone()[0]
+        columns = ", ".join(["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]])
+        for number, first in enumerate(range(1, total + 1, size)):
+            last = min(first + size - 1, total)
+            rows = self.con.execute(
+                f"SELECT {columns} FROM {PLAN} WHERE seq BETWEEN ? AND ? ORDER BY seq", [first, last]
+            ).fetchall()
+            added = tuple(Record(r[1], dict(zip(fields, r[3:]))) for r in rows if r[0] == "add")
+            removed = tuple(Record(r[1], remote_id=r[2]) for r in rows if r[0] == "remove")
+            digest = hashlib.sha256(f"{destination}\0{segment}\0{done + number}".encode())
+            for r in rows:
+                digest.update(f"\0{r[0]}:{r[1]}".encode())
+            batch_id = "msg_" + digest.hexdigest()[:32]
+            yield Batch(destination, segment, sync_id, batch_id, added, removed), first, last
+
+    # ---- the run log and the state ----------------------------------------------------
+
+    def start_run(self, sync_id: str, destination: str, segment: str, plan: PlanSummary) -> None:
+        # We hold the destination's lock: a 'running' row of it is a run that died.
+        self.con.execute(
+            f"UPDATE {SCHEMA}.{RUNS} SET status = 'interrupted' WHERE destination = ? AND status = 'running'",
+            [destination],
+        )
+        self.con.execute(
+            f"INSERT INTO {SCHEMA}.{RUNS} (sync_id, destination, segment_name, started_at, status, planned_adds, planned_removes) "
+            "VALUES (?, ?, ?, ?, 'running', ?, ?)",
+            [sync_id, destination, segment, _now(), plan.adds, plan.removes],
+        )
+
+    def finish_run(self, sync_id: str, status: str, message: str | None = None) -> None:
+        self.con.execute(
+            f"UPDATE {SCHEMA}.{RUNS} SET status = ?, finished_at = ?, message = ? WHERE sync_id = ?",
+            [status, _now(), message, sync_id],
+        )
+
+    def checkpoint(self, batch: Batch, first: int, last: int, result: BatchResult) -> tuple[int, int]:
+        """Apply an acknowledged batch to the state, log its failures: one transaction.
+
+        Returns (added, removed) as applied.
+        """
+        failed_adds = [f.user_id for f in result.failures if f.operation == "add"]
+        failed_removes = [f.user_id for f in result.failures if f.operation == "remove"]
+        ids = list(result.remote_ids.items())
+        now = _now()
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                f"INSERT INTO {SCHEMA}.{STATE} "
+                f"SELECT ?, ?, p.user_id, r.remote_id, ?, ? FROM {PLAN} p "
+                "LEFT JOIN (SELECT UNNEST(?::VARCHAR[]) AS user_id, UNNEST(?::VARCHAR[]) AS remote_id) r ON r.user_id = p.user_id "
+                "WHERE p.seq BETWEEN ? AND ? AND p.op = 'add' AND NOT list_contains(?::VARCHAR[], p.user_id)",
+                [batch.destination, batch.segment, now, batch.sync_id,
+                 [k for k, _ in ids], [v for _, v in ids], first, last, failed_adds],
+            )
+            if batch.removed:
+                con.execute(
+                    f"DELETE FROM {SCHEMA}.{STATE} WHERE destination = ? AND segment_name = ? AND user_id IN ("
+                    f"SELECT user_id FROM {PLAN} WHERE seq BETWEEN ? AND ? AND op = 'remove' "
+                    "AND NOT list_contains(?::VARCHAR[], user_id))",
+                    [batch.destination, batch.segment, first, last, failed_removes],
+                )
+            added, removed = len(batch.added) - len(failed_adds), len(batch.removed) - len(failed_removes)
+            con.execute(
+                f"UPDATE {SCHEMA}.{RUNS} SET added = added + ?, removed = removed + ?, failed = failed + ?, "
+                "batches = batches + 1 WHERE sync_id = ?",
+                [added, removed, len(result.failures), batch.sync_id],
+            )
+            if result.failures:
+                self._log_failures(batch, result.failures, now)
+            con.execute("COMMIT")
+        except duckdb.Error as error:
+            con.execute("ROLLBACK")
+            raise SegmentsError(f"recording sync state failed: {error}") from None
+        return added, removed
+
+    def _log_failures(self, batch: Batch, failures: list[RecordFailure], at: dt.datetime) -> None:
+        self.con.executemany(
+            f"INSERT INTO {SCHEMA}.{ERRORS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [[batch.sync_id, batch.destination, batch.segment, f.user_id, f.operation, f.status, f.message, at]
+             for f in failures],
+        )
