@@ -21,12 +21,13 @@ from sync.destinations.webhook import sign, signing_key
 
 @dataclass(frozen=True)
 class Fault:
-    """An answer to give instead of applying a request; ``drop`` closes the
-    connection without answering."""
+    """An answer to give instead of the normal one; ``drop`` closes the connection
+    without answering; ``apply`` applies the request first (the answer is lost)."""
 
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    apply: bool = False
 
 
 @dataclass
@@ -60,7 +61,9 @@ class AudienceReceiver:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="audience-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="audience-receiver", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -118,6 +121,8 @@ class AudienceReceiver:
                     receiver.requests += 1
                     number = receiver.requests
                 fault = receiver.fault(number, headers) if receiver.fault else None
+                if fault is not None and fault.apply:
+                    receiver.receive(headers, body)
                 if fault is not None and fault.drop:
                     self.close_connection = True
                     self.connection.close()
