@@ -278,6 +278,38 @@ def demo(
     result = run_build(paths.SPECS_DIR, warehouse_file, at)
     print_sizes(result)
     out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
+    demo_sync(paths.SPECS_DIR, warehouse_file)
+
+
+def demo_sync(specs: Path, warehouse_file: Path) -> None:
+    """Sync the example specs' webhook and csv destinations to a local receiver and
+    folder (the others need real accounts), and print what arrived."""
+    import base64
+    import secrets
+
+    from sync import engine
+    from sync.receiver import AudienceReceiver
+    from sync.store import Store
+
+    project = pipeline.compile_specs(specs).project
+    local = sorted(name for name, d in project.destinations.items() if d.type in ("webhook", "csv"))
+    if not local:
+        return
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    exports = paths.work_dir() / "exports"
+    with AudienceReceiver(secret, keep_deliveries=False) as receiver:
+        env = {"CRM_HOOK_URL": receiver.url, "CRM_HOOK_SECRET": secret, "SEGMENTS_EXPORT_DIR": str(exports)}
+        with warehouse.connect(warehouse_file) as con:  # a fresh receiver holds nothing yet
+            for name in local:
+                Store(con, project.catalog).forget(name)
+        outcomes = []
+        for name in local:
+            outcomes += run_sync(specs, warehouse_file, destination=name, env=env)
+    sizes = ", ".join(f"{segment} {len(members):,}" for segment, members in sorted(receiver.audiences.items()))
+    out.print(f"the local webhook receiver got {receiver.requests} signed requests; audiences: {sizes}")
+    out.print(f"csv change files in {exports}")
+    if not all(o.ok for o in outcomes):
+        raise SegmentsError("the demo sync did not complete")
 
 
 def main(argv: list[str] | None = None) -> int:

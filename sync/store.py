@@ -99,6 +99,11 @@ class Store:
     def _has(self, table: str) -> bool:
         return bool(warehouse._columns(self.con, SCHEMA, table))
 
+    def forget(self, destination: str) -> None:
+        """Drop what we know a destination holds: the next sync sends everything again."""
+        if self._has(STATE):
+            self.con.execute(f"DELETE FROM {SCHEMA}.{STATE} WHERE destination = ?", [destination])
+
     def built_segments(self) -> set[str]:
         if not self._has(warehouse.SEGMENT_CATALOG):
             raise SegmentsError("the warehouse has no build yet: run `segments build` before `segments sync`")

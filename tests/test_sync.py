@@ -313,3 +313,22 @@ def test_an_applied_but_unacknowledged_batch_repeats_with_its_id(world, receiver
     [rerun] = run(RetryPolicy())
     assert (rerun.added, receiver.repeats) == (70, 1)
     assert receiver.audiences["vip"] == set(world.ids[:120]) == world.state()
+
+
+def test_cli_plans_syncs_and_exits_1_when_blocked(world, receiver, capsys):
+    from segments.cli import main
+
+    argv = ["sync", "--specs", str(world.project.specs_dir), "--warehouse", str(world.warehouse)]
+    assert main(argv + ["--dry-run"]) == 0
+    assert "vip -> hook: would add 120, remove 0 (holds 0); add e.g. u00000" in capsys.readouterr().out
+    assert receiver.requests == 0
+    assert main(argv) == 0
+    world.publish({"vip": {}})
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "vip -> hook: blocked" in captured.out and "rerun with --force" in captured.out
+    assert "error: 1 of 1 sync(s) did not complete" in captured.err and "Traceback" not in captured.err
+    assert main(argv + ["--force"]) == 0
+    assert receiver.audiences["vip"] == set()
+    assert main(argv + ["--destination", "nope"]) == 1
+    assert "no destination named 'nope' (known: hook)" in capsys.readouterr().err
