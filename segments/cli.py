@@ -70,7 +70,12 @@ def _specs(value: Path | None) -> Path:
 @app.command()
 def validate(specs: SpecsOption = paths.SPECS_DIR) -> None:
     """Check every spec; print every error as file:line:col: message."""
+    from sync.engine import configuration_problems
+
     result = pipeline.compile_specs(_specs(specs))
+    problems = configuration_problems(result.project)
+    if problems:
+        raise SegmentsError("destination options:\n  " + "\n  ".join(problems))
     out.print(f"ok: {len(result.project.segments)} specs, {len(result.compiled.segments)} segments, "
               f"{len(result.project.traits)} traits")
 

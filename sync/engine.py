@@ -107,6 +107,22 @@ def select_pairs(project: m.Project, destination: str | None = None, segment: st
     return pairs
 
 
+def configuration_problems(project: m.Project) -> list[str]:
+    """Every destination option and ``sync:`` entry the destination types do not
+    accept, without reading secrets (for ``segments validate``)."""
+    problems = []
+    checks = [(REGISTRY[d.type].declared_options(), d.options, f"destination {name}" + (f" ({d.location})" if d.location else ""))
+              for name, d in sorted(project.destinations.items())]
+    checks += [(REGISTRY[project.destinations[t.destination].type].TARGET_OPTIONS, t.options, f"{spec.path}: sync to {t.destination}")
+               for spec in project.segments for t in spec.sync]
+    for declared, raw, where in checks:
+        try:
+            resolve_options(declared, raw, where, expand=False)
+        except SegmentsError as error:
+            problems.append(str(error))
+    return problems
+
+
 def _lock_path(warehouse_file: Path, destination: str) -> Path:
     return warehouse_file.with_name(f"{warehouse_file.name}.sync-{destination}.lock")
 

@@ -332,3 +332,16 @@ def test_cli_plans_syncs_and_exits_1_when_blocked(world, receiver, capsys):
     assert receiver.audiences["vip"] == set()
     assert main(argv + ["--destination", "nope"]) == 1
     assert "no destination named 'nope' (known: hook)" in capsys.readouterr().err
+
+
+def test_validate_checks_destination_options_without_secrets(tmp_path, capsys):
+    from segments.cli import main
+
+    specs = tmp_path / "v"
+    write_project(specs, "destinations:\n  hook:\n    type: webhook\n    secret: ${UNSET_SECRET}\n    colour: blue\n",
+                  {"vip": "sync:\n  - destination: hook\n    tag: x"})
+    assert main(["validate", "--specs", str(specs)]) == 1
+    err = capsys.readouterr().err
+    assert "destination hook (" in err and "unknown option 'colour'" in err and "option 'url' is required" in err
+    assert "vip.yml: sync to hook: unknown option 'tag'" in err
+    assert "UNSET_SECRET" not in err  # secrets are not needed to validate

@@ -120,9 +120,11 @@ def expand_env(value: object, env: Mapping[str, str], where: str) -> object:
 
 
 def resolve_options(
-    declared: tuple[Option, ...], raw: Mapping[str, object], where: str, env: Mapping[str, str] | None = None
+    declared: tuple[Option, ...], raw: Mapping[str, object], where: str, env: Mapping[str, str] | None = None,
+    expand: bool = True,
 ) -> dict[str, object]:
-    """Check options against their declaration, fill defaults, expand ``${VAR}``.
+    """Check options against their declaration, fill defaults, expand ``${VAR}``
+    (unless ``expand`` is false: ``segments validate`` checks without secrets).
 
     Raises:
         SegmentsError: every unknown, missing or mistyped option of ``where`` at once.
@@ -143,7 +145,7 @@ def resolve_options(
             names = " or ".join(k.__name__ for k in kinds)
             problems.append(f"option {option.name!r} must be {names}, got {type(value).__name__}")
             continue
-        resolved[option.name] = expand_env(value, env, where)
+        resolved[option.name] = expand_env(value, env, where) if expand else value
     if problems:
         raise SegmentsError(f"{where}: " + "; ".join(problems))
     return resolved
