@@ -224,6 +224,28 @@ def demo(
     out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
 
 
+@app.command()
+def review(
+    base: Annotated[str, typer.Option("--base", help="Git revision to compare with: a branch, tag or commit.")],
+    specs: SpecsOption = paths.SPECS_DIR,
+    warehouse_path: WarehouseOption = None,
+    as_of: AsOfOption = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the Markdown here, not to stdout.")] = None,
+) -> None:
+    """Markdown review of spec changes since REF: SQL diff, sizes, who enters and leaves."""
+    from segments import review as rv
+
+    report = rv.markdown(rv.review(_specs(specs), base, paths.warehouse_path(warehouse_path), _as_of(as_of)))
+    if out_file is None:
+        sys.stdout.write(report)
+        return
+    try:
+        out_file.write_text(report, encoding="utf-8")
+    except OSError as error:
+        raise SegmentsError(f"--out {out_file}: {error.strerror or error}") from None
+    err.print(f"wrote the review to {out_file}", markup=False, highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command, map every failure to a message and exit 1."""
     try:
