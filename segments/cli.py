@@ -86,22 +86,48 @@ def compile_command(
         raise SegmentsError(f"--dialect {dialect!r} is not supported yet; choose one of: {', '.join(SUPPORTED_DIALECTS)}")
     result = pipeline.compile_specs(_specs(specs), dialect)
     if check:
-        from segments.compiler import writer
-
-        stale = writer.changes(result.project_dir, result.files)
-        if stale:
-            for change in stale:
-                sys.stdout.write(change.diff if change.diff else f"{change.kind}: {change.path}\n")
-            raise SegmentsError(
-                f"{len(stale)} generated file(s) in {result.project_dir} are stale: run `segments compile`"
-            )
-        out.print(f"ok: {len(result.files)} generated files are up to date")
+        _check_fresh(result.project_dir, result.files, "segments compile")
         return
     changes = pipeline.write_models(result)
     for change in changes:
         out.print(f"{change.kind:>8} {change.path}")
     out.print(f"{len(result.compiled.segments)} segments compiled into {result.project_dir} "
               f"({len(changes)} file(s) changed)")
+
+
+def _check_fresh(directory: Path, files: dict[Path, str], command: str) -> None:
+    """Exit 1 with a unified diff per stale file when ``files`` differ from ``directory``."""
+    from segments.compiler import writer
+
+    stale = writer.changes(directory, files)
+    if stale:
+        for change in stale:
+            sys.stdout.write(change.diff if change.diff else f"{change.kind}: {change.path}\n")
+        listed = "".join(f"\n  {change.kind:>7}  {change.path}" for change in stale)
+        raise SegmentsError(f"{len(stale)} generated file(s) in {directory} are stale: run `{command}`{listed}")
+    out.print(f"ok: {len(files)} generated files are up to date")
+
+
+@app.command()
+def schema(
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the schemas are stale.")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the schemas to.", show_default="schemas/")] = paths.SCHEMAS_DIR,
+) -> None:
+    """Write the JSON Schemas of spec files, for editors (or check they are up to date)."""
+    from segments.compiler import writer
+    from segments.spec import schema as spec_schema
+
+    files = spec_schema.generated_files()
+    if check:
+        _check_fresh(out_dir, files, "segments schema")
+        return
+    try:
+        changes = writer.write(out_dir, files)
+    except OSError as error:
+        raise SegmentsError(f"cannot write the schemas to {out_dir}: {error.strerror or error}") from None
+    for change in changes:
+        out.print(f"{change.kind:>8} {change.path}")
+    out.print(f"{len(files)} schemas in {out_dir} ({len(changes)} file(s) changed)")
 
 
 def _progress() -> Progress:
