@@ -91,22 +91,48 @@ def compile_command(
         raise SegmentsError(f"--dialect {dialect!r} is not supported yet; choose one of: {', '.join(SUPPORTED_DIALECTS)}")
     result = pipeline.compile_specs(_specs(specs), dialect)
     if check:
-        from segments.compiler import writer
-
-        stale = writer.changes(result.project_dir, result.files)
-        if stale:
-            for change in stale:
-                sys.stdout.write(change.diff if change.diff else f"{change.kind}: {change.path}\n")
-            raise SegmentsError(
-                f"{len(stale)} generated file(s) in {result.project_dir} are stale: run `segments compile`"
-            )
-        out.print(f"ok: {len(result.files)} generated files are up to date")
+        _check_fresh(result.project_dir, result.files, "segments compile")
         return
     changes = pipeline.write_models(result)
     for change in changes:
         out.print(f"{change.kind:>8} {change.path}")
     out.print(f"{len(result.compiled.segments)} segments compiled into {result.project_dir} "
               f"({len(changes)} file(s) changed)")
+
+
+def _check_fresh(directory: Path, files: dict[Path, str], command: str) -> None:
+    """Exit 1 with a unified diff per stale file when ``files`` differ from ``directory``."""
+    from segments.compiler import writer
+
+    stale = writer.changes(directory, files)
+    if stale:
+        for change in stale:
+            sys.stdout.write(change.diff if change.diff else f"{change.kind}: {change.path}\n")
+        listed = "".join(f"\n  {change.kind:>7}  {change.path}" for change in stale)
+        raise SegmentsError(f"{len(stale)} generated file(s) in {directory} are stale: run `{command}`{listed}")
+    out.print(f"ok: {len(files)} generated files are up to date")
+
+
+@app.command()
+def schema(
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the schemas are stale.")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the schemas to.", show_default="schemas/")] = paths.SCHEMAS_DIR,
+) -> None:
+    """Write the JSON Schemas of spec files, for editors (or check they are up to date)."""
+    from segments.compiler import writer
+    from segments.spec import schema as spec_schema
+
+    files = spec_schema.generated_files()
+    if check:
+        _check_fresh(out_dir, files, "segments schema")
+        return
+    try:
+        changes = writer.write(out_dir, files)
+    except OSError as error:
+        raise SegmentsError(f"cannot write the schemas to {out_dir}: {error.strerror or error}") from None
+    for change in changes:
+        out.print(f"{change.kind:>8} {change.path}")
+    out.print(f"{len(files)} schemas in {out_dir} ({len(changes)} file(s) changed)")
 
 
 def _progress() -> Progress:
@@ -315,6 +341,28 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
     out.print(f"csv change files in {exports}")
     if not all(o.ok for o in outcomes):
         raise SegmentsError("the demo sync did not complete")
+
+
+@app.command()
+def review(
+    base: Annotated[str, typer.Option("--base", help="Git revision to compare with: a branch, tag or commit.")],
+    specs: SpecsOption = paths.SPECS_DIR,
+    warehouse_path: WarehouseOption = None,
+    as_of: AsOfOption = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the Markdown here, not to stdout.")] = None,
+) -> None:
+    """Markdown review of spec changes since REF: SQL diff, sizes, who enters and leaves."""
+    from segments import review as rv
+
+    report = rv.markdown(rv.review(_specs(specs), base, paths.warehouse_path(warehouse_path), _as_of(as_of)))
+    if out_file is None:
+        sys.stdout.write(report)
+        return
+    try:
+        out_file.write_text(report, encoding="utf-8")
+    except OSError as error:
+        raise SegmentsError(f"--out {out_file}: {error.strerror or error}") from None
+    err.print(f"wrote the review to {out_file}", markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SPECS_DIR = ROOT / "segment_specs"
 DBT_PROJECT_DIR = ROOT / "dbt_project"
+SCHEMAS_DIR = ROOT / "schemas"  # JSON Schemas of the spec files, for editors
 MODELS_DIR_NAME = "models"
 DEFAULT_WAREHOUSE = ROOT / "warehouse.duckdb"
 WAREHOUSE_ENV = "SEGMENTS_WAREHOUSE"

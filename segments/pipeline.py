@@ -8,6 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+from sqlglot import exp
+
 from segments import dbtrun, warehouse
 from segments.compiler import models as md
 from segments.compiler import render, writer
@@ -101,14 +104,36 @@ def preview(specs_dir: Path, warehouse_file: Path, segment: str, as_of: dt.datet
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SegmentsError(f"unknown segment {segment!r}{hint}")
     compiled = md.compile_project(project, only=[segment])
-    sql = render.standalone_sql(compiled, md.segment_model_name(segment), as_of)
     with warehouse.connect(warehouse_file, read_only=True) as con:
         warehouse.check_inputs(con, project.catalog)
-        con.execute(f"CREATE TEMP TABLE preview_members AS {sql}")
+        query = materialize(con, compiled, md.segment_model_name(segment), as_of, "preview_members")
         size, holdout = con.execute(
             "SELECT COUNT(*), COUNT(*) FILTER (WHERE is_holdout) FROM preview_members"
         ).fetchone()
         sample = [r[0] for r in con.execute(
             "SELECT user_id FROM preview_members ORDER BY user_id LIMIT ?", [limit]
         ).fetchall()]
-    return Preview(segment, size, holdout, sample, sql)
+    return Preview(segment, size, holdout, sample, query.sql(dialect="duckdb", pretty=True))
+
+
+def materialize(
+    con: duckdb.DuckDBPyConnection, compiled: md.CompiledProject, model: str, as_of: dt.datetime, table: str
+) -> exp.Select:
+    """Run a compiled model's SQL directly (no dbt) into the temporary table ``table``.
+
+    Returns:
+        The standalone query that was run.
+
+    Raises:
+        SegmentsError: when the warehouse cannot run it.
+    """
+    query = render.standalone_query(compiled, model, as_of)
+    create = exp.Create(
+        kind="TABLE", this=exp.to_table(table), expression=query,
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+    )
+    try:
+        con.execute(create.sql(dialect="duckdb"))
+    except duckdb.Error as error:
+        raise SegmentsError(f"running the compiled SQL of {model} failed: {error}") from None
+    return query

@@ -88,7 +88,11 @@ def test_compile_check_fails_on_stale_models_with_a_diff(capsys, specs_copy):
         spec.write_text(original.replace("Nagpur", "Nashik"))
         code, out, err = run(capsys, "compile", "--specs", str(specs_copy), "--check")
         assert code == 1
-        assert "-" in out and "'Nashik'" in out and "stale" in err
+        # a unified diff of each stale file, one clause per line, then the list of them
+        assert "--- a/models/segments/seg_regional_offer.sql" in out
+        assert "-  city IN ('Mumbai', 'Pune', 'Nagpur')\n+  city IN ('Mumbai', 'Pune', 'Nashik')\n" in out
+        assert "1 generated file(s)" in err and "stale" in err
+        assert "changed  models/segments/seg_regional_offer.sql" in err
     finally:
         spec.write_text(original)
 

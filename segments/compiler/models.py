@@ -165,7 +165,7 @@ def _needed_traits(project: m.Project, names: set[str]) -> list[str]:
     return [name for name in project.traits if name in needed]
 
 
-def _segment_closure(project: m.Project, wanted: Iterable[str]) -> list[str]:
+def segment_closure(project: m.Project, wanted: Iterable[str]) -> list[str]:
     """``wanted`` and every segment they read, in spec order."""
     by_name = {name: spec for spec in project.segments for name in spec.segment_names()}
     keep: set[str] = set()
@@ -214,12 +214,16 @@ def _normalized_key(match_on: str, value: exp.Expression) -> exp.Expression:
     return exp.Trim(this=value)
 
 
+#: The alias of an uploaded list's rows in a query, for readers that must not show them.
+UPLOADED = "uploaded"
+
+
 def _upload_predicate(upload: m.Upload) -> exp.Expression:
     """Users whose normalized key is one of the upload's non-empty normalized keys."""
     if not upload.keys:
         return exp.false()
     user_column = "user_id" if upload.match_on == "user_id" else upload.match_on
-    uploaded = exp.values([(key,) for key in upload.keys], alias="uploaded", columns=["upload_key"])
+    uploaded = exp.values([(key,) for key in upload.keys], alias=UPLOADED, columns=["upload_key"])
     key = _normalized_key(upload.match_on, sx.col("upload_key"))
     keys = (
         exp.select(exp.alias_(key, "upload_key"))
@@ -274,7 +278,7 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
         SegmentsError: when a name collides with a column the compiler makes.
     """
     catalog = project.catalog
-    names = _segment_closure(project, only) if only is not None else list(project.segment_names())
+    names = segment_closure(project, only) if only is not None else list(project.segment_names())
     measure_set = ms.MeasureSet()
     resolver = _BaseResolver(project, measure_set)
 
@@ -613,7 +617,7 @@ def _membership_model(segment_models: list[str]) -> Model:
     if parts:
         query: exp.Query = parts[0]
         for part in parts[1:]:
-            query = exp.union(query, part, distinct=False)
+            query = exp.union(query, part, distinct=False, copy=False)  # copying each step is quadratic
     else:
         empty = [
             exp.alias_(exp.cast(exp.null(), exp.DataType.Type.VARCHAR), "segment_name"),

@@ -127,6 +127,16 @@ def standalone_sql(
         relation: maps a source (schema, table) to the warehouse table to read;
             by default ``schema.table``.
     """
+    return standalone_query(compiled, target, as_of, relation).sql(dialect=dialect, pretty=True)
+
+
+def standalone_query(
+    compiled: CompiledProject,
+    target: str,
+    as_of: dt.datetime,
+    relation: Callable[[str, str], exp.Table] | None = None,
+) -> exp.Select:
+    """The tree of :func:`standalone_sql`, to build further statements on."""
     by_name = {model.name: model for model in compiled.models}
     needed: list[str] = []
 
@@ -150,4 +160,4 @@ def standalone_sql(
     for name in needed:
         body = _substitute(by_name[name].query, to_relation, literal_as_of)
         query = query.with_(name, as_=body, copy=False)  # copying per CTE is quadratic
-    return query.sql(dialect=dialect, pretty=True)
+    return query

@@ -28,14 +28,15 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from segments.errors import SpecError, SpecErrors
+from segments.spec import grammar
 from segments.spec import model as m
 from segments.spec.timeparse import parse_duration, parse_time
 
 # ---- names and vocabularies --------------------------------------------------------
 
-SEGMENT_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
-TIER_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
-IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SEGMENT_NAME_RE = re.compile(grammar.SEGMENT_NAME)
+TIER_NAME_RE = re.compile(grammar.TIER_NAME)
+IDENTIFIER_RE = re.compile(grammar.IDENTIFIER)
 MAX_NAME_LENGTH = 63
 
 CATALOG_FILE, TRAITS_FILE, DESTINATIONS_FILE = "_catalog", "_traits", "_destinations"
@@ -43,30 +44,20 @@ CONFIG_FILES = (CATALOG_FILE, TRAITS_FILE, DESTINATIONS_FILE)
 YAML_SUFFIXES = (".yml", ".yaml")
 
 DESTINATION_TYPES = ("webhook", "intercom", "chatwoot", "customerio", "braze", "wati", "csv")
-MATCH_ON = ("user_id", "email", "phone")
+MATCH_ON = grammar.MATCH_ON
 RESERVED_TRAIT_NAMES = ("user_id",)  # user_traits already has this column (SPEC 2.5)
 
-SEGMENT_KEYS = (
-    "name",
-    "description",
-    "owner",
-    "tags",
-    "refresh",
-    "where",
-    "holdout",
-    "upload",
-    "tiers",
-    "sync",
-)
-CONDITION_KINDS = ("all", "any", "not", "attribute", "trait", "segment", "event", "property")
-SEGMENT_KINDS = ("all", "any", "not", "attribute", "trait", "segment", "event")
-PROPERTY_KINDS = ("all", "any", "not", "property")
-WINDOW_KEYS = ("within", "between", "before", "after")
-SEQUENCE_KINDS = ("followed_by", "not_followed_by")
-FILTER_KEYS = ("event", "where") + WINDOW_KEYS
-EVENT_KEYS = FILTER_KEYS + m.MEASURE_KINDS + SEQUENCE_KINDS
-TRAIT_MEASURE_KEYS = FILTER_KEYS + m.MEASURE_KINDS
-QUANTILE_KEYS = ("quantile", "buckets")
+# Which keys each mapping takes: the grammar's table, which the JSON Schema shares.
+SEGMENT_KEYS = grammar.SEGMENT.names
+SEGMENT_KINDS = grammar.CONDITION.kinds
+PROPERTY_KINDS = grammar.PROPERTY_CONDITION.kinds
+CONDITION_KINDS = SEGMENT_KINDS + tuple(k for k in PROPERTY_KINDS if k not in SEGMENT_KINDS)
+WINDOW_KEYS = grammar.WINDOW_KEYS
+SEQUENCE_KINDS = grammar.SEQUENCE_KEYS
+EVENT_KEYS = grammar.EVENT.names
+TRAIT_MEASURE_KEYS = grammar.MEASURE_TRAIT.names
+QUANTILE_KEYS = grammar.QUANTILE_TRAIT.names
+_KINDS = {option.names[0]: option for option in grammar.CONDITION.options + grammar.PROPERTY_CONDITION.options}
 # Equality and string operators are the ones that can compare case-insensitively.
 IGNORE_CASE_OPS = m.EQUALITY_OPS + m.STRING_OPS
 
@@ -562,6 +553,15 @@ def _operand(ctx: _Ctx, op: str, node: Node, subject: _Subject, ignore_case: boo
     return value
 
 
+def _non_operators(shape: grammar.Mapping) -> tuple[str, ...]:
+    """The keys of a test's mapping besides its operator: ``attribute``, ``ignore_case``...
+
+    >>> _non_operators(grammar.PROPERTY_TEST)
+    ('property',)
+    """
+    return tuple(name for name in shape.names if name not in m.ALL_OPS)
+
+
 def _test(
     ctx: _Ctx, node: Node, entries: Entries, subject: _Subject | None, extra_keys: tuple[str, ...]
 ) -> m.Test | None:
@@ -653,7 +653,7 @@ def _condition(ctx: _Ctx, node: Node, env: _Env, in_event: bool) -> m.Condition 
     if kind in ("all", "any"):
         return _group(ctx, entries, kind, env, in_event)
     if kind == "not":
-        _check_keys(ctx, entries, ("not",))
+        _check_keys(ctx, entries, _KINDS["not"].names)
         inner = _condition(ctx, entries["not"][1], env, in_event)
         return m.Not(inner) if inner is not None else None
     if kind == "segment":
@@ -666,7 +666,7 @@ def _condition(ctx: _Ctx, node: Node, env: _Env, in_event: bool) -> m.Condition 
 def _group(ctx: _Ctx, entries: Entries, kind: str, env: _Env, in_event: bool) -> m.Condition | None:
     """``all: [...]`` or ``any: [...]``; empty lists are allowed (true, false)."""
     mark = ctx.mark()
-    _check_keys(ctx, entries, (kind,))
+    _check_keys(ctx, entries, _KINDS[kind].names)
     items = _list(ctx, entries[kind][1], f"'{kind}'")
     parsed = [_condition(ctx, item, env, in_event) for item in items or []]
     if ctx.failed_since(mark) or items is None:
@@ -676,7 +676,7 @@ def _group(ctx: _Ctx, entries: Entries, kind: str, env: _Env, in_event: bool) ->
 
 def _segment_condition(ctx: _Ctx, entries: Entries, env: _Env) -> m.SegmentCondition | None:
     """``{segment: NAME}``; the name is checked once every spec is known."""
-    _check_keys(ctx, entries, ("segment",))
+    _check_keys(ctx, entries, _KINDS["segment"].names)
     node = entries["segment"][1]
     name = _text(ctx, node, "segment")
     if name is None:
@@ -696,7 +696,7 @@ def _subject_condition(
     else:
         table = env.attributes if kind == "attribute" else env.properties
         subject = _column_subject(ctx, name_node, kind, table)
-    test = _test(ctx, node, entries, subject, (kind, "ignore_case"))
+    test = _test(ctx, node, entries, subject, _non_operators(_KINDS[kind]))
     if test is None or subject is None:
         return None
     name = name_node.value
@@ -814,7 +814,7 @@ def _measure_test(ctx: _Ctx, kind: str, node: Node, env: _Env) -> tuple[str | No
     if kind in m.PROPERTY_MEASURES:
         prop_node = _require(ctx, node, entries, "property", kind)
         subject = _property_for_measure(ctx, prop_node, kind, env)
-        test = _test(ctx, node, entries, subject, ("property",))
+        test = _test(ctx, node, entries, subject, _non_operators(grammar.PROPERTY_TEST))
         return (prop_node.value if prop_node is not None else None), test
     subject = _Subject(kind, _measure_type(kind, None))
     return None, _test(ctx, node, entries, subject, ())
@@ -826,7 +826,7 @@ def _sequence(ctx: _Ctx, key: str, node: Node, env: _Env) -> m.Sequence | None:
     entries = _entries(ctx, node, key)
     if entries is None:
         return None
-    _check_keys(ctx, entries, ("event", "within", "where"))
+    _check_keys(ctx, entries, grammar.SEQUENCE.names)
     events = _event_names(ctx, _require(ctx, node, entries, "event", key))
     within = _duration(ctx, _value_of(entries, "within"), "within")
     where_node = _value_of(entries, "where")
@@ -880,7 +880,7 @@ def _column(ctx: _Ctx, name: str, node: Node) -> m.Column | None:
     entries = _entries(ctx, node, f"'{name}'")
     if entries is None:
         return None
-    _check_keys(ctx, entries, ("type", "pii", "values", "column"))
+    _check_keys(ctx, entries, grammar.COLUMN.names)
     type_node = _require(ctx, node, entries, "type", f"'{name}'")
     type_ = _text(ctx, type_node, "type")
     if type_ is not None and type_ not in m.COLUMN_TYPES:
@@ -931,7 +931,7 @@ def _catalog(ctx: _Ctx, root: Node | None) -> _CatalogResult:
     entries = _entries(ctx, root, "_catalog.yml") if root is not None else None
     if entries is None:
         return _CatalogResult(None, None, None)
-    _check_keys(ctx, entries, ("users", "events"))
+    _check_keys(ctx, entries, grammar.CATALOG.names)
     users_node = _require(ctx, root, entries, "users", "_catalog.yml")
     events_node = _require(ctx, root, entries, "events", "_catalog.yml")
     users = _entries(ctx, users_node, "users") if users_node is not None else None
@@ -939,14 +939,14 @@ def _catalog(ctx: _Ctx, root: Node | None) -> _CatalogResult:
     attributes = properties = None
     users_table = events_table = None
     if users is not None:
-        _check_keys(ctx, users, ("table", "key", "created_at", "attributes"))
+        _check_keys(ctx, users, grammar.USERS.names)
         relation = _relation(ctx, _require(ctx, users_node, users, "table", "users"))
         key = _identifier(ctx, _require(ctx, users_node, users, "key", "users"), "key")
         created_at = _identifier(ctx, _value_of(users, "created_at"), "created_at")
         attributes = _columns(ctx, _value_of(users, "attributes"), "attributes", "attribute")
         users_table = m.UsersTable(relation, key, created_at, attributes)  # type: ignore[arg-type]
     if events is not None:
-        _check_keys(ctx, events, ("table", "user_key", "name", "timestamp", "properties"))
+        _check_keys(ctx, events, grammar.EVENTS.names)
         relation = _relation(ctx, _require(ctx, events_node, events, "table", "events"))
         names = [
             _identifier(ctx, _require(ctx, events_node, events, key, "events"), key)
@@ -974,7 +974,7 @@ def _traits(
     entries = _entries(ctx, root, "_traits.yml") if root is not None else None
     if entries is None:
         return {}, None
-    _check_keys(ctx, entries, ("traits",))
+    _check_keys(ctx, entries, grammar.TRAITS.names)
     traits_node = _require(ctx, root, entries, "traits", "_traits.yml")
     defs = _entries(ctx, traits_node, "traits") if traits_node is not None else None
     if defs is None:
@@ -1027,7 +1027,10 @@ def _trait(
         if of is not None and of not in names:
             _unknown(ctx, of_node, "trait", of, names)
         buckets = _int(
-            ctx, _require(ctx, node, entries, "buckets", "a quantile trait"), "buckets", 1
+            ctx,
+            _require(ctx, node, entries, "buckets", "a quantile trait"),
+            "buckets",
+            grammar.QUANTILE_TRAIT.key("buckets").value.minimum,  # type: ignore[union-attr]
         )
         if ctx.failed_since(mark):
             return None
@@ -1192,8 +1195,9 @@ def _refresh(ctx: _Ctx, node: Node | None) -> str | None:
 
 def _holdout(ctx: _Ctx, node: Node | None) -> int | float | None:
     number = _number(ctx, node, "holdout")
-    if number is not None and not 0 <= number <= 50:
-        ctx.error(node, f"holdout must be a percent between 0 and 50, got {number}")
+    low, high = grammar.HOLDOUT.minimum, grammar.HOLDOUT.maximum
+    if number is not None and not low <= number <= high:
+        ctx.error(node, f"holdout must be a percent between {low} and {high}, got {number}")
         return None
     return number
 
@@ -1204,7 +1208,7 @@ def _upload(ctx: _Ctx, node: Node, specs_dir: Path, env: _Env) -> m.Upload | Non
     entries = _entries(ctx, node, "upload")
     if entries is None:
         return None
-    _check_keys(ctx, entries, ("file", "match_on"))
+    _check_keys(ctx, entries, grammar.UPLOAD.names)
     match_node = _require(ctx, node, entries, "match_on", "upload")
     match_on = _text(ctx, match_node, "match_on")
     if match_on is not None and match_on not in MATCH_ON:
@@ -1283,7 +1287,7 @@ def _tiers(
         if entries is None:
             tiers.append((None, item))  # a mapping node: no name to define
             continue
-        _check_keys(ctx, entries, ("name", "where"))
+        _check_keys(ctx, entries, grammar.TIER.names)
         name_node = _require(ctx, item, entries, "name", "a tier")
         tier = _name(
             ctx,

@@ -13,11 +13,11 @@ import re
 
 from segments.spec.model import AbsoluteTime, Duration, RelativeTime, TimeValue
 
-_DURATION_RE = re.compile(r"(\d+)([smhdw])")
+DURATION_RE = re.compile(r"(\d+)([smhdw])")
 _RELATIVE_RE = re.compile(r"now(?:\s*([+-])\s*(\S.*))?")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Date, 'T' or one space, hh:mm[:ss[.ffffff]], then 'Z', an offset or nothing.
-_DATETIME_RE = re.compile(
+DATETIME_RE = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)"
     r"\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?"
 )
@@ -50,7 +50,7 @@ def parse_duration(text: str) -> Duration:
     """
     if not isinstance(text, str):
         raise ValueError(f"invalid duration {text!r}: expected {_DURATION_HELP}")
-    match = _DURATION_RE.fullmatch(text.strip())
+    match = DURATION_RE.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"invalid duration {text!r}: expected {_DURATION_HELP}")
     return Duration(int(match.group(1)), match.group(2))  # type: ignore[arg-type]
@@ -148,9 +148,9 @@ def _parse_absolute(value: str) -> dt.datetime:
     """
     text = value.strip() if isinstance(value, str) else ""
     try:
-        if _DATE_RE.fullmatch(text):
+        if DATE_RE.fullmatch(text):
             return dt.datetime.fromisoformat(text)
-        match = _DATETIME_RE.fullmatch(text)
+        match = DATETIME_RE.fullmatch(text)
         if match is not None:
             date, clock, zone = match.groups()
             zone = "+00:00" if zone is None or zone in "Zz" else zone
