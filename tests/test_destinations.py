@@ -529,3 +529,26 @@ def test_bad_sync_entry_is_a_clear_error_naming_the_segment(type_, target, messa
     destination = make(type_, options_for(type_, httpserver.url_for("/")), http)
     with pytest.raises(SegmentsError, match=f"segment cart: sync to {type_}: {message}"):
         destination.audience("cart", target)
+
+
+# ---- the repository's example destinations ----------------------------------------------
+
+
+def test_example_destinations_and_sync_entries_are_valid(http):
+    """Every example destination builds (its ``${VAR}`` set to a plausible value) and
+    every example sync entry fits its destination's type."""
+    from segments import paths
+    from segments.spec.parse import load_project
+
+    project = load_project(paths.SPECS_DIR)
+    plausible = {"URL": "https://example.com", "ENDPOINT": "https://example.com", "SECRET": "whsec_c2VjcmV0"}
+    env = {var: next((v for k, v in plausible.items() if k in var), "12345")
+           for var in re.findall(r"\$\{(\w+)\}", (paths.SPECS_DIR / "_destinations.yml").read_text())}
+    built = {}
+    for name, config in project.destinations.items():
+        cls = REGISTRY[config.type]
+        built[name] = cls(name, resolve_options(cls.declared_options(), config.options, name, env), http)
+    assert {d.type for d in built.values()} >= {"intercom", "chatwoot", "customerio", "braze", "wati"}
+    for spec in project.segments:
+        for target in spec.sync:
+            resolve_options(built[target.destination].TARGET_OPTIONS, target.options, spec.name, env)
