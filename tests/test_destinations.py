@@ -173,7 +173,7 @@ SHAPES = [
          ("POST", "/api/v1/segments/42/remove_customers", {"id_type": ["id"]}, {"ids": ["u3"]})],
     ),
     Shape(
-        "customerio", FakeCustomerIo, {"segment_id": "42"}, batch([add("u1", email=EMAIL)], [rm("u3", "old@example.com")]),
+        "customerio", FakeCustomerIo, {"segment_id": 42}, batch([add("u1", email=EMAIL)], [rm("u3", "old@example.com")]),
         [("POST", "/api/v1/segments/42/add_customers", {"id_type": ["email"]}, {"ids": [EMAIL]}),
          ("POST", "/api/v1/segments/42/remove_customers", {"id_type": ["email"]}, {"ids": ["old@example.com"]})],
         {"u1": EMAIL}, {"id_type": "email"},
@@ -521,14 +521,18 @@ def test_bad_configuration_is_a_clear_error_naming_the_destination(type_, option
 
 
 @pytest.mark.parametrize(("type_", "target", "message"), [
-    ("customerio", {"segment_id": "vip"}, "segment_id must be the manual segment's number"),
+    ("customerio", {"segment_id": "vip"}, "option 'segment_id' must be int, got str"),
+    ("customerio", {}, "option 'segment_id' is required"),
+    ("intercom", {"tag": "x", "label": "y"}, "unknown option 'label' (known: tag)"),
     ("chatwoot", {"label": "!"}, "label '!' has fewer than two letters or digits"),
 ])
 def test_bad_sync_entry_is_a_clear_error_naming_the_segment(type_, target, message, httpserver, http):
     FakeChatwoot(3, []).install(httpserver)
     destination = make(type_, options_for(type_, httpserver.url_for("/")), http)
-    with pytest.raises(SegmentsError, match=f"segment cart: sync to {type_}: {message}"):
-        destination.audience("cart", target)
+    where = f"segment cart: sync to {type_}"
+    with pytest.raises(SegmentsError) as info:  # what the engine does, the options first
+        destination.audience("cart", resolve_options(destination.TARGET_OPTIONS, target, where, ENV))
+    assert str(info.value).startswith(where) and message in str(info.value)
 
 
 # ---- the repository's example destinations ----------------------------------------------

@@ -91,7 +91,7 @@ class CustomerIoDestination(ApiDestination):
         Option("id_type", default="id"),
         Option("id_attribute"),
     )
-    TARGET_OPTIONS = (Option("segment_id", (int, str), required=True),)
+    TARGET_OPTIONS = (Option("segment_id", int, required=True),)  # checked by `segments validate`
     REGIONS = {"us": "https://track.customer.io", "eu": "https://track-eu.customer.io"}
     DEFAULT_BATCH_SIZE = 1_000
     MAX_BATCH_SIZE = 1_000
@@ -118,7 +118,4 @@ class CustomerIoDestination(ApiDestination):
         return self.fields()
 
     def audience(self, segment_name: str, options: Mapping[str, object]) -> Audience:
-        segment_id = str(options["segment_id"]).strip()
-        if not segment_id.isdigit():
-            raise SegmentsError(f"segment {segment_name}: sync to {self.name}: segment_id must be the manual segment's number")
-        return CustomerIoAudience(self, segment_id)
+        return CustomerIoAudience(self, str(options["segment_id"]))
