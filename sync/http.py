@@ -164,12 +164,20 @@ class _ServerAskedWait(tenacity.wait.wait_base):
         return wait
 
 
-def _where(url: str) -> str:
-    """The URL without query string or credentials: safe to print."""
+def _where(url: str, path: str | None = None) -> str:
+    """The URL without query string or credentials (and with ``path`` for its path
+    when given): safe to print.
+
+    Examples:
+        >>> _where("https://user:pw@example.com:8443/a/b?token=x")
+        'https://example.com:8443/a/b'
+        >>> _where("https://example.com/t/contacts/919812345678", "/t/contacts/{phone}")
+        'https://example.com/t/contacts/{phone}'
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    return f"{parts.scheme}://{host}{port}{parts.path if path is None else path}"
 
 
 @dataclass
@@ -186,8 +194,11 @@ class HttpClient:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     on_retry: Callable[[SyncHttpError, float], None] | None = None
 
-    def request(self, method: str, url: str, **kwargs: object) -> requests.Response:
+    def request(self, method: str, url: str, *, where: str | None = None, **kwargs: object) -> requests.Response:
         """Send until a 2xx answer (returned), a terminal error, or no attempts left.
+
+        ``where`` names the request in error messages instead of the URL's path, for
+        paths that carry PII (a phone number): say ``/api/v1/contacts/{phone}``.
 
         Raises:
             TerminalError: a 4xx answer other than 408, 425 and 429.
@@ -201,7 +212,7 @@ class HttpClient:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        return retrying(self._once, method, url, kwargs)
+        return retrying(self._once, method, url, where, kwargs)
 
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
         if self.on_retry is not None and retry_state.outcome is not None and retry_state.next_action is not None:
@@ -209,9 +220,9 @@ class HttpClient:
             if isinstance(error, SyncHttpError):
                 self.on_retry(error, retry_state.next_action.sleep)
 
-    def _once(self, method: str, url: str, kwargs: dict[str, object]) -> requests.Response:
+    def _once(self, method: str, url: str, where: str | None, kwargs: dict[str, object]) -> requests.Response:
         self.limiter.acquire()
-        where = f"{method} {_where(url)}"
+        where = f"{method} {_where(url, where)}"
         if callable(kwargs.get("headers")):  # made per attempt: fresh timestamps and signatures
             kwargs = {**kwargs, "headers": kwargs["headers"]()}  # type: ignore[operator]
         try:
