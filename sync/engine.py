@@ -26,7 +26,7 @@ from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations import REGISTRY
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, resolve_options
-from sync.http import Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, TransientError, new_session
+from sync.http import Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
 from sync.store import PlanSummary, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
@@ -247,7 +247,7 @@ class Engine:
     ) -> None:
         """Send the plan, ``concurrency`` batches in flight, checkpointing each ack.
 
-        On a transient failure nothing new is sent; batches already in flight finish
+        When the destination stays unreachable or refuses our credentials nothing new is sent; batches already in flight finish
         and are checkpointed, then the error propagates.
         """
         progress = self.settings.progress
@@ -265,7 +265,7 @@ class Engine:
                 result = future.result()
             except TerminalError as error:
                 result = BatchResult.all_failed(batch, error)
-            except TransientError as error:
+            except SyncHttpError as error:  # unreachable or refusing our credentials: stop
                 stopped = stopped or error
                 return
             added, removed = store.checkpoint(batch, first, last, result)

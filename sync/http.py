@@ -27,6 +27,7 @@ import tenacity
 from requests.adapters import HTTPAdapter
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+AUTH_STATUSES = frozenset({401, 403})
 DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
 
 
@@ -45,6 +46,12 @@ class TransientError(SyncHttpError):
 
 class TerminalError(SyncHttpError):
     """Retrying will not help: the request itself was refused."""
+
+
+class AuthError(SyncHttpError):
+    """401 or 403: the destination refuses our credentials, so every other request
+    would be refused too. Not a :class:`TerminalError`: it stops the destination
+    instead of failing records one by one."""
 
 
 @dataclass
@@ -153,7 +160,7 @@ class _ServerAskedWait(tenacity.wait.wait_base):
     def __init__(self, policy: RetryPolicy):
         self.policy = policy
         self.backoff = tenacity.wait_exponential_jitter(
-            initial=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
+            multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
         )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
@@ -201,7 +208,8 @@ class HttpClient:
         paths that carry PII (a phone number): say ``/api/v1/contacts/{phone}``.
 
         Raises:
-            TerminalError: a 4xx answer other than 408, 425 and 429.
+            AuthError: 401 or 403.
+            TerminalError: any other 4xx answer but 408, 425 and 429.
             TransientError: the last attempt was throttled, failed on the server, or got no answer.
         """
         retrying = tenacity.Retrying(
@@ -236,6 +244,8 @@ class HttpClient:
         response.close()
         if response.status_code in TRANSIENT_STATUSES:
             raise TransientError(message, response.status_code, wait)
+        if response.status_code in AUTH_STATUSES:
+            raise AuthError(message, response.status_code)
         raise TerminalError(message, response.status_code)
 
 

@@ -40,7 +40,7 @@ from sync.destinations.base import (
     Option,
     segment,
 )
-from sync.http import HttpClient, RateLimiter, TerminalError
+from sync.http import AuthError, HttpClient, RateLimiter, TerminalError
 
 PAGE_SIZE = 15  # contacts per search page, fixed by Chatwoot
 _NOT_IN_LABEL = re.compile(r"[^\w-]+")
@@ -162,7 +162,7 @@ class ChatwootDestination(ApiDestination):
             try:
                 self.call("POST", f"{self.account_path}/labels",
                           body={"title": title, "description": "Segment membership, kept in sync by segments"})
-            except TerminalError as error:
+            except (TerminalError, AuthError) as error:  # agents' tokens may not create labels
                 raise TerminalError(
                     f"{self.where}: label {title!r} is not defined in the account and creating it failed ({error}); "
                     "create it under Settings > Labels or use an administrator's token",
