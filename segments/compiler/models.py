@@ -333,6 +333,7 @@ def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str, query: ex
         "spec": _spec_path(project, spec),
         "refresh": spec.refresh,
         "holdout_pct": spec.holdout or 0,
+        "max_size_change_pct": spec.checks.max_size_change_pct,
     }
     if spec.owner:
         meta["owner"] = spec.owner
