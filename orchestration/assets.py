@@ -13,7 +13,9 @@ publishes nothing and reports only its failed tests.
 
 import datetime as dt
 import json
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from dagster import AssetCheckResult, AssetExecutionContext, AssetKey, Failure, MetadataValue, Output
 from dagster_dbt import DbtCliResource, dbt_assets
@@ -112,17 +114,20 @@ def segments_build(context: AssetExecutionContext, dbt: DbtCliResource, warehous
     as_of = run_as_of(context.run.tags)
     compiled = _fresh_compile()
     context.log.info(f"building at as_of {format_as_of(as_of)}")
-    invocation = dbt.cli(
-        ["build", "--vars", json.dumps({"as_of": format_as_of(as_of)})],
-        context=context.op_execution_context,
-        raise_on_error=False,
-    )
-    events = list(invocation.stream())
-    if not invocation.is_successful():
-        yield from (event for event in events if isinstance(event, AssetCheckResult))
-        raise Failure(
-            description=f"dbt build failed; nothing was published.\n{invocation.get_error()}",
+    # dbt's artifacts go to a directory of their own, removed after the run (dagster-dbt
+    # would otherwise keep one per run under dbt_project/target).
+    with tempfile.TemporaryDirectory(prefix="segments-dbt-") as target:
+        invocation = dbt.cli(
+            ["build", "--vars", json.dumps({"as_of": format_as_of(as_of)})],
+            context=context.op_execution_context,
+            raise_on_error=False,
+            target_path=Path(target),
         )
+        events = list(invocation.stream())
+        error = None if invocation.is_successful() else invocation.get_error()
+    if error is not None:
+        yield from (event for event in events if isinstance(event, AssetCheckResult))
+        raise Failure(description=f"dbt build failed; nothing was published.\n{error}")
     sizes: dict[str, history.BuildSize] = {}
     if MEMBERSHIP_KEY in context.selected_asset_keys:
         with warehouse.connect() as con:
