@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean dagster
 
 setup: $(STAMP)
 
@@ -19,9 +19,18 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/segments demo $(ARGS)
 
+# The Dagster UI on http://127.0.0.1:3000: segments, checks, schedules, runs.
+# Instance storage under dagster_home/; the warehouse of SEGMENTS_WAREHOUSE (absolute:
+# dbt reads it from dbt_project/), by default warehouse.duckdb here.
+dagster: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DAGSTER_HOME="$(CURDIR)/dagster_home" \
+	SEGMENTS_WAREHOUSE="$(abspath $(or $(SEGMENTS_WAREHOUSE),warehouse.duckdb))" \
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
 # The whole test suite (what .ci/run runs).
 test: $(STAMP)
 	$(VENV)/bin/pytest $(ARGS)
 
 clean:
-	rm -rf $(VENV) .segments dbt_project/target dbt_project/logs warehouse.duckdb
+	rm -rf $(VENV) .segments dbt_project/target dbt_project/logs warehouse.duckdb test-artifacts
+	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

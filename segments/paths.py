@@ -14,6 +14,8 @@ MODELS_DIR_NAME = "models"
 DEFAULT_WAREHOUSE = ROOT / "warehouse.duckdb"
 WAREHOUSE_ENV = "SEGMENTS_WAREHOUSE"
 WORK_DIR_ENV = "SEGMENTS_WORK_DIR"
+# Dagster's home: dagster.yaml (committed) and the instance's storage (not committed).
+DAGSTER_HOME = ROOT / "dagster_home"
 # What a build's dbt project needs besides the models it compiles.
 DBT_STATIC_FILES = ("dbt_project.yml", "profiles.yml", "macros")
 

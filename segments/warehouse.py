@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
+from segments import history
 from segments.compiler import models as md
 from segments.errors import SegmentsError
 from segments.spec import model as m
@@ -121,8 +122,9 @@ def publish(
 
     Copies ``segment_membership`` and ``user_traits`` from the build schema into the
     target schema, (re)creates one ``seg_<name>`` view per segment over the published
-    membership, drops the views of segments that no longer exist, and records the
-    segments in ``segment_catalog``: one transaction.
+    membership, drops the views of segments that no longer exist, records the
+    segments in ``segment_catalog`` and who entered and left them
+    (:mod:`segments.history`): one transaction.
     """
     previous: list[str] = []
     if _columns(con, TARGET_SCHEMA, SEGMENT_CATALOG):
@@ -148,8 +150,11 @@ def publish(
         kind="TABLE", replace=True, this=exp.table_(SEGMENT_CATALOG, db=TARGET_SCHEMA),
         expression=_catalog_rows(project, segments, as_of),
     ))
+    recorded = history.record(con, TARGET_SCHEMA, BUILD_SCHEMA, segments, as_of)  # before the membership changes
     con.execute("BEGIN TRANSACTION")
     try:
+        for sql in recorded:
+            con.execute(sql)
         for statement in statements:
             con.execute(_sql(statement))
         con.execute("COMMIT")

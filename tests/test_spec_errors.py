@@ -498,6 +498,30 @@ CASES: list[tuple[str, dict[str, str | None], str, str]] = [
         "holdout must be a number",
     ),
     (
+        "checks_mapping",
+        segment("where: {segment: buyers}\nchecks: 20\n"),
+        "s.yml:3:9",
+        "checks must be a mapping, got number 20",
+    ),
+    (
+        "checks_unknown_key",
+        segment("where: {segment: buyers}\nchecks: {max_size_change: 20}\n"),
+        "s.yml:3:10",
+        "unknown key 'max_size_change' (did you mean 'max_size_change_pct'?)",
+    ),
+    (
+        "checks_size_change_positive",
+        segment("where: {segment: buyers}\nchecks: {max_size_change_pct: 0}\n"),
+        "s.yml:3:31",
+        "max_size_change_pct must be a positive percent, got 0",
+    ),
+    (
+        "checks_size_change_type",
+        segment("where: {segment: buyers}\nchecks: {max_size_change_pct: lots}\n"),
+        "s.yml:3:31",
+        "max_size_change_pct must be a number",
+    ),
+    (
         "cron_fields",
         segment("where: {segment: buyers}\nrefresh: 0 6 * *\n"),
         "s.yml:3:10",

@@ -310,6 +310,7 @@ def test_spec_fields(tmp_path: Path) -> None:
             tags: [whatsapp, 2024]
             refresh: 0 * * * *
             holdout: 12.5
+            checks: {max_size_change_pct: 30}
             where: {event: cart_add}
             sync:
               - destination: crm
@@ -327,6 +328,7 @@ def test_spec_fields(tmp_path: Path) -> None:
         ("whatsapp", "2024"),
     )
     assert (spec.refresh, spec.holdout) == ("0 * * * *", 12.5)
+    assert spec.checks == m.Checks(max_size_change_pct=30)
     assert spec.sync == (
         m.SyncTarget(
             "crm", {"tag": "abandoned", "limit": 5, "since": JUNE_23, "extra": {"a": [1, None]}}
@@ -351,6 +353,7 @@ def test_spec_defaults(tmp_path: Path) -> None:
         (),
         None,
     )
+    assert spec.checks.max_size_change_pct == m.DEFAULT_MAX_SIZE_CHANGE_PCT
 
 
 def test_tiers(tmp_path: Path) -> None:

@@ -287,8 +287,14 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
         if not set(spec.segment_names()) & set(names):
             continue
         for name, where in _segment_queries(spec, resolver):
+            # Each segment carries the as_of it was evaluated at: a refresh that rebuilds
+            # some segments leaves the others' tables, and instants, as they were.
             query = (
-                exp.select("user_id", exp.alias_(_holdout(name, spec.holdout), "is_holdout"))
+                exp.select(
+                    "user_id",
+                    exp.alias_(_holdout(name, spec.holdout), "is_holdout"),
+                    exp.alias_(sx.as_of(), "as_of"),
+                )
                 .from_(sx.model_ref(BASE))
                 .where(where)
             )
@@ -337,6 +343,7 @@ def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str, query: ex
         "spec": _spec_path(project, spec),
         "refresh": spec.refresh,
         "holdout_pct": spec.holdout or 0,
+        "max_size_change_pct": spec.checks.max_size_change_pct,
     }
     if spec.owner:
         meta["owner"] = spec.owner
@@ -347,6 +354,7 @@ def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str, query: ex
     columns = [
         ColumnDoc("user_id", "A member of the segment.", ("unique",)),
         ColumnDoc("is_holdout", "True for the control group, which is never synced."),
+        ColumnDoc("as_of", "The instant the segment was evaluated at."),
     ]
     return Model(
         segment_model_name(name), SEGMENTS, query, description, _spec_path(project, spec),
@@ -611,7 +619,7 @@ def _membership_model(segment_models: list[str]) -> Model:
                 exp.alias_(sx.literal(segment), "segment_name"),
                 "user_id",
                 "is_holdout",
-                exp.alias_(sx.as_of(), "as_of"),
+                "as_of",
             ).from_(sx.model_ref(model_name))
         )
     if parts:
@@ -630,7 +638,7 @@ def _membership_model(segment_models: list[str]) -> Model:
         ColumnDoc("segment_name", "The segment (tiers as <spec>__<tier>).", ("not_null",)),
         ColumnDoc("user_id", "A member.", ("not_null",)),
         ColumnDoc("is_holdout", "Control group member: kept here, never synced.", ("not_null",)),
-        ColumnDoc("as_of", "The instant the build evaluated every segment at.", ("not_null",)),
+        ColumnDoc("as_of", "The instant the build evaluated the member's segment at.", ("not_null",)),
     ]
     return Model(
         MEMBERSHIP, MARTS, query, "One row per (segment, member) at as_of, holdout flagged.", columns=columns,

@@ -341,6 +341,12 @@ SYNC_TARGET = Mapping(
     (Key("destination", Text(), "A key of _destinations.yml.", required=True),),
     other=AnyValue(),
 )
+CHECKS = Mapping(
+    "checks",
+    "Data checks of the segment's build; a failing one stops its syncs.",
+    (Key("max_size_change_pct", Number(minimum=0),
+         "Fail when the size moves more than this percent from the previous build (default 50)."),),
+)
 SEGMENT = Mapping(
     "segment_spec",
     "One segment (segment_specs/<name>.yml).",
@@ -355,6 +361,7 @@ SEGMENT = Mapping(
         Key("upload", Ref("upload"), "Members from an uploaded list (narrowed by where, if given)."),
         Key("tiers", ListOf(Ref("tier"), 1), "Mutually exclusive levels, first match wins."),
         Key("sync", ListOf(Ref("sync_target")), "Destinations to push the segment to."),
+        Key("checks", Ref("checks"), "Data checks of the segment's build."),
     ),
     (Group(("upload", "tiers")),),
     needs_one_of=("where", "upload", "tiers"),
@@ -437,7 +444,7 @@ TRAITS = Mapping(
 SHAPES: dict[str, Mapping | OneOf] = {
     shape.name: shape
     for shape in (
-        CONDITION, PROPERTY_CONDITION, TEST, PROPERTY_TEST, SEQUENCE, UPLOAD, TIER, SYNC_TARGET,
+        CONDITION, PROPERTY_CONDITION, TEST, PROPERTY_TEST, SEQUENCE, UPLOAD, TIER, SYNC_TARGET, CHECKS,
         COLUMN, USERS, EVENTS, TRAIT,
     )
 }

@@ -374,6 +374,18 @@ class SyncTarget:
 
 
 DEFAULT_REFRESH = "0 6 * * *"
+DEFAULT_MAX_SIZE_CHANGE_PCT = 50
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The data checks that gate a segment's syncs (``checks:``).
+
+    ``max_size_change_pct``: a build whose size differs from the previous build's by
+    more than this percent of it fails its size check, and its syncs wait.
+    """
+
+    max_size_change_pct: int | float = DEFAULT_MAX_SIZE_CHANGE_PCT
 
 
 @dataclass(frozen=True)
@@ -391,6 +403,7 @@ class SegmentSpec:
     upload: Upload | None = None
     tiers: tuple[Tier, ...] = ()
     sync: tuple[SyncTarget, ...] = ()
+    checks: Checks = Checks()
     location: Location | None = None
 
     def segment_names(self) -> tuple[str, ...]:

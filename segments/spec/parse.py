@@ -58,6 +58,7 @@ EVENT_KEYS = grammar.EVENT.names
 TRAIT_MEASURE_KEYS = grammar.MEASURE_TRAIT.names
 QUANTILE_KEYS = grammar.QUANTILE_TRAIT.names
 _KINDS = {option.names[0]: option for option in grammar.CONDITION.options + grammar.PROPERTY_CONDITION.options}
+CHECK_KEYS = grammar.CHECKS.names
 # Equality and string operators are the ones that can compare case-insensitively.
 IGNORE_CASE_OPS = m.EQUALITY_OPS + m.STRING_OPS
 
@@ -1335,6 +1336,22 @@ def _sync(
     return None if ctx.failed_since(mark) else tuple(targets)
 
 
+def _checks(ctx: _Ctx, node: Node) -> m.Checks | None:
+    """``checks: {max_size_change_pct: N}``; what is not written keeps its default."""
+    entries = _entries(ctx, node, "checks")
+    if entries is None:
+        return None
+    _check_keys(ctx, entries, CHECK_KEYS)
+    pct_node = _value_of(entries, "max_size_change_pct")
+    pct = _number(ctx, pct_node, "max_size_change_pct")
+    if pct is None:
+        return m.Checks()
+    if pct <= 0:
+        ctx.error(pct_node, f"max_size_change_pct must be a positive percent, got {pct}")
+        return None
+    return m.Checks(max_size_change_pct=pct)
+
+
 def _segment(
     ctx: _Ctx,
     path: Path,
@@ -1405,6 +1422,9 @@ def _segment(
     sync = ()
     if "sync" in entries:
         sync = _sync(ctx, entries["sync"][1], destinations)
+    checks = m.Checks()
+    if "checks" in entries:
+        checks = _checks(ctx, entries["checks"][1])
 
     if ctx.failed_since(mark):
         return None, info
@@ -1420,6 +1440,7 @@ def _segment(
         upload=upload,
         tiers=tuple(tier for tier, _ in tiers),
         sync=sync,
+        checks=checks,  # type: ignore[arg-type]
         location=ctx.loc(root),  # type: ignore[arg-type]
     )
     return spec, info

@@ -3,173 +3,173 @@ SELECT
   'abandoned_cart' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_abandoned_cart') }}
 UNION ALL
 SELECT
   'country_targeting' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_country_targeting') }}
 UNION ALL
 SELECT
   'engagement__high' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_engagement__high') }}
 UNION ALL
 SELECT
   'engagement__inactive' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_engagement__inactive') }}
 UNION ALL
 SELECT
   'engagement__low' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_engagement__low') }}
 UNION ALL
 SELECT
   'engagement__moderate' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_engagement__moderate') }}
 UNION ALL
 SELECT
   'festive_campaign_clickers' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_festive_campaign_clickers') }}
 UNION ALL
 SELECT
   'high_intent' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_high_intent') }}
 UNION ALL
 SELECT
   'new_visitors' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_new_visitors') }}
 UNION ALL
 SELECT
   'non_responsive' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_non_responsive') }}
 UNION ALL
 SELECT
   'pricing_page_visitors' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_pricing_page_visitors') }}
 UNION ALL
 SELECT
   'referral_partner_visitors' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_referral_partner_visitors') }}
 UNION ALL
 SELECT
   'regional_offer' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_regional_offer') }}
 UNION ALL
 SELECT
   'returning_visitors' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_returning_visitors') }}
 UNION ALL
 SELECT
   'rfm__at_risk' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_rfm__at_risk') }}
 UNION ALL
 SELECT
   'rfm__champions' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_rfm__champions') }}
 UNION ALL
 SELECT
   'rfm__hibernating' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_rfm__hibernating') }}
 UNION ALL
 SELECT
   'rfm__loyal' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_rfm__loyal') }}
 UNION ALL
 SELECT
   'rfm__new_customers' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_rfm__new_customers') }}
 UNION ALL
 SELECT
   'support_follow_up' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_support_follow_up') }}
 UNION ALL
 SELECT
   'upgrade_candidates' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_upgrade_candidates') }}
 UNION ALL
 SELECT
   'vip_upload' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_vip_upload') }}
 UNION ALL
 SELECT
   'welcome_journey' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_welcome_journey') }}
 UNION ALL
 SELECT
   'whatsapp_reactivation' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_whatsapp_reactivation') }}
 UNION ALL
 SELECT
   'win_back' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_win_back') }}

@@ -1,0 +1,159 @@
+"""Data checks: the input tables before a build, each segment after its publish.
+
+Every check here is blocking. In a run, Dagster starts an asset only after the
+blocking checks of the assets it reads have passed:
+
+- ``input_schema`` on the users and events tables (pandera, from ``_catalog.yml``):
+  a failure stops the build itself, so nothing is published and nothing synced;
+- ``size_change`` and ``membership_schema`` on each segment, one step per segment:
+  a failure stops what reads that segment (its syncs) and nothing else.
+
+dbt's own tests are checks too (dagster-dbt); they run inside ``dbt build``, and a
+failing one fails the build: nothing is published, as with ``segments build``.
+"""
+
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+
+import duckdb
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetChecksDefinition,
+    AssetKey,
+    MetadataValue,
+    multi_asset_check,
+)
+from sqlglot import exp
+
+from orchestration.resources import Warehouse
+from orchestration.translator import SegmentNode
+from segments import history, paths, schemas
+from segments import warehouse as wh
+from segments.compiler import models as md
+from segments.spec import model as m
+from segments.spec.parse import load_project
+
+INPUT_CHECK = "input_schema"
+SIZE_CHECK = "size_change"
+MEMBERSHIP_CHECK = "membership_schema"
+
+
+def _result(key: AssetKey, name: str, found: list[str], passed_text: str, **metadata: object) -> AssetCheckResult:
+    """A blocking check's result: its problems, if any, as the description and metadata."""
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=name,
+        passed=not found,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(found) if found else passed_text,
+        metadata={**metadata, "problems": MetadataValue.md("\n".join(f"- {p}" for p in found) or "none")},
+    )
+
+
+def _read(
+    con: duckdb.DuckDBPyConnection,
+    relation: m.Relation,
+    columns: Sequence[str],
+    where: exp.Expression | None = None,
+) -> pd.DataFrame | None:
+    """The ``columns`` of ``relation`` that exist (a missing one is the schema's to
+    report), rows filtered by ``where``; None when the table does not exist."""
+    schema = relation.schema or wh.TARGET_SCHEMA
+    present = [row[0] for row in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [schema, relation.name],
+    ).fetchall()]
+    if not present:
+        return None
+    query = exp.select(*(exp.column(c, quoted=True) for c in columns if c in present)).from_(
+        exp.table_(relation.name, db=schema)
+    )
+    if where is not None:
+        query = query.where(where)
+    return con.execute(query.sql(dialect="duckdb")).df()
+
+
+def input_checks(users: AssetKey, events: AssetKey) -> AssetChecksDefinition:
+    """``input_schema`` on the users and events tables, in one step before the build."""
+    specs = [
+        AssetCheckSpec(INPUT_CHECK, asset=key, blocking=True, description=f"The {what} table fits _catalog.yml.")
+        for key, what in ((users, "users"), (events, "events"))
+    ]
+
+    @multi_asset_check(specs=specs, name="input_tables", description="pandera schemas of the input tables")
+    def input_tables(context: AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[AssetCheckResult]:
+        catalog = load_project(paths.SPECS_DIR).catalog
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        tables = (
+            (users, catalog.users.relation, schemas.users_schema(catalog, now)),
+            (events, catalog.events.relation, schemas.events_schema(catalog, now)),
+        )
+        with warehouse.connect(read_only=True) as con:
+            for key, relation, schema in tables:
+                frame = _read(con, relation, list(schema.columns))
+                if frame is None:
+                    yield _result(key, INPUT_CHECK, [f"{relation} does not exist: load it with `segments load`"], "")
+                    continue
+                found = schemas.problems(schema, frame)
+                yield _result(key, INPUT_CHECK, found, f"{len(frame):,} rows fit _catalog.yml", rows=len(frame))
+
+    return input_tables
+
+
+def _size_result(con: duckdb.DuckDBPyConnection, node: SegmentNode) -> AssetCheckResult:
+    size = history.latest(con, wh.TARGET_SCHEMA, [node.name]).get(node.name)
+    limit = node.max_size_change_pct
+    if size is None:
+        return _result(node.key, SIZE_CHECK, [], "no published build of this segment yet")
+    metadata: dict[str, object] = {"size": size.members, "max_size_change_pct": float(limit)}
+    change = size.change_pct
+    if change is None:
+        return _result(node.key, SIZE_CHECK, [], f"first build: {size.members:,} members", **metadata)
+    metadata["previous_size"] = size.previous
+    if change != float("inf"):
+        metadata["size_change_pct"] = change
+    text = f"{size.previous:,} -> {size.members:,} members"
+    if change > limit:
+        moved = "from empty" if change == float("inf") else f"by {change:.1f}%"
+        problem = f"size moved {moved} ({text}), more than the {limit}% allowed: syncs of {node.name} wait"
+        return _result(node.key, SIZE_CHECK, [problem], "", **metadata)
+    return _result(node.key, SIZE_CHECK, [], f"{text} ({change:.1f}%, at most {limit}% allowed)", **metadata)
+
+
+def _membership_result(con: duckdb.DuckDBPyConnection, node: SegmentNode) -> AssetCheckResult:
+    published = m.Relation(md.MEMBERSHIP, wh.TARGET_SCHEMA)
+    schema = schemas.membership_schema(node.name, node.holdout_pct)
+    mine = exp.column("segment_name").eq(exp.Literal.string(node.name))
+    frame = _read(con, published, list(schema.columns), mine)
+    if frame is None:
+        return _result(node.key, MEMBERSHIP_CHECK, [f"{published} does not exist: nothing was published"], "")
+    found = schemas.problems(schema, frame)
+    return _result(node.key, MEMBERSHIP_CHECK, found, f"{len(frame):,} published members fit the schema")
+
+
+def segment_checks(node: SegmentNode) -> AssetChecksDefinition:
+    """``size_change`` and ``membership_schema`` of one segment, in a step of its own,
+    so that a failure holds back only what reads this segment."""
+    specs = [
+        AssetCheckSpec(
+            SIZE_CHECK, asset=node.key, blocking=True,
+            description=f"Size moves at most {node.max_size_change_pct}% from the previous build.",
+        ),
+        AssetCheckSpec(
+            MEMBERSHIP_CHECK, asset=node.key, blocking=True,
+            description="One row per member, evaluated at one instant; holdout only if the spec keeps one.",
+        ),
+    ]
+
+    @multi_asset_check(specs=specs, name=f"check_{node.name}", description=f"data checks of segment {node.name}")
+    def _checks(context: AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[AssetCheckResult]:
+        with warehouse.connect(read_only=True) as con:
+            yield _size_result(con, node)
+            yield _membership_result(con, node)
+
+    return _checks

@@ -1,0 +1,71 @@
+"""One sync asset per (segment, destination), from the specs' ``sync:`` entries.
+
+The sync engine plugs in here with one callable (see :data:`SyncFn`), wired in
+``orchestration.definitions``::
+
+    *sync_assets(SEGMENTS, sync=<the engine's entry point>)
+
+Each sync asset is gated by its segment's blocking checks
+(:func:`orchestration.gating.gated_asset`), runs in the concurrency pool of its
+destination, so that two syncs of one destination never overlap, and reports the
+engine's ``added`` / ``removed`` / ``failed`` counts as metadata. Retries are the
+engine's business; an exception fails the asset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult
+
+from orchestration.gating import gated_asset
+from orchestration.translator import SegmentNode
+
+#: ``sync(context, segment, destination) -> {"added": n, "removed": n, "failed": n}``.
+#: ``context.resources.warehouse.file`` is the warehouse the segment was published to.
+SyncFn = Callable[[AssetExecutionContext, str, str], Mapping[str, int]]
+COUNTS = ("added", "removed", "failed")
+SYNC_PREFIX = "sync"
+
+
+def sync_asset_key(segment: str, destination: str) -> AssetKey:
+    """``sync/<destination>/<segment>``.
+
+    >>> sync_asset_key("abandoned_cart", "intercom_main").to_user_string()
+    'sync/intercom_main/abandoned_cart'
+    """
+    return AssetKey([SYNC_PREFIX, destination, segment])
+
+
+def destination_pool(destination: str) -> str:
+    """The concurrency pool of a destination's syncs.
+
+    >>> destination_pool("intercom_main")
+    'segments/destination/intercom_main'
+    """
+    return f"segments/destination/{destination}"
+
+
+def sync_assets(segments: Iterable[SegmentNode], sync: SyncFn) -> list[AssetsDefinition]:
+    """One gated asset per (segment, destination) the specs ask to sync."""
+
+    def compute_for(segment: str, destination: str) -> Callable[[AssetExecutionContext], MaterializeResult]:
+        def compute(context: AssetExecutionContext) -> MaterializeResult:
+            counts = sync(context, segment, destination)
+            return MaterializeResult(metadata={name: int(counts.get(name, 0)) for name in COUNTS})
+
+        return compute
+
+    return [
+        gated_asset(
+            node,
+            sync_asset_key(node.name, destination),
+            compute_for(node.name, destination),
+            description=f"Pushes the membership changes of {node.name} to {destination}.",
+            pool=destination_pool(destination),
+            kinds={"sync"},
+            required_resource_keys={"warehouse"},
+        )
+        for node in segments
+        for destination in node.destinations
+    ]
