@@ -5,12 +5,12 @@
 
 from dagster import Definitions, in_process_executor
 
-from orchestration import assets, checks, resources, schedules
+from orchestration import assets, checks, resources, schedules, sync_assets
 
 INPUTS = assets.input_keys()
 
 defs = Definitions(
-    assets=[assets.segments_build],
+    assets=[assets.segments_build, *sync_assets.sync_assets(assets.SEGMENTS, sync=sync_assets.engine_sync)],
     asset_checks=[checks.input_checks(*INPUTS), *(checks.segment_checks(node) for node in assets.SEGMENTS)],
     jobs=[schedules.full_refresh_job(INPUTS)],
     schedules=schedules.refresh_schedules(assets.SEGMENTS, INPUTS),

@@ -3,7 +3,7 @@
 The sync engine plugs in here with one callable (see :data:`SyncFn`), wired in
 ``orchestration.definitions``::
 
-    *sync_assets(SEGMENTS, sync=<the engine's entry point>)
+    *sync_assets(SEGMENTS, sync=engine_sync)
 
 Each sync asset is gated by its segment's blocking checks
 (:func:`orchestration.gating.gated_asset`), runs in the concurrency pool of its
@@ -16,16 +16,41 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Failure, MaterializeResult
 
 from orchestration.gating import gated_asset
 from orchestration.translator import SegmentNode
+from segments import paths
+from segments.errors import SegmentsError
+from segments.spec.parse import load_project
+from sync import engine
 
 #: ``sync(context, segment, destination) -> {"added": n, "removed": n, "failed": n}``.
 #: ``context.resources.warehouse.file`` is the warehouse the segment was published to.
 SyncFn = Callable[[AssetExecutionContext, str, str], Mapping[str, int]]
 COUNTS = ("added", "removed", "failed")
 SYNC_PREFIX = "sync"
+
+
+def engine_sync(context: AssetExecutionContext, segment: str, destination: str) -> Mapping[str, int]:
+    """The sync engine on one (segment, destination) pair of the repository's specs.
+
+    Secrets come from the process environment, as for ``segments sync``. A blocked
+    plan (the mass-removal guard), a destination that stayed unreachable, or records
+    that failed fail the asset, with the engine's one-line summary as the reason.
+    """
+    try:
+        project = load_project(paths.SPECS_DIR)
+        outcomes = engine.sync(project, context.resources.warehouse.file, destination=destination, segment=segment)
+    except SegmentsError as error:
+        raise Failure(description=str(error)) from None
+    counts = {name: sum(getattr(o, name) for o in outcomes) for name in COUNTS}
+    for outcome in outcomes:
+        context.log.info(engine.summary_line(outcome))
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        raise Failure(description="; ".join(engine.summary_line(o) for o in bad), metadata=counts)
+    return counts
 
 
 def sync_asset_key(segment: str, destination: str) -> AssetKey:
