@@ -108,7 +108,7 @@ def cli(*argv: str) -> str:
 
 @pytest.fixture(scope="module")
 def data() -> demo_data.DemoData:
-    return demo_data.generate(users=USERS, seed=11, anchor=ANCHOR)
+    return demo_data.generate(users=USERS, seed=7, anchor=ANCHOR)  # the VIP upload lists seed 7's users
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +158,8 @@ def segment_counts(members_csv: str) -> dict[str, tuple[int, int]]:
 def test_the_comparison_has_something_to_compare(built, specs):
     counts = segment_counts(built["duckdb"].members)
     names = load_project(specs).segment_names()
-    assert len(counts) >= len(names) - 2, sorted(set(names) - set(counts))  # nearly every segment has members
+    assert sorted(set(names) - set(counts)) == []  # every segment has members
     assert sum(held for _, held in counts.values()) > 0  # and holdouts are drawn
-    for name in [f"{LONG}__new", f"{LONG}__rest", *COVERAGE_SPECS]:
-        assert counts[name][0] > 0, name
 
 
 @pytest.mark.parametrize("target", ["postgres", "spark"])
