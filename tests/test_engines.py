@@ -249,13 +249,17 @@ def test_a_failed_publish_changes_nothing(built, specs, target):
         assert not opened.columns(engine.target_schema, md.MEMBERSHIP + "__segments_next")
 
 
-@pytest.mark.parametrize("target", ["duckdb", "postgres"])
-def test_views_of_removed_segments_are_dropped(built, specs, target):
+@pytest.mark.parametrize("target", TARGETS)
+def test_republishing_replaces_tables_and_drops_views_of_removed_segments(built, specs, target):
     project = load_project(specs)
     names = list(project.segment_names())
     with built[target].engine.connect() as opened:
+        before = _published(opened)
         view = opened.engine.table(md.segment_model_name("win_back"))
         warehouse.publish(opened, project, [n for n in names if n != "win_back"], ANCHOR)
         assert not opened.columns(view.db, view.name)
+        assert "win_back" not in [name for name, *_ in warehouse.segment_sizes(opened)]
         warehouse.publish(opened, project, names, ANCHOR)
         assert opened.columns(view.db, view.name)
+        assert _published(opened) == before
+        assert not opened.columns(opened.engine.target_schema, md.MEMBERSHIP + "__segments_next")
