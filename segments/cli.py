@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from segments import paths, pipeline, warehouse
+from segments import engines, paths, pipeline, warehouse
+from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.timeparse import parse_instant
 
@@ -34,15 +35,17 @@ err = Console(stderr=True, soft_wrap=True)
 SpecsOption = Annotated[Path, typer.Option("--specs", help="Specs directory.", show_default="segment_specs/")]
 WarehouseOption = Annotated[
     Optional[str],
-    typer.Option("--warehouse", help="DuckDB file (or $SEGMENTS_WAREHOUSE).", show_default="warehouse.duckdb"),
+    typer.Option(
+        "--warehouse", help="DuckDB file of the duckdb target (or $SEGMENTS_WAREHOUSE).", show_default="warehouse.duckdb"
+    ),
 ]
 AsOfOption = Annotated[
     Optional[str], typer.Option("--as-of", help="Evaluate at this UTC instant (ISO date or date-time).", show_default="now")
 ]
-TargetOption = Annotated[str, typer.Option("--target", help="Engine: duckdb.")]
-
-SUPPORTED_TARGETS = ("duckdb",)
-SUPPORTED_DIALECTS = ("duckdb",)
+TargetOption = Annotated[
+    str,
+    typer.Option("--target", help="Engine, a dbt target of dbt_project/profiles.yml: duckdb, postgres or spark."),
+]
 
 
 def _as_of(value: str | None) -> dt.datetime:
@@ -54,10 +57,19 @@ def _as_of(value: str | None) -> dt.datetime:
         raise SegmentsError(f"--as-of: {error}") from None
 
 
-def _target(value: str) -> str:
-    if value not in SUPPORTED_TARGETS:
-        raise SegmentsError(f"--target {value!r} is not supported yet; choose one of: {', '.join(SUPPORTED_TARGETS)}")
-    return value
+def _warehouse(target: str, warehouse_path: str | None) -> Path | None:
+    """The DuckDB file for the duckdb target; other targets take no --warehouse."""
+    if target not in engines.TARGETS:
+        raise SegmentsError(f"--target {target!r} is not supported; choose one of: {', '.join(engines.TARGETS)}")
+    if target != "duckdb":
+        if warehouse_path is not None:
+            raise SegmentsError(f"--warehouse names a DuckDB file; --target {target} connects as dbt_project/profiles.yml says")
+        return None
+    return paths.warehouse_path(warehouse_path)
+
+
+def _engine(target: str, warehouse_path: str | None) -> engines.Engine:
+    return engines.get(target, _warehouse(target, warehouse_path))
 
 
 def _specs(value: Path | None) -> Path:
@@ -84,19 +96,23 @@ def validate(specs: SpecsOption = paths.SPECS_DIR) -> None:
 def compile_command(
     specs: SpecsOption = paths.SPECS_DIR,
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the models are stale.")] = False,
-    dialect: Annotated[str, typer.Option("--dialect", help="SQL dialect of the models.")] = "duckdb",
+    dialect: Annotated[
+        Optional[str],
+        typer.Option("--dialect", help=f"SQL dialect of the models: {', '.join(dialects.DIALECTS)}.",
+                     show_default="the committed models' (duckdb)"),
+    ] = None,
 ) -> None:
     """Write the dbt models for the specs (or check they are up to date)."""
-    if dialect not in SUPPORTED_DIALECTS:
-        raise SegmentsError(f"--dialect {dialect!r} is not supported yet; choose one of: {', '.join(SUPPORTED_DIALECTS)}")
-    result = pipeline.compile_specs(_specs(specs), dialect)
+    if dialect is not None and dialect not in dialects.DIALECTS:
+        raise SegmentsError(f"--dialect {dialect!r} is not supported; choose one of: {', '.join(dialects.DIALECTS)}")
+    result = pipeline.compile_specs(_specs(specs), dialect, switch=dialect is not None)
     if check:
         _check_fresh(result.project_dir, result.files, "segments compile")
         return
     changes = pipeline.write_models(result)
     for change in changes:
         out.print(f"{change.kind:>8} {change.path}")
-    out.print(f"{len(result.compiled.segments)} segments compiled into {result.project_dir} "
+    out.print(f"{len(result.compiled.segments)} segments compiled for {result.dialect} into {result.project_dir} "
               f"({len(changes)} file(s) changed)")
 
 
@@ -142,7 +158,7 @@ def _progress() -> Progress:
     )
 
 
-def run_build(specs: Path, warehouse_file: Path, as_of: dt.datetime) -> pipeline.BuildResult:
+def run_build(specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb") -> pipeline.BuildResult:
     """Build with a progress bar over dbt's nodes."""
     with _progress() as progress:
         task = progress.add_task("compiling", total=None)
@@ -153,7 +169,7 @@ def run_build(specs: Path, warehouse_file: Path, as_of: dt.datetime) -> pipeline
         def node(name: str, status: str) -> None:
             progress.update(task, advance=1, description=f"dbt build: {name}")
 
-        return pipeline.build(specs, warehouse_file, as_of, on_node=node, on_compiled=compiled)
+        return pipeline.build(specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target)
 
 
 def print_sizes(result: pipeline.BuildResult) -> None:
@@ -174,8 +190,7 @@ def build(
     target: TargetOption = "duckdb",
 ) -> None:
     """Compile and build every segment on the warehouse through dbt."""
-    _target(target)
-    result = run_build(_specs(specs), paths.warehouse_path(warehouse_path), _as_of(as_of))
+    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target)
     print_sizes(result)
     out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
 
@@ -191,8 +206,8 @@ def preview(
     show_sql: Annotated[bool, typer.Option("--sql", help="Print the query too.")] = False,
 ) -> None:
     """Size and sample members of one segment, without a full build."""
-    _target(target)
-    result = pipeline.preview(_specs(specs), paths.warehouse_path(warehouse_path), name, _as_of(as_of), limit)
+    warehouse_file = _warehouse(target, warehouse_path)
+    result = pipeline.preview(_specs(specs), warehouse_file, name, _as_of(as_of), limit, target)
     if show_sql:
         out.print(result.sql, markup=False, highlight=False)
     out.print(f"{result.segment}: {result.size:,} members ({result.holdout:,} in holdout)")
@@ -209,10 +224,10 @@ def load(
     target: TargetOption = "duckdb",
 ) -> None:
     """Load CSV or Parquet files into the catalog's input tables."""
-    _target(target)
+    engine = _engine(target, warehouse_path)
     project = pipeline.compile_specs(_specs(specs)).project
-    with warehouse.connect(paths.warehouse_path(warehouse_path)) as con:
-        counts = warehouse.load_inputs(con, project.catalog, users, events)
+    with engine.connect() as session:
+        counts = warehouse.load_inputs(session, project.catalog, users, events)
     for table, rows in counts.items():
         out.print(f"loaded {rows:,} rows into {table}")
 
@@ -224,11 +239,11 @@ def members(
     target: TargetOption = "duckdb",
 ) -> None:
     """Print segment_name,user_id,is_holdout CSV of the current membership."""
-    _target(target)
+    engine = _engine(target, warehouse_path)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["segment_name", "user_id", "is_holdout"])
-    with warehouse.connect(paths.warehouse_path(warehouse_path), read_only=True) as con:
-        for name, user_id, is_holdout in warehouse.members(con, segment):
+    with engine.connect(read_only=True) as session:
+        for name, user_id, is_holdout in warehouse.members(session, segment):
             writer.writerow([name, user_id, "true" if is_holdout else "false"])
 
 

@@ -2,7 +2,9 @@
 
 dbt runs in a subprocess: each invocation gets a clean adapter (dbt-duckdb keeps
 connection state per process) and its JSON log lines drive the progress bar and the
-error report.
+error report. On Spark it runs in this process instead (dbt's programmatic runner,
+the same events through a callback): dbt-spark's session method then shares the
+JVM segments already started, rather than paying half a minute for its own.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segments import paths
+from segments.engines.base import Engine
 from segments.errors import SegmentsError
 
 # dbt events that finish one node (a model or a test).
@@ -46,56 +49,84 @@ def format_as_of(as_of: dt.datetime) -> str:
 def run_dbt(
     project_dir: Path,
     args: list[str],
-    warehouse: Path,
+    engine: Engine,
     as_of: dt.datetime | None = None,
-    target: str = "duckdb",
     on_node: Callable[[str, str], None] | None = None,
 ) -> DbtResult:
-    """Run one dbt command against ``warehouse``.
+    """Run one dbt command against ``engine``'s target.
 
     Args:
         project_dir: the dbt project (holds profiles.yml too).
         args: the dbt command and its selection, e.g. ``["build"]``.
-        warehouse: the DuckDB file.
+        engine: the warehouse; its target names the profile's output.
         as_of: passed as the ``as_of`` var.
-        target: the profile's output.
         on_node: called with (node name, status) as each node finishes.
 
     Raises:
         SegmentsError: when dbt fails, with the errors dbt reported.
     """
-    command = [
-        dbt_executable(), "--log-format", "json", "--no-use-colors", *args,
-        "--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--target", target,
+    options = [
+        "--log-format", "json", "--no-use-colors", *args,
+        "--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--target", engine.target,
     ]
     if as_of is not None:
-        command += ["--vars", json.dumps({"as_of": format_as_of(as_of)})]
-    env = dict(os.environ)
-    env.update({
-        paths.WAREHOUSE_ENV: str(warehouse),
+        options += ["--vars", json.dumps({"as_of": format_as_of(as_of)})]
+    env = {
+        **engine.dbt_env(),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DBT_LOG_PATH": str(project_dir / "logs"),
         "DBT_TARGET_PATH": str(project_dir / "target"),
-    })
+    }
     result = DbtResult()
-    process = subprocess.Popen(
-        command, cwd=project_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        _consume(line, result, on_node)
-    if process.wait() != 0:
+    run = _run_in_process if engine.dbt_in_process else _run_subprocess
+    if not run(options, project_dir, env, lambda event: _consume(event, result, on_node)):
         details = "\n".join(result.failures or result.log_tail[-15:])
         raise SegmentsError(f"dbt {args[0]} failed; the published segments are unchanged.\n{details}")
     return result
 
 
-def _consume(line: str, result: DbtResult, on_node: Callable[[str, str], None] | None) -> None:
+def _run_subprocess(options: list[str], cwd: Path, env: dict[str, str], consume: Callable[[dict], None]) -> bool:
+    process = subprocess.Popen(
+        [dbt_executable(), *options], cwd=cwd, env={**os.environ, **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        consume(event if isinstance(event, dict) else {"info": {"msg": line.rstrip()}})
+    return process.wait() == 0
+
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     try:
-        event = json.loads(line)
-    except ValueError:
-        result.log_tail.append(line.rstrip())
-        return
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run_in_process(options: list[str], cwd: Path, env: dict[str, str], consume: Callable[[dict], None]) -> bool:
+    from dbt.cli.main import dbtRunner
+    from dbt_common.events.functions import msg_to_dict
+
+    with _environment(env):
+        runner = dbtRunner(callbacks=[lambda message: consume(msg_to_dict(message))])
+        outcome = runner.invoke([*options, "--log-level", "none", "--log-level-file", "debug"])
+    if outcome.exception is not None:
+        consume({"info": {"level": "error", "msg": f"{type(outcome.exception).__name__}: {outcome.exception}"}})
+    return bool(outcome.success)
+
+
+def _consume(event: dict, result: DbtResult, on_node: Callable[[str, str], None] | None) -> None:
     info = event.get("info", {})
     name, message, level = info.get("name", ""), info.get("msg", ""), info.get("level", "")
     if message:

@@ -61,21 +61,34 @@ def record(
     as_of: dt.datetime,
     published_at: dt.datetime | None = None,
 ) -> list[str]:
+    """The statements that record a publish on a DuckDB connection (see :func:`statements`)."""
+    published = _exists(con, target_schema, md.MEMBERSHIP)
+    return statements(target_schema, build_schema, segments, as_of, published, published_at)
+
+
+def statements(
+    target_schema: str,
+    build_schema: str,
+    segments: Sequence[str],
+    as_of: dt.datetime,
+    published_before: bool,
+    published_at: dt.datetime | None = None,
+) -> list[str]:
     """The statements that record a publish; run them before the membership is replaced.
 
     Args:
-        con: the warehouse, to see whether a membership was published before.
         target_schema: where ``segment_membership`` is published (and history kept).
         build_schema: where the build wrote its ``segment_membership``.
         segments: every segment of the build (each gets a size row).
         as_of: the build's instant.
+        published_before: whether a membership was published before.
         published_at: when the publish happens (default: now, UTC).
     """
     published_at = published_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     history, sizes = f"{target_schema}.{HISTORY}", f"{target_schema}.{SIZES}"
     built = f"{build_schema}.{md.MEMBERSHIP}"
     before = f"{target_schema}.{md.MEMBERSHIP}"
-    if not _exists(con, target_schema, md.MEMBERSHIP):
+    if not published_before:
         before = "(SELECT NULL::VARCHAR AS segment_name, NULL::VARCHAR AS user_id WHERE FALSE)"
     at, now = _literal(as_of), _literal(published_at)
 
@@ -85,14 +98,14 @@ def record(
             f"SELECT segment_name, user_id FROM {source} EXCEPT SELECT segment_name, user_id FROM {minus})"
         )
 
-    statements = [
+    sql = [
         f"CREATE TABLE IF NOT EXISTS {history} ({_HISTORY_COLUMNS})",
         f"CREATE TABLE IF NOT EXISTS {sizes} ({_SIZES_COLUMNS})",
         f"INSERT INTO {history} {changes(ENTERED, built, before)} UNION ALL {changes(EXITED, before, built)}",
     ]
     if segments:
         names = ", ".join(f"({_literal(name)})" for name in segments)
-        statements.append(
+        sql.append(
             f"INSERT INTO {sizes} SELECT s.segment_name, {at}, {now}, "
             f"(SELECT COUNT(*) FROM {built} m WHERE m.segment_name = s.segment_name), "
             f"(SELECT COUNT(*) FROM {built} m WHERE m.segment_name = s.segment_name AND m.is_holdout), "
@@ -102,7 +115,7 @@ def record(
             f"AND h.published_at = {now} AND h.change = {_literal(EXITED)}) "
             f"FROM (VALUES {names}) AS s(segment_name)"
         )
-    return statements
+    return sql
 
 
 @dataclass(frozen=True)
@@ -149,3 +162,9 @@ def latest(con: duckdb.DuckDBPyConnection, target_schema: str, segments: Sequenc
     if segments is None:
         return found
     return {name: found[name] for name in segments if name in found}
+
+
+def forget(target_schema: str, published_at: dt.datetime) -> list[str]:
+    """Undo what :func:`statements` recorded for a publish that then failed."""
+    at = _literal(published_at)
+    return [f"DELETE FROM {target_schema}.{table} WHERE published_at = {at}" for table in (HISTORY, SIZES)]

@@ -35,15 +35,17 @@ def is_repository_specs(specs_dir: Path) -> bool:
     return specs_dir.resolve() == SPECS_DIR.resolve()
 
 
-def dbt_project_dir(specs_dir: Path) -> Path:
+def dbt_project_dir(specs_dir: Path, dialect: str = "duckdb", committed: bool = True) -> Path:
     """Where a specs directory's models are written.
 
-    The repository's own specs compile into the committed ``dbt_project/``; any other
-    directory into a work folder of its own, so a build from ``--specs DIR`` never
-    rewrites the committed models.
+    The repository's own specs compile into the committed ``dbt_project/`` (unless
+    ``committed`` is false: models in a dialect the committed ones are not in); any
+    other directory into a work folder of its own, one per dialect, so a build from
+    ``--specs DIR`` never rewrites the committed models.
     """
-    if is_repository_specs(specs_dir):
+    if committed and is_repository_specs(specs_dir):
         return DBT_PROJECT_DIR
     resolved = specs_dir.resolve()
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:10]
-    return work_dir() / "builds" / f"{resolved.name}-{digest}" / "dbt_project"
+    suffix = "" if dialect == "duckdb" else f"-{dialect}"
+    return work_dir() / "builds" / f"{resolved.name}-{digest}{suffix}" / "dbt_project"

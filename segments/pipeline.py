@@ -11,11 +11,11 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import dbtrun, warehouse
+from segments import dbtrun, engines, paths, warehouse
+from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
-from segments.compiler import render, writer
+from segments.engines.base import EngineError
 from segments.errors import SegmentsError
-from segments import paths
 from segments.spec.model import Project
 from segments.spec.parse import load_project
 
@@ -26,18 +26,45 @@ class Compiled:
     compiled: md.CompiledProject
     files: dict[Path, str]
     project_dir: Path
+    dialect: str = render.DEFAULT_DIALECT
 
 
-def compile_specs(specs_dir: Path, dialect: str = "duckdb") -> Compiled:
+def committed_dialect() -> str:
+    """The dialect of the committed models (DuckDB's when there are none)."""
+    return writer.dialect_of(paths.DBT_PROJECT_DIR) or render.DEFAULT_DIALECT
+
+
+def project_dir(specs_dir: Path, dialect: str, switch: bool = False) -> Path:
+    """Where the models of ``specs_dir`` in ``dialect`` go.
+
+    The repository's specs compile into the committed ``dbt_project/`` when its models
+    are in ``dialect``, or when ``switch`` (``segments compile --dialect``) changes
+    their dialect; a build for another engine compiles into a work folder, so the
+    committed models never change dialect behind a reviewer's back.
+    """
+    committed = switch or committed_dialect() == dialect
+    return paths.dbt_project_dir(specs_dir, dialect, committed=committed)
+
+
+def compile_specs(specs_dir: Path, dialect: str | None = None, switch: bool = False) -> Compiled:
     """Validate and compile a specs directory (nothing is written).
+
+    Args:
+        specs_dir: the specs.
+        dialect: SQL dialect of the models; by default the committed models' for the
+            repository's specs, DuckDB's for any other directory.
+        switch: write the repository's models in ``dialect`` even when the committed
+            ones are in another (see :func:`project_dir`).
 
     Raises:
         SpecErrors: every problem of every spec file.
     """
     project = load_project(specs_dir)
     compiled = md.compile_project(project)
+    if dialect is None:
+        dialect = committed_dialect() if paths.is_repository_specs(specs_dir) else render.DEFAULT_DIALECT
     files = writer.generated_files(project, compiled, dialect)
-    return Compiled(project, compiled, files, paths.dbt_project_dir(specs_dir))
+    return Compiled(project, compiled, files, project_dir(specs_dir, dialect, switch), dialect)
 
 
 def write_models(result: Compiled) -> list[writer.Change]:
@@ -62,25 +89,35 @@ class BuildResult:
 
 def build(
     specs_dir: Path,
-    warehouse_file: Path,
+    warehouse_file: Path | None,
     as_of: dt.datetime,
     on_node: Callable[[str, str], None] | None = None,
     on_compiled: Callable[[Compiled], None] | None = None,
+    target: str = engines.DEFAULT_TARGET,
 ) -> BuildResult:
-    """Compile, check the inputs, ``dbt build`` once, then publish atomically."""
+    """Compile for the target's dialect, check the inputs, ``dbt build`` once, then
+    publish atomically.
+
+    Args:
+        specs_dir: the specs.
+        warehouse_file: the DuckDB file (duckdb target; None: the default one).
+        as_of: the instant every segment is evaluated at.
+        on_node: called as each dbt node finishes.
+        on_compiled: called once the models are written.
+        target: the engine (:data:`segments.engines.TARGETS`).
+    """
     started = time.monotonic()
-    result = compile_specs(specs_dir)
+    engine = engines.get(target, warehouse_file)
+    result = compile_specs(specs_dir, engine.dialect)
     write_models(result)
     if on_compiled is not None:
         on_compiled(result)
-    if not warehouse_file.exists():
-        raise SegmentsError(f"no warehouse at {warehouse_file}: load input tables first (`segments load`)")
-    with warehouse.connect(warehouse_file) as con:
-        warehouse.check_inputs(con, result.project.catalog)
-    dbtrun.run_dbt(result.project_dir, ["build"], warehouse_file, as_of, on_node=on_node)
-    with warehouse.connect(warehouse_file) as con:
-        warehouse.publish(con, result.project, result.compiled.segments, as_of)
-        sizes = warehouse.segment_sizes(con)
+    with engine.connect(read_only=True) as session:
+        warehouse.check_inputs(session, result.project.catalog)
+    dbtrun.run_dbt(result.project_dir, ["build"], engine, as_of, on_node=on_node)
+    with engine.connect() as session:
+        warehouse.publish(session, result.project, result.compiled.segments, as_of)
+        sizes = warehouse.segment_sizes(session)
     return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of)
 
 
@@ -93,9 +130,16 @@ class Preview:
     sql: str
 
 
-def preview(specs_dir: Path, warehouse_file: Path, segment: str, as_of: dt.datetime, limit: int = 10) -> Preview:
-    """Size and sample of one segment, by running its compiled SQL directly on
-    DuckDB: only the measures this segment needs, no dbt, nothing written."""
+def preview(
+    specs_dir: Path,
+    warehouse_file: Path | None,
+    segment: str,
+    as_of: dt.datetime,
+    limit: int = 10,
+    target: str = engines.DEFAULT_TARGET,
+) -> Preview:
+    """Size and sample of one segment, by running its compiled SQL directly on the
+    target's engine: only the measures this segment needs, no dbt, nothing written."""
     project = load_project(specs_dir)
     if segment not in project.segment_names():
         from difflib import get_close_matches
@@ -103,17 +147,31 @@ def preview(specs_dir: Path, warehouse_file: Path, segment: str, as_of: dt.datet
         close = get_close_matches(segment, project.segment_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SegmentsError(f"unknown segment {segment!r}{hint}")
+    engine = engines.get(target, warehouse_file)
     compiled = md.compile_project(project, only=[segment])
-    with warehouse.connect(warehouse_file, read_only=True) as con:
-        warehouse.check_inputs(con, project.catalog)
-        query = materialize(con, compiled, md.segment_model_name(segment), as_of, "preview_members")
-        size, holdout = con.execute(
-            "SELECT COUNT(*), COUNT(*) FILTER (WHERE is_holdout) FROM preview_members"
-        ).fetchone()
-        sample = [r[0] for r in con.execute(
-            "SELECT user_id FROM preview_members ORDER BY user_id LIMIT ?", [limit]
-        ).fetchall()]
-    return Preview(segment, size, holdout, sample, query.sql(dialect="duckdb", pretty=True))
+
+    def source(schema: str, table: str) -> exp.Table:
+        return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
+
+    members = render.standalone_query(compiled, md.segment_model_name(segment), as_of, source)
+    sql = dialects.render(members, engine.dialect, pretty=True)
+    # one pass: the sample's rows carry the segment's size and holdout count
+    user = engine.sort_key(exp.column("user_id"))
+    held = exp.Sum(this=exp.Case(ifs=[exp.If(this=exp.column("is_holdout"), true=exp.Literal.number(1))], default=exp.Literal.number(0)))
+    sample = (
+        exp.select("user_id", exp.Window(this=exp.Count(this=exp.Star())), exp.Window(this=held))
+        .from_(exp.Subquery(this=members, alias=exp.TableAlias(this=exp.to_identifier("members"))))
+        .order_by(user)
+        .limit(max(limit, 1))
+    )
+    with engine.connect(read_only=True) as session:
+        warehouse.check_inputs(session, project.catalog)
+        try:
+            rows = session.rows(sample)
+        except EngineError as error:
+            raise SegmentsError(f"preview of {segment} failed on {engine.describe()}: {error}") from None
+    size, holdout = (int(rows[0][1]), int(rows[0][2])) if rows else (0, 0)
+    return Preview(segment, size, holdout, [str(r[0]) for r in rows[:limit]], sql)
 
 
 def materialize(

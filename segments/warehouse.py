@@ -1,8 +1,11 @@
-"""The embedded DuckDB warehouse: input checks, loading, publishing a build, reading.
+"""Warehouse work on any engine: input checks, loading, publishing a build, reading.
 
-Every write here happens in one transaction, so a failure leaves the warehouse as it
-was: a load either replaces both input tables or neither, and a build's outputs
-appear all at once when it is published.
+Every function takes an open :class:`~segments.engines.base.Session` and builds its
+statements as sqlglot trees for the session's engine. Every write goes through
+``Session.apply``, so a failure leaves the warehouse as it was: a load replaces both
+input tables or neither, and a build's outputs appear all at once when it is
+published (on Spark, as close to that as an engine without transactions allows; see
+:mod:`segments.engines.spark_engine`).
 """
 
 from __future__ import annotations
@@ -10,64 +13,39 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import sqlglot
 from sqlglot import exp
 
 from segments import history
 from segments.compiler import models as md
+from segments.engines.base import (
+    Change,
+    DropView,
+    EngineError,
+    PartialChange,
+    ReplaceTable,
+    ReplaceView,
+    Session,
+    fits,
+)
+from segments.engines.duckdb_engine import connect
 from segments.errors import SegmentsError
 from segments.spec import model as m
 
-TARGET_SCHEMA = "main"
-BUILD_SCHEMA = f"{TARGET_SCHEMA}_segments_build"  # dbt's <target>_<custom schema>
+__all__ = ["check_inputs", "connect", "load_inputs", "members", "publish", "segment_sizes"]
+
 SEGMENT_CATALOG = "segment_catalog"
 PUBLISHED_TABLES = (md.MEMBERSHIP, md.TRAITS)
 
-# DuckDB type names (prefixes) each catalog type accepts.
-_ACCEPTED_TYPES: dict[str, tuple[str, ...]] = {
-    "string": ("VARCHAR",),
-    "number": ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-               "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL"),
-    "boolean": ("BOOLEAN",),
-    "timestamp": ("TIMESTAMP", "DATE"),
-}
+# How a catalog type is cast when loading (DuckDB reads and casts every input file).
 _CAST_TYPES = {"string": "VARCHAR", "number": "DOUBLE", "boolean": "BOOLEAN", "timestamp": "TIMESTAMP"}
 
 
-@contextmanager
-def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection in UTC (timestamps are naive UTC everywhere), closed after use."""
-    if read_only and not path.exists():
-        raise SegmentsError(f"no warehouse at {path}: run `segments load` and `segments build` first")
-    try:
-        con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.Error as error:
-        raise SegmentsError(f"cannot open warehouse {path}: {error}") from None
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        yield con
-    finally:
-        con.close()
-
-
-def _sql(expression: exp.Expression) -> str:
-    return expression.sql(dialect="duckdb")
-
-
-def _table(relation: m.Relation) -> exp.Table:
-    return exp.table_(relation.name, db=relation.schema or TARGET_SCHEMA)
-
-
-def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [schema, table],
-    ).fetchall()
-    return {name: dtype for name, dtype in rows}
+def _table(session: Session, relation: m.Relation) -> exp.Table:
+    return session.engine.table(relation.name, relation.schema)
 
 
 def _required_columns(catalog: m.Catalog) -> list[tuple[m.Relation, str, str, str]]:
@@ -86,7 +64,7 @@ def _required_columns(catalog: m.Catalog) -> list[tuple[m.Relation, str, str, st
     return out
 
 
-def check_inputs(con: duckdb.DuckDBPyConnection, catalog: m.Catalog) -> None:
+def check_inputs(session: Session, catalog: m.Catalog) -> None:
     """Fail before building when an input table or column is missing or mistyped.
 
     Raises:
@@ -94,9 +72,11 @@ def check_inputs(con: duckdb.DuckDBPyConnection, catalog: m.Catalog) -> None:
     """
     problems: list[str] = []
     seen: dict[m.Relation, dict[str, str]] = {}
+    dialect = session.engine.dialect
     for relation, column, kind, what in _required_columns(catalog):
         if relation not in seen:
-            seen[relation] = _columns(con, relation.schema or TARGET_SCHEMA, relation.name)
+            table = _table(session, relation)
+            seen[relation] = session.columns(table.db, table.name)
             if not seen[relation]:
                 problems.append(f"input table {relation} does not exist (load it with `segments load`)")
         columns = seen[relation]
@@ -105,93 +85,121 @@ def check_inputs(con: duckdb.DuckDBPyConnection, catalog: m.Catalog) -> None:
         if column not in columns:
             problems.append(f"{relation} has no column {column!r} ({what} in _catalog.yml)")
             continue
-        accepted = ("VARCHAR",) + _ACCEPTED_TYPES["number"] if kind == "key" else _ACCEPTED_TYPES[kind]
-        if not columns[column].upper().startswith(accepted):
+        if not fits(kind, columns[column], dialect):
             problems.append(f"{relation}.{column} is {columns[column]}, but _catalog.yml says {kind} ({what})")
     if problems:
-        raise SegmentsError("the warehouse does not match _catalog.yml:\n  " + "\n  ".join(problems))
+        where = session.engine.describe()
+        raise SegmentsError(f"the warehouse ({where}) does not match _catalog.yml:\n  " + "\n  ".join(problems))
 
 
-def publish(
-    con: duckdb.DuckDBPyConnection,
-    project: m.Project,
-    segments: list[str],
-    as_of: dt.datetime,
-) -> None:
+def _segment_name_is(name: str) -> exp.Expression:
+    return exp.column("segment_name").eq(exp.Literal.string(name))
+
+
+def _published_segments(session: Session) -> list[str]:
+    engine = session.engine
+    if not session.columns(engine.target_schema, SEGMENT_CATALOG):
+        return []
+    query = exp.select("segment_name").from_(engine.table(SEGMENT_CATALOG))
+    return [str(row[0]) for row in session.rows(query)]
+
+
+def publish(session: Session, project: m.Project, segments: list[str], as_of: dt.datetime) -> None:
     """Make a finished build visible, all at once.
 
     Copies ``segment_membership`` and ``user_traits`` from the build schema into the
-    target schema, (re)creates one ``seg_<name>`` view per segment over the published
-    membership, drops the views of segments that no longer exist, records the
-    segments in ``segment_catalog`` and who entered and left them
-    (:mod:`segments.history`): one transaction.
+    target schema, records the segments in ``segment_catalog``, (re)creates one
+    ``seg_<name>`` view per segment over the published membership and drops the
+    views of segments that no longer exist: one :meth:`Session.apply`. Who entered
+    and left each segment is recorded just before (:mod:`segments.history`) and
+    forgotten again if the publish fails.
+
+    Raises:
+        SegmentsError: publishing failed (saying whether anything changed).
     """
-    previous: list[str] = []
-    if _columns(con, TARGET_SCHEMA, SEGMENT_CATALOG):
-        previous = [r[0] for r in con.execute(f"SELECT segment_name FROM {TARGET_SCHEMA}.{SEGMENT_CATALOG}").fetchall()]
-    statements: list[exp.Expression] = []
-    for table in PUBLISHED_TABLES:
-        statements.append(exp.Create(
-            kind="TABLE", replace=True, this=exp.table_(table, db=TARGET_SCHEMA),
-            expression=exp.select("*").from_(exp.table_(table, db=BUILD_SCHEMA)),
-        ))
-    for name in sorted(set(previous) - set(segments)):
-        statements.append(exp.Drop(kind="VIEW", exists=True, this=exp.table_(md.segment_model_name(name), db=TARGET_SCHEMA)))
+    engine = session.engine
+    previous = _published_segments(session)
+    changes: list[Change] = [
+        ReplaceTable(engine.table(table), exp.select("*").from_(engine.table(table, engine.build_schema)))
+        for table in PUBLISHED_TABLES
+    ]
+    changes.append(ReplaceTable(engine.table(SEGMENT_CATALOG), _catalog_rows(project, segments, as_of)))
+    changes += [DropView(engine.table(md.segment_model_name(name))) for name in sorted(set(previous) - set(segments))]
     for name in segments:
         members = (
             exp.select("user_id", "is_holdout", "as_of")
-            .from_(exp.table_(md.MEMBERSHIP, db=TARGET_SCHEMA))
-            .where(exp.EQ(this=exp.column("segment_name"), expression=exp.Literal.string(name)))
+            .from_(engine.table(md.MEMBERSHIP))
+            .where(_segment_name_is(name))
         )
-        statements.append(exp.Create(
-            kind="VIEW", replace=True, this=exp.table_(md.segment_model_name(name), db=TARGET_SCHEMA), expression=members,
-        ))
-    statements.append(exp.Create(
-        kind="TABLE", replace=True, this=exp.table_(SEGMENT_CATALOG, db=TARGET_SCHEMA),
-        expression=_catalog_rows(project, segments, as_of),
-    ))
-    recorded = history.record(con, TARGET_SCHEMA, BUILD_SCHEMA, segments, as_of)  # before the membership changes
-    con.execute("BEGIN TRANSACTION")
+        changes.append(ReplaceView(engine.table(md.segment_model_name(name)), members))
+    target_schema = engine.table(md.MEMBERSHIP).db
+    published_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    recorded = history.statements(
+        target_schema, engine.build_schema, segments, as_of,
+        published_before=bool(session.columns(target_schema, md.MEMBERSHIP)), published_at=published_at,
+    )
     try:
-        for sql in recorded:
-            con.execute(sql)
-        for statement in statements:
-            con.execute(_sql(statement))
-        con.execute("COMMIT")
-    except duckdb.Error as error:
-        con.execute("ROLLBACK")
+        for statement in recorded:  # before the membership changes: it compares old and new
+            session.execute(sqlglot.parse_one(statement, read="duckdb"))
+        session.apply(changes)
+    except PartialChange as error:
+        raise SegmentsError(f"publishing the build on {engine.describe()} stopped part way; build again: {error}") from None
+    except EngineError as error:
+        for statement in history.forget(target_schema, published_at):
+            session.execute(sqlglot.parse_one(statement, read="duckdb"))
         raise SegmentsError(f"publishing the build failed, the warehouse is unchanged: {error}") from None
 
 
+_CATALOG_COLUMNS: dict[str, exp.DataType.Type] = {
+    "segment_name": exp.DataType.Type.VARCHAR,
+    "spec_name": exp.DataType.Type.VARCHAR,
+    "description": exp.DataType.Type.VARCHAR,
+    "owner": exp.DataType.Type.VARCHAR,
+    "tags": exp.DataType.Type.VARCHAR,
+    "refresh": exp.DataType.Type.VARCHAR,
+    "holdout_pct": exp.DataType.Type.DOUBLE,
+    "as_of": exp.DataType.Type.TIMESTAMP,
+    "relation": exp.DataType.Type.VARCHAR,
+}
+
+
 def _catalog_rows(project: m.Project, segments: list[str], as_of: dt.datetime) -> exp.Query:
-    columns = ["segment_name", "spec_name", "description", "owner", "tags", "refresh", "holdout_pct", "as_of"]
     rows = []
     for name in segments:
         spec = project.spec(name)
+        values = [
+            name, spec.name, spec.description or "", spec.owner or "", json.dumps(list(spec.tags)), spec.refresh,
+            spec.holdout or 0, as_of.isoformat(sep=" "), md.segment_model_name(name),
+        ]
         rows.append(exp.Tuple(expressions=[
-            exp.Literal.string(name), exp.Literal.string(spec.name),
-            exp.Literal.string(spec.description or ""), exp.Literal.string(spec.owner or ""),
-            exp.Literal.string(json.dumps(list(spec.tags))), exp.Literal.string(spec.refresh),
-            exp.cast(exp.Literal.number(spec.holdout or 0), exp.DataType.Type.DOUBLE),
-            exp.cast(exp.Literal.string(as_of.isoformat(sep=" ")), exp.DataType.Type.TIMESTAMP),
+            exp.cast(exp.Literal.number(v) if isinstance(v, (int, float)) else exp.Literal.string(v), kind)
+            for v, kind in zip(values, _CATALOG_COLUMNS.values())
         ]))
     if not rows:
-        nulls = [exp.alias_(exp.null(), c) for c in columns]
+        nulls = [exp.alias_(exp.cast(exp.null(), kind), c) for c, kind in _CATALOG_COLUMNS.items()]
         return exp.select(*nulls).where(exp.false())
-    values = exp.Values(expressions=rows, alias=exp.TableAlias(this=exp.to_identifier("v"), columns=[exp.to_identifier(c) for c in columns]))
-    return exp.select("*").from_(values)
+    alias = exp.TableAlias(this=exp.to_identifier("v"), columns=[exp.to_identifier(c) for c in _CATALOG_COLUMNS])
+    return exp.select("*").from_(exp.Values(expressions=rows, alias=alias))
 
 
-def segment_sizes(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, int]]:
+def segment_sizes(session: Session) -> list[tuple[str, int, int]]:
     """(segment, members, holdout members) per published segment, in name order."""
-    if not _columns(con, TARGET_SCHEMA, SEGMENT_CATALOG):
+    engine = session.engine
+    if not session.columns(engine.target_schema, SEGMENT_CATALOG):
         raise SegmentsError("the warehouse has no build yet: run `segments build`")
-    return con.execute(
-        f"SELECT c.segment_name, COUNT(m.user_id), COUNT(m.user_id) FILTER (WHERE m.is_holdout) "
-        f"FROM {TARGET_SCHEMA}.{SEGMENT_CATALOG} c "
-        f"LEFT JOIN {TARGET_SCHEMA}.{md.MEMBERSHIP} m ON m.segment_name = c.segment_name "
-        f"GROUP BY c.segment_name ORDER BY c.segment_name"
-    ).fetchall()
+    held = exp.Filter(this=exp.Count(this=exp.column("user_id", "m")), expression=exp.Where(this=exp.column("is_holdout", "m")))
+    name = exp.column("segment_name", "c")
+    query = (
+        exp.select(name, exp.Count(this=exp.column("user_id", "m")), held)
+        .from_(exp.alias_(engine.table(SEGMENT_CATALOG), "c", table=True))
+        .join(
+            exp.alias_(engine.table(md.MEMBERSHIP), "m", table=True),
+            on=exp.column("segment_name", "m").eq(name.copy()), join_type="left",
+        )
+        .group_by(name.copy())
+        .order_by(engine.sort_key(name.copy()))
+    )
+    return [(str(n), int(size), int(holdout)) for n, size, holdout in session.rows(query)]
 
 
 def _input_select(source: exp.Expression, columns: list[tuple[str, str]], available: dict[str, str]) -> exp.Select:
@@ -229,65 +237,65 @@ def _reader(path: Path, catalog_columns: list[str]) -> exp.Expression:
     raise SegmentsError(f"{path}: expected a .csv or .parquet file")
 
 
-def load_inputs(con: duckdb.DuckDBPyConnection, catalog: m.Catalog, users: Path | None, events: Path | None) -> dict[str, int]:
+def load_inputs(session: Session, catalog: m.Catalog, users: Path | None, events: Path | None) -> dict[str, int]:
     """Replace the catalog's input tables with the files' rows, cast to the catalog's
-    types, in one transaction. Returns rows loaded per table.
+    types, all at once. Returns rows loaded per table.
+
+    DuckDB reads and casts every file, whatever the engine, so each engine gets the
+    same rows; the session then imports them into its tables.
 
     Raises:
         SegmentsError: a missing file or column, or a value that does not cast.
     """
     plan: list[tuple[m.Relation, Path, list[tuple[str, str]]]] = []
-    if users is not None:
-        cols = [(c, "string" if k == "key" else k) for rel, c, k, _ in _required_columns(catalog) if rel == catalog.users.relation]
-        plan.append((catalog.users.relation, users, cols))
-    if events is not None:
-        cols = [(c, "string" if k == "key" else k) for rel, c, k, _ in _required_columns(catalog) if rel == catalog.events.relation]
-        plan.append((catalog.events.relation, events, cols))
+    for relation, path in ((catalog.users.relation, users), (catalog.events.relation, events)):
+        if path is not None:
+            cols = [(c, "string" if k == "key" else k) for rel, c, k, _ in _required_columns(catalog) if rel == relation]
+            plan.append((relation, path, cols))
     if not plan:
         raise SegmentsError("nothing to load: give --users and/or --events")
-    statements: list[tuple[m.Relation, str]] = []
-    for relation, path, cols in plan:
-        if not path.is_file():
-            raise SegmentsError(f"{path}: no such file")
-        reader = _reader(path, [c for c, _ in cols])
-        try:
-            available = {
-                row[0]: row[1]
-                for row in con.execute(f"DESCRIBE SELECT * FROM {_sql(reader)}").fetchall()
-            }
-        except duckdb.Error as error:
-            raise SegmentsError(f"{path}: cannot read: {error}") from None
-        missing = [c for c, _ in cols if c not in available]
-        if missing:
-            raise SegmentsError(f"{path}: missing column(s) {', '.join(missing)} that _catalog.yml declares for {relation}")
-        create = exp.Create(kind="TABLE", replace=True, this=_table(relation), expression=_input_select(reader, cols, available))
-        statements.append((relation, _sql(create)))
     counts: dict[str, int] = {}
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for relation, statement in statements:
-            con.execute(_sql(exp.Create(kind="SCHEMA", exists=True, this=exp.Table(this=exp.to_identifier(relation.schema or TARGET_SCHEMA)))))
-            con.execute(statement)
-            counts[str(relation)] = con.execute(f"SELECT COUNT(*) FROM {_sql(_table(relation))}").fetchone()[0]
-        con.execute("COMMIT")
-    except duckdb.Error as error:
-        con.execute("ROLLBACK")
-        raise SegmentsError(f"load failed, nothing was written: {error}") from None
+    staged: dict[exp.Table, str] = {}
+    with session.staging() as duck:
+        for index, (relation, path, cols) in enumerate(plan):
+            if not path.is_file():
+                raise SegmentsError(f"{path}: no such file")
+            reader = _reader(path, [c for c, _ in cols])
+            try:
+                available = {row[0]: row[1] for row in duck.execute(exp.Describe(this=exp.select("*").from_(reader)).sql("duckdb")).fetchall()}
+            except duckdb.Error as error:
+                raise SegmentsError(f"{path}: cannot read: {error}") from None
+            missing = [c for c, _ in cols if c not in available]
+            if missing:
+                raise SegmentsError(f"{path}: missing column(s) {', '.join(missing)} that _catalog.yml declares for {relation}")
+            name = f"segments_input_{index}"
+            create = exp.Create(
+                kind="TABLE", this=exp.to_table(name), expression=_input_select(reader, cols, available),
+                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+            )
+            try:
+                duck.execute(create.sql("duckdb"))
+                counts[str(relation)] = duck.execute(exp.select(exp.Count(this=exp.Star())).from_(name).sql("duckdb")).fetchone()[0]
+            except duckdb.Error as error:
+                raise SegmentsError(f"{path}: load failed, nothing was written: {error}") from None
+            staged[_table(session, relation)] = name
+        try:
+            session.import_tables(duck, staged)
+        except EngineError as error:
+            raise SegmentsError(f"load failed, nothing was written: {error}") from None
     return counts
 
 
-def members(con: duckdb.DuckDBPyConnection, segment: str | None = None) -> Iterator[tuple[str, str, bool]]:
-    """(segment_name, user_id, is_holdout) of the published membership, sorted."""
-    if not _columns(con, TARGET_SCHEMA, md.MEMBERSHIP):
+def members(session: Session, segment: str | None = None) -> Iterator[tuple[str, str, bool]]:
+    """(segment_name, user_id, is_holdout) of the published membership, sorted by code point."""
+    engine = session.engine
+    if not session.columns(engine.target_schema, md.MEMBERSHIP):
         raise SegmentsError("the warehouse has no segment_membership yet: run `segments build`")
-    query = exp.select("segment_name", "user_id", "is_holdout").from_(exp.table_(md.MEMBERSHIP, db=TARGET_SCHEMA))
+    query = exp.select("segment_name", "user_id", "is_holdout").from_(engine.table(md.MEMBERSHIP))
     if segment is not None:
-        known = con.execute(
-            f"SELECT COUNT(*) FROM {TARGET_SCHEMA}.{SEGMENT_CATALOG} WHERE segment_name = ?", [segment]
-        ).fetchone()[0]
-        if not known:
+        if segment not in _published_segments(session):
             raise SegmentsError(f"no segment named {segment!r} in the last build")
-        query = query.where(exp.EQ(this=exp.column("segment_name"), expression=exp.Literal.string(segment)))
-    cursor = con.execute(_sql(query.order_by("segment_name", "user_id")))
-    while batch := cursor.fetchmany(10_000):
-        yield from batch
+        query = query.where(_segment_name_is(segment))
+    order = [engine.sort_key(exp.column(c)) for c in ("segment_name", "user_id")]
+    for name, user_id, is_holdout in session.stream(query.order_by(*order)):
+        yield str(name), str(user_id), bool(is_holdout)

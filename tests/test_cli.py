@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import io
 import shutil
+import socket
 from pathlib import Path
 
 import duckdb
@@ -17,6 +18,7 @@ import pytest
 
 from segments import demo_data, paths
 from segments.cli import main
+from segments.compiler import writer
 
 AS_OF = "2026-01-15T00:00:00Z"
 ANCHOR = dt.datetime(2026, 1, 15)
@@ -246,6 +248,36 @@ def test_bad_input_exits_1_without_traceback(capsys, argv, message):
     assert code == 1
     assert message in err
     assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "spark", "snowflake", "bigquery", "trino"])
+def test_compile_for_a_dialect_writes_its_own_models(capsys, specs_copy, dialect):
+    code, out, err = run(capsys, "compile", "--specs", str(specs_copy), "--dialect", dialect)
+    assert code == 0, err
+    project_dir = paths.dbt_project_dir(specs_copy, dialect, committed=False)
+    assert f"compiled for {dialect}" in out and project_dir != paths.dbt_project_dir(specs_copy)
+    first = (project_dir / "models" / "segments" / "seg_abandoned_cart.sql").read_text().splitlines()[0]
+    assert first.endswith(f"run `segments compile --dialect {dialect}`.")
+    assert writer.dialect_of(project_dir) == dialect
+    assert run(capsys, "compile", "--specs", str(specs_copy), "--dialect", dialect, "--check")[0] == 0
+
+
+def test_other_targets_take_no_warehouse_file(capsys, tmp_path):
+    code, _, err = run(capsys, "members", "--target", "postgres", "--warehouse", str(tmp_path / "w.duckdb"))
+    assert code == 1 and "--warehouse names a DuckDB file" in err and "Traceback" not in err
+
+
+def test_unreachable_postgres_is_a_clear_error(capsys, monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", str(port))
+    monkeypatch.delenv("PGUSER", raising=False)
+    monkeypatch.delenv("PGDATABASE", raising=False)
+    code, _, err = run(capsys, "members", "--target", "postgres")
+    assert code == 1 and f"cannot connect to PostgreSQL postgres@127.0.0.1:{port}/postgres" in err
+    assert "Traceback" not in err
 
 
 def test_demo_runs_on_a_fresh_warehouse(capsys, tmp_path):

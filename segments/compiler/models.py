@@ -18,6 +18,7 @@ segment it names through ``ref``, so dbt's lineage matches the specs'.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,10 +37,37 @@ UNIVERSE, SEGMENT_EVENTS = "int_segment_universe", "int_segment_events"
 MEASURES, SEQUENCES = "int_user_event_measures", "int_user_event_sequences"
 BASE, TRAITS, MEMBERSHIP = "int_segment_base", "user_traits", "segment_membership"
 TRAIT_PREFIX = "trait_"
+#: The source of catalog tables named without a schema: they live in the schema of
+#: the engine's target (``main`` on DuckDB, ``public`` on PostgreSQL, ``default`` on Spark).
+TARGET_SCHEMA_SOURCE = "main"
+
+
+SEGMENT_PREFIX = "seg_"
+#: The longest relation name every engine keeps whole (PostgreSQL's identifier limit).
+MAX_RELATION_NAME = 63
+_KEPT_WHEN_SHORTENED = MAX_RELATION_NAME - len(SEGMENT_PREFIX) - 9  # "_" + 8 hex digits
 
 
 def segment_model_name(segment: str) -> str:
-    return f"seg_{segment}"
+    """The model and relation of a segment: ``seg_<name>``, on every engine.
+
+    A segment name may have 63 characters, so ``seg_<name>`` may not fit the 63 that
+    PostgreSQL keeps of an identifier. Such a name keeps its first 50 characters and
+    ends with the first 8 hex digits of the md5 of the whole name: still readable,
+    still unique, and the same on every engine.
+
+    >>> segment_model_name("abandoned_cart")
+    'seg_abandoned_cart'
+    >>> long = "customers_who_abandoned_a_cart_and_never_came_back_winback_tier"
+    >>> shortened = segment_model_name(long)
+    >>> shortened, len(shortened)
+    ('seg_customers_who_abandoned_a_cart_and_never_came_back_3d07d2fc', 63)
+    """
+    name = SEGMENT_PREFIX + segment
+    if len(name) <= MAX_RELATION_NAME:
+        return name
+    digest = hashlib.md5(segment.encode()).hexdigest()[:8]
+    return f"{SEGMENT_PREFIX}{segment[:_KEPT_WHEN_SHORTENED]}_{digest}"
 
 
 @dataclass(frozen=True)
@@ -87,7 +115,7 @@ def _aliased(table: exp.Table, alias: str) -> exp.Table:
 
 
 def _source_for(relation: m.Relation) -> exp.Table:
-    return sx.source_ref(relation.schema or "main", relation.name)
+    return sx.source_ref(relation.schema or TARGET_SCHEMA_SOURCE, relation.name)
 
 
 def _select_renamed(pairs: Iterable[tuple[str, exp.Expression]]) -> list[exp.Expression]:
@@ -205,12 +233,8 @@ def _normalized_key(match_on: str, value: exp.Expression) -> exp.Expression:
     if match_on == "email":
         return exp.Lower(this=exp.Trim(this=value))
     if match_on == "phone":
-        return exp.RegexpReplace(
-            this=value,
-            expression=exp.Literal.string("[^0-9]"),
-            replacement=exp.Literal.string(""),
-            modifiers=exp.Literal.string("g"),
-        )
+        # every match: sqlglot adds the 'g' flag for the engines that need it
+        return exp.RegexpReplace(this=value, expression=exp.Literal.string("[^0-9]"), replacement=exp.Literal.string(""))
     return exp.Trim(this=value)
 
 
@@ -239,7 +263,7 @@ def _holdout(segment: str, percent: float | None) -> exp.Expression:
         return exp.false()
     digest = exp.MD5(this=exp.DPipe(this=sx.literal(f"{segment}:"), expression=sx.col("user_id")))
     first8 = exp.Substring(this=digest, start=exp.Literal.number(1), length=exp.Literal.number(8))
-    as_int = exp.cast(exp.DPipe(this=exp.Literal.string("0x"), expression=first8), exp.DataType.Type.UBIGINT)
+    as_int = exp.FromBase(this=first8, expression=exp.Literal.number(16))  # see dialects
     bucket = exp.Mod(this=as_int, expression=exp.Literal.number(100))
     return exp.LT(this=bucket, expression=sx.literal(percent))
 
@@ -315,13 +339,14 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     has_sequences = bool(measure_set.followup_columns)
     models.append(_traits_model(project, trait_names, measure_set, has_measures))
     models.append(_base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
+    _check_relation_names(segment_models)
     models += _dependency_order(segment_models)
-    models.append(_membership_model([s.name for s in segment_models]))
+    models.append(_membership_model([str(s.meta["segment"]) for s in segment_models]))
     sources: dict[str, list[str]] = {}
     for relation in (catalog.users.relation, catalog.events.relation):
-        sources.setdefault(relation.schema or "main", [])
-        if relation.name not in sources[relation.schema or "main"]:
-            sources[relation.schema or "main"].append(relation.name)
+        tables = sources.setdefault(relation.schema or TARGET_SCHEMA_SOURCE, [])
+        if relation.name not in tables:
+            tables.append(relation.name)
     return CompiledProject(models, sources, catalog, names)
 
 
@@ -331,6 +356,15 @@ def _check_collisions(catalog: m.Catalog, trait_names: list[str], measure_set: m
     for name in catalog.users.attributes:
         if name in made and name not in ("user_id", "created_at"):
             raise SegmentsError(f"attribute {name!r} collides with a column the compiler makes; rename it")
+
+
+def _check_relation_names(segment_models: list[Model]) -> None:
+    seen: dict[str, object] = {}
+    for model in segment_models:
+        segment = model.meta["segment"]
+        if model.name in seen:
+            raise SegmentsError(f"segments {seen[model.name]!r} and {segment!r} would share the relation {model.name}; rename one")
+        seen[model.name] = segment
 
 
 def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str, query: exp.Query) -> Model:
@@ -610,10 +644,10 @@ def _base_model(catalog: m.Catalog, trait_names: list[str], measure_set: ms.Meas
     )
 
 
-def _membership_model(segment_models: list[str]) -> Model:
+def _membership_model(segments: list[str]) -> Model:
     parts: list[exp.Query] = []
-    for model_name in sorted(segment_models):
-        segment = model_name[len("seg_"):]
+    for segment in sorted(segments):
+        model_name = segment_model_name(segment)
         parts.append(
             exp.select(
                 exp.alias_(sx.literal(segment), "segment_name"),

@@ -51,12 +51,16 @@ def generated_files(project: Project, compiled: CompiledProject, dialect: str = 
     return files
 
 
-def _is_generated(path: Path) -> bool:
+def _first_line(path: Path) -> str:
     try:
         with path.open(encoding="utf-8") as handle:
-            return render.GENERATED_MARK in handle.readline()
+            return handle.readline()
     except (OSError, UnicodeDecodeError):
-        return False
+        return ""
+
+
+def _is_generated(path: Path) -> bool:
+    return render.GENERATED_MARK in _first_line(path)
 
 
 def _existing_generated(project_dir: Path) -> set[Path]:
@@ -68,6 +72,17 @@ def _existing_generated(project_dir: Path) -> set[Path]:
         for p in models.rglob("*")
         if p.is_file() and p.suffix in (".sql", ".yml") and _is_generated(p)
     }
+
+
+def dialect_of(project_dir: Path) -> str | None:
+    """The dialect the generated SQL under ``project_dir`` is in, as its headers say;
+    None when there is none (or the files disagree)."""
+    found = {
+        render.header_dialect(_first_line(project_dir / rel))
+        for rel in _existing_generated(project_dir)
+        if rel.suffix == ".sql"
+    }
+    return found.pop() if len(found) == 1 else None
 
 
 def changes(project_dir: Path, files: dict[Path, str]) -> list[Change]:

@@ -1,0 +1,213 @@
+"""What segments needs from a warehouse engine.
+
+An :class:`Engine` is one dbt target (``duckdb``, ``postgres``, ``spark``): its SQL
+dialect, the schema builds publish into, how to connect and what dbt's subprocess
+needs in its environment. A :class:`Session` is one open connection. Every statement
+is a sqlglot tree, rendered for the engine's dialect here and nowhere else.
+
+Writes go through :meth:`Session.apply`: a list of :data:`Change` that becomes visible
+all at once where the engine has transactions (DuckDB, PostgreSQL), and as close to it
+as the engine allows elsewhere (Spark: every table is first written beside its target,
+then swapped in by renames, which only touch the metastore).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+import duckdb
+from sqlglot import exp
+
+from segments.compiler import dialects
+from segments.errors import SegmentsError
+
+
+class EngineError(SegmentsError):
+    """A statement the engine refused, with the engine's own message."""
+
+
+class PartialChange(EngineError):
+    """Changes stopped part way on an engine without transactions: some are visible."""
+
+
+@dataclass(frozen=True)
+class ReplaceTable:
+    """Make ``table`` hold the rows of ``query`` (created, or replaced with its new columns)."""
+
+    table: exp.Table
+    query: exp.Query
+
+
+@dataclass(frozen=True)
+class ReplaceView:
+    view: exp.Table
+    query: exp.Query
+
+
+@dataclass(frozen=True)
+class DropView:
+    view: exp.Table
+
+
+Change = ReplaceTable | ReplaceView | DropView
+
+# sqlglot types each catalog type accepts in an input column, whatever the engine.
+_TEXT = frozenset(exp.DataType.TEXT_TYPES)
+_NUMBER = frozenset(exp.DataType.NUMERIC_TYPES) - {exp.DataType.Type.BIT}
+_TIME = frozenset(exp.DataType.TEMPORAL_TYPES) - {exp.DataType.Type.TIME, exp.DataType.Type.TIMETZ}
+ACCEPTED_TYPES: dict[str, frozenset[exp.DataType.Type]] = {
+    "key": _TEXT | _NUMBER,
+    "string": _TEXT,
+    "number": _NUMBER,
+    "boolean": frozenset({exp.DataType.Type.BOOLEAN}),
+    "timestamp": _TIME,
+}
+
+
+def fits(kind: str, type_name: str, dialect: str) -> bool:
+    """Whether an engine column type (as the engine names it) holds catalog ``kind``.
+
+    >>> fits("timestamp", "timestamp without time zone", "postgres")
+    True
+    >>> [fits("number", t, "spark") for t in ("decimal(10,2)", "string")]
+    [True, False]
+    >>> fits("string", "USER-DEFINED", "postgres")
+    False
+    """
+    try:
+        parsed = exp.DataType.build(type_name, dialect=dialect)
+    except Exception:  # noqa: BLE001 - a type sqlglot cannot read fits nothing
+        return False
+    return parsed.this in ACCEPTED_TYPES[kind]
+
+
+class Engine(ABC):
+    """One dbt target: where builds run and publish."""
+
+    target: ClassVar[str]
+    dialect: ClassVar[str]
+    #: dbt runs in this process (Spark: dbt-spark's session shares our JVM).
+    dbt_in_process: ClassVar[bool] = False
+
+    def __init__(self, target_schema: str):
+        self.target_schema = target_schema
+
+    @property
+    def build_schema(self) -> str:
+        """Where dbt builds (dbt's ``<target schema>_<custom schema>``)."""
+        return f"{self.target_schema}_segments_build"
+
+    def table(self, name: str, schema: str | None = None) -> exp.Table:
+        """``schema.name``, in the target schema by default."""
+        return exp.table_(name, db=schema or self.target_schema)
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the warehouse is, for messages (never a secret)."""
+
+    @abstractmethod
+    def connect(self, read_only: bool = False) -> AbstractContextManager[Session]:
+        """An open session, closed (or released) after use."""
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment variables the dbt profile of this target reads."""
+        return {}
+
+    def sort_key(self, expression: exp.Expression) -> exp.Expression:
+        """``expression`` as it should be ordered to sort by code point, as every
+        engine then lists members in the same order."""
+        return expression
+
+
+class Session(ABC):
+    """An open connection to an engine's warehouse."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def sql(self, statement: exp.Expression) -> str:
+        return dialects.render(statement, self.engine.dialect)
+
+    @abstractmethod
+    def execute(self, statement: exp.Expression) -> None:
+        """Run one statement.
+
+        Raises:
+            EngineError: the engine refused it.
+        """
+
+    @abstractmethod
+    def stream(self, query: exp.Query) -> Iterator[tuple]:
+        """The rows of ``query``, fetched in batches."""
+
+    def rows(self, query: exp.Query) -> list[tuple]:
+        return list(self.stream(query))
+
+    def columns(self, schema: str, table: str) -> dict[str, str]:
+        """Column name -> the engine's type name; empty when there is no such table."""
+        info = exp.table_("columns", db="information_schema")
+        query = (
+            exp.select("column_name", "data_type")
+            .from_(info)
+            .where(exp.column("table_schema").eq(exp.Literal.string(schema)))
+            .where(exp.column("table_name").eq(exp.Literal.string(table)))
+            .order_by("ordinal_position")
+        )
+        return {str(name): str(dtype) for name, dtype in self.rows(query)}
+
+    @abstractmethod
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Make every change visible together (see the module); on failure nothing
+        changed.
+
+        Raises:
+            EngineError: a change failed.
+        """
+
+    @contextmanager
+    def staging(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection to read and cast input files in, for
+        :meth:`import_tables`: in memory, in UTC."""
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+    @abstractmethod
+    def import_tables(self, source: duckdb.DuckDBPyConnection, tables: Mapping[exp.Table, str]) -> None:
+        """Replace each target table with the rows of a table of ``source`` (a
+        connection from :meth:`staging`), all at once as :meth:`apply` does."""
+
+    def create_schemas(self, changes: Sequence[Change]) -> list[exp.Expression]:
+        """``CREATE SCHEMA IF NOT EXISTS`` for the schema of every table replaced."""
+        schemas = sorted({c.table.db for c in changes if isinstance(c, ReplaceTable) and c.table.db})
+        return [exp.Create(kind="SCHEMA", exists=True, this=exp.Table(this=exp.to_identifier(s))) for s in schemas]
+
+
+def drop(kind: str, relation: exp.Table, cascade: bool = False) -> exp.Drop:
+    """``DROP <kind> IF EXISTS relation [CASCADE]``.
+
+    >>> drop("VIEW", exp.table_("seg_vip", db="main")).sql("duckdb")
+    'DROP VIEW IF EXISTS main.seg_vip'
+    """
+    return exp.Drop(kind=kind, exists=True, tables=[relation], cascade=cascade)
+
+
+def export(source: duckdb.DuckDBPyConnection, table: str, path: str, file_format: str) -> None:
+    """Write a DuckDB table to ``path`` as ``csv`` (with a header; NULL is an empty
+    field, an empty string ``""``) or ``parquet``."""
+    params = [exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var(file_format))]
+    if file_format == "csv":
+        params.append(exp.CopyParameter(this=exp.var("HEADER")))
+    query = exp.Subquery(this=exp.select("*").from_(exp.to_table(table)))
+    copy = exp.Copy(this=query, kind=False, files=[exp.Literal.string(path)], params=params)
+    try:
+        source.execute(copy.sql("duckdb"))
+    except duckdb.Error as error:
+        raise EngineError(str(error)) from None

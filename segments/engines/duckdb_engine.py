@@ -1,0 +1,99 @@
+"""The embedded DuckDB warehouse: one file, dbt-duckdb, transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from sqlglot import exp
+
+from segments import paths
+from segments.engines.base import Change, DropView, Engine, EngineError, ReplaceTable, ReplaceView, Session, drop
+from segments.errors import SegmentsError
+
+
+@contextmanager
+def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection in UTC (timestamps are naive UTC everywhere), closed after use."""
+    if read_only and not path.exists():
+        raise SegmentsError(f"no warehouse at {path}: run `segments load` and `segments build` first")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as error:
+        raise SegmentsError(f"cannot open warehouse {path}: {error}") from None
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
+class DuckDBEngine(Engine):
+    target = "duckdb"
+    dialect = "duckdb"
+
+    def __init__(self, path: Path, target_schema: str = "main"):
+        super().__init__(target_schema)
+        self.path = path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[DuckDBSession]:
+        with connect(self.path, read_only) as con:
+            yield DuckDBSession(self, con)
+
+    def dbt_env(self) -> dict[str, str]:
+        return {paths.WAREHOUSE_ENV: str(self.path)}
+
+
+class DuckDBSession(Session):
+    def __init__(self, engine: DuckDBEngine, con: duckdb.DuckDBPyConnection):
+        super().__init__(engine)
+        self.con = con
+
+    def execute(self, statement: exp.Expression) -> None:
+        try:
+            self.con.execute(self.sql(statement))
+        except duckdb.Error as error:
+            raise EngineError(str(error)) from None
+
+    def stream(self, query: exp.Query) -> Iterator[tuple]:
+        try:
+            cursor = self.con.execute(self.sql(query))
+            while batch := cursor.fetchmany(10_000):
+                yield from batch
+        except duckdb.Error as error:
+            raise EngineError(str(error)) from None
+
+    def _statements(self, change: Change) -> list[exp.Expression]:
+        if isinstance(change, ReplaceTable):
+            return [exp.Create(kind="TABLE", replace=True, this=change.table, expression=change.query)]
+        if isinstance(change, ReplaceView):
+            return [exp.Create(kind="VIEW", replace=True, this=change.view, expression=change.query)]
+        assert isinstance(change, DropView)
+        return [drop("VIEW", change.view)]
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in self.create_schemas(changes):
+                self.execute(statement)
+            for change in changes:
+                for statement in self._statements(change):
+                    self.execute(statement)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def staging(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        yield self.con
+
+    def import_tables(self, source: duckdb.DuckDBPyConnection, tables: Mapping[exp.Table, str]) -> None:
+        assert source is self.con, "stage in this session's own connection"
+        self.apply([ReplaceTable(target, exp.select("*").from_(staged)) for target, staged in tables.items()])

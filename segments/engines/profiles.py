@@ -1,0 +1,66 @@
+"""The connections in ``dbt_project/profiles.yml``, read the way dbt reads them.
+
+dbt and segments connect with the same settings: the engines read their target's
+output from the profile (rendering ``env_var()`` as dbt does), so pointing the project
+at another warehouse is one edit of ``profiles.yml`` or of the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from segments import paths
+from segments.errors import SegmentsError
+
+PROFILE = "segments"
+PROFILES_FILE = paths.DBT_PROJECT_DIR / "profiles.yml"
+
+
+def _renderer(env: Mapping[str, str]) -> jinja2.Environment:
+    def env_var(name: str, default: str | None = None) -> str:
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise SegmentsError(f"profiles.yml reads the environment variable {name}, which is not set")
+
+    renderer = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    renderer.globals["env_var"] = env_var
+    for name in ("as_number", "as_text", "as_native", "as_bool"):
+        renderer.filters[name] = lambda value: value
+    return renderer
+
+
+def _render(value: object, renderer: jinja2.Environment) -> object:
+    if isinstance(value, dict):
+        return {key: _render(item, renderer) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render(item, renderer) for item in value]
+    if isinstance(value, str) and "{" in value:
+        return renderer.from_string(value).render()
+    return value
+
+
+def output(target: str, env: Mapping[str, str] | None = None, profiles: Path = PROFILES_FILE) -> dict[str, object]:
+    """The profile's output for ``target``, with ``env_var()`` rendered from the
+    environment plus ``env``.
+
+    Example:
+        >>> output("duckdb", {"SEGMENTS_WAREHOUSE": "/tmp/w.duckdb"})["path"]
+        '/tmp/w.duckdb'
+
+    Raises:
+        SegmentsError: no such output, or a variable it needs is not set.
+    """
+    document = yaml.safe_load(profiles.read_text(encoding="utf-8"))
+    outputs = document[PROFILE]["outputs"]
+    if target not in outputs:
+        raise SegmentsError(f"{profiles} has no output {target!r} for profile {PROFILE!r}")
+    rendered = _render(outputs[target], _renderer({**os.environ, **(env or {})}))
+    assert isinstance(rendered, dict)
+    return rendered
