@@ -23,7 +23,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from orchestration.project import dbt_project
 from orchestration.resources import Warehouse
 from orchestration.translator import SegmentsTranslator, model_key, segment_nodes, source_key
-from segments import dbtrun, history, paths, pipeline
+from segments import dbtrun, engines, history, paths, pipeline
 from segments import warehouse as wh
 from segments.compiler import models as md
 from segments.compiler import writer
@@ -130,8 +130,8 @@ def segments_build(context: AssetExecutionContext, dbt: DbtCliResource, warehous
         raise Failure(description=f"dbt build failed; nothing was published.\n{error}")
     sizes: dict[str, history.BuildSize] = {}
     if MEMBERSHIP_KEY in context.selected_asset_keys:
-        with warehouse.connect() as con:
-            wh.publish(con, compiled.project, compiled.compiled.segments, as_of)
-            sizes = history.latest(con, wh.TARGET_SCHEMA)
+        with engines.get("duckdb", warehouse.file).connect() as session:
+            wh.publish(session, compiled.project, compiled.compiled.segments, as_of)
+            sizes = history.latest(session.con, wh.TARGET_SCHEMA)
         context.log.info(f"published {len(compiled.compiled.segments)} segments at as_of {format_as_of(as_of)}")
     yield from _with_build_metadata(context, events, sizes, as_of)

@@ -37,6 +37,7 @@ from segments.spec import model as m
 
 __all__ = ["check_inputs", "connect", "load_inputs", "members", "publish", "segment_sizes"]
 
+TARGET_SCHEMA = "main"  # the duckdb target's schema (profiles.yml): where DuckDB-only readers look
 SEGMENT_CATALOG = "segment_catalog"
 PUBLISHED_TABLES = (md.MEMBERSHIP, md.TRAITS)
 

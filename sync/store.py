@@ -97,7 +97,9 @@ class Store:
             self.con.execute(statement)
 
     def _has(self, table: str) -> bool:
-        return bool(warehouse._columns(self.con, SCHEMA, table))
+        return bool(self.con.execute(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [SCHEMA, table]
+        ).fetchone()[0])
 
     def forget(self, destination: str) -> None:
         """Drop what we know a destination holds: the next sync sends everything again."""

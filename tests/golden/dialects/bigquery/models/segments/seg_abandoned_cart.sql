@@ -4,7 +4,8 @@ SELECT
   MOD(
     CAST(REGEXP_REPLACE(SUBSTRING(TO_HEX(MD5('abandoned_cart:' || user_id)), 1, 8), '^([+-]?)', '\\10x') AS INT64),
     100
-  ) < 10 AS is_holdout
+  ) < 10 AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
 FROM {{ ref('int_segment_base') }}
 WHERE
   count_cart_add_215fb41f >= 1

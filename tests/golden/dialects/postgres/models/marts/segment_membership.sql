@@ -3,54 +3,54 @@ SELECT
   'abandoned_cart' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_abandoned_cart') }}
 UNION ALL
 SELECT
   'engagement__high' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_engagement__high') }}
 UNION ALL
 SELECT
   'engagement__inactive' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_engagement__inactive') }}
 UNION ALL
 SELECT
   'engagement__low' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_engagement__low') }}
 UNION ALL
 SELECT
   'pricing_repeat' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_pricing_repeat') }}
 UNION ALL
 SELECT
   'regional_offer' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_regional_offer') }}
 UNION ALL
 SELECT
   'vip' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_vip') }}
 UNION ALL
 SELECT
   'win_back' AS segment_name,
   user_id,
   is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  as_of
 FROM {{ ref('seg_win_back') }}
