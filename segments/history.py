@@ -89,13 +89,13 @@ def statements(
     built = f"{build_schema}.{md.MEMBERSHIP}"
     before = f"{target_schema}.{md.MEMBERSHIP}"
     if not published_before:
-        before = "(SELECT NULL::VARCHAR AS segment_name, NULL::VARCHAR AS user_id WHERE FALSE)"
+        before = "(SELECT CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS user_id WHERE FALSE) AS nothing_published"
     at, now = _literal(as_of), _literal(published_at)
 
     def changes(kind: str, source: str, minus: str) -> str:
         return (
             f"SELECT segment_name, user_id, {_literal(kind)}, {at}, {now} FROM ("
-            f"SELECT segment_name, user_id FROM {source} EXCEPT SELECT segment_name, user_id FROM {minus})"
+            f"SELECT segment_name, user_id FROM {source} EXCEPT SELECT segment_name, user_id FROM {minus}) AS moved"
         )
 
     sql = [

@@ -191,7 +191,7 @@ def materialize(
         properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
     )
     try:
-        con.execute(create.sql(dialect="duckdb"))
+        con.execute(dialects.render(create, "duckdb"))
     except duckdb.Error as error:
         raise SegmentsError(f"running the compiled SQL of {model} failed: {error}") from None
     return query

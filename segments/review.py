@@ -33,9 +33,9 @@ from typing import Literal
 import duckdb
 from sqlglot import exp
 
-from segments import gitref, pipeline, warehouse
+from segments import engines, gitref, pipeline, warehouse
 from segments.compiler import models as md
-from segments.compiler import render
+from segments.compiler import dialects, render
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.model import Project
 from segments.spec.parse import load_project
@@ -217,7 +217,7 @@ def _queries(side: _Side, names: set[str], as_of: dt.datetime) -> dict[str, _Que
 
 
 def _pretty(query: exp.Expression) -> str:
-    return query.sql(dialect="duckdb", pretty=True)
+    return dialects.render(query, "duckdb", pretty=True)
 
 
 def _hide_uploaded_keys(node: exp.Expression) -> exp.Expression:
@@ -327,13 +327,14 @@ def _measure(result: Review, before: _Side, head: _Side, warehouse_file: Path, r
     assert head.project is not None
     moved = [c.name for c in result.changes if c.status != "edited"]
     at_base = [c.name for c in result.changes if c.status in ("changed", "removed")]
-    with warehouse.connect(warehouse_file, read_only=True) as con:
-        warehouse.check_inputs(con, head.project.catalog)
+    with engines.get("duckdb", warehouse_file).connect(read_only=True) as session:
+        con = session.con  # the review runs the compiled SQL on DuckDB
+        warehouse.check_inputs(session, head.project.catalog)
         pipeline.materialize(con, md.compile_project(head.project), md.MEMBERSHIP, result.as_of, AFTER)
         if at_base:
             assert before.project is not None
             try:
-                warehouse.check_inputs(con, before.project.catalog)
+                warehouse.check_inputs(session, before.project.catalog)
             except SegmentsError as error:
                 raise SegmentsError(f"the specs at {revision.label}: {error}") from None
         base_project = before.project or head.project  # with nothing to run, any project compiles to no rows
@@ -370,7 +371,7 @@ def _measure(result: Review, before: _Side, head: _Side, warehouse_file: Path, r
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, query: exp.Query) -> list[tuple]:
-    return con.execute(query.sql(dialect="duckdb")).fetchall()
+    return con.execute(dialects.render(query, "duckdb")).fetchall()
 
 
 def _count_if(condition: exp.Expression) -> exp.Expression:
@@ -412,7 +413,7 @@ def _moves(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
         kind="TABLE", this=exp.to_table(MOVES), expression=query,
         properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
     )
-    con.execute(create.sql(dialect="duckdb"))
+    con.execute(dialects.render(create, "duckdb"))
 
 
 def _move_counts() -> exp.Query:

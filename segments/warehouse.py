@@ -146,8 +146,14 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
     except PartialChange as error:
         raise SegmentsError(f"publishing the build on {engine.describe()} stopped part way; build again: {error}") from None
     except EngineError as error:
-        for statement in history.forget(target_schema, published_at):
-            session.execute(sqlglot.parse_one(statement, read="duckdb"))
+        try:
+            for statement in history.forget(target_schema, published_at):
+                session.execute(sqlglot.parse_one(statement, read="duckdb"))
+        except EngineError:  # Spark's plain tables take no DELETE
+            raise SegmentsError(
+                f"publishing the build failed, the warehouse is unchanged but for the history rows of this "
+                f"attempt (published_at {published_at}), which {engine.describe()} cannot delete: {error}"
+            ) from None
         raise SegmentsError(f"publishing the build failed, the warehouse is unchanged: {error}") from None
 
 
