@@ -102,12 +102,14 @@ def test_asset_graph_lists_every_segment_by_owner(webserver):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1100})
+            page = browser.new_page(viewport={"width": 1600, "height": 4000})  # tall: the sidebar renders only rows in view
             page.goto(f"{webserver}/asset-groups")
             page.get_by_text("Global asset lineage").wait_for()
             groups = page.get_by_role("button", name=re.compile(r"^asset_group "))
             groups.first.wait_for()
-            for index in range(groups.count()):  # unfold every group of the sidebar: its caret precedes it
+            # unfold every group of the sidebar (its caret precedes it), last first: an unfolded
+            # group pushes the ones below it, so going upwards never moves the next target
+            for index in reversed(range(groups.count())):
                 groups.nth(index).locator("xpath=preceding::button[1]").click()
             for name in project.segment_names():
                 page.get_by_text(md.segment_model_name(name), exact=True).first.wait_for(state="attached")
