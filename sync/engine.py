@@ -238,7 +238,8 @@ class Engine:
         total = plan.adds + plan.removes
         progress.start(pair, total)
         audience: Audience = destination.audience(pair.segment, target)
-        batches = store.batches(destination.name, pair.segment, outcome.sync_id or "", wanted.fields, destination.batch_size, total)
+        batches = store.batches(destination.name, pair.segment, outcome.sync_id or "", wanted.fields,
+                                destination.batch_size, total, encode=destination.JSON_CHANGES)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
         stopped: SyncHttpError | None = None
 

@@ -29,7 +29,7 @@ from segments import warehouse
 from segments.compiler import models as md
 from segments.errors import SegmentsError
 from segments.spec import model as m
-from sync.destinations.base import Batch, BatchResult, Record, RecordFailure
+from sync.destinations.base import Batch, BatchResult, EncodedChanges, LazyRecords, Record, RecordFailure
 
 SCHEMA = warehouse.TARGET_SCHEMA
 STATE, RUNS, ERRORS = "sync_state", "sync_runs", "sync_errors"
@@ -58,6 +58,29 @@ def _now() -> dt.datetime:
 
 def _sql(expression: exp.Expression) -> str:
     return expression.sql(dialect="duckdb")
+
+
+def _literal(text: str) -> str:
+    return _sql(exp.Literal.string(text))
+
+
+# Column types whose DuckDB JSON is what json.dumps makes of their Python values
+# (strings, booleans, integers; dates as ISO text, as sync.destinations.webhook does).
+_JSON_AS_PYTHON = frozenset({
+    "VARCHAR", "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "DATE",
+})
+
+
+def batch_id(destination: str, segment: str, number: int, keys: str) -> str:
+    """A batch's id: its pair, its number and its changes (``keys``: ``"\\0op:user_id"``
+    per change, in plan order), so the same changes from the same state get the same id.
+
+    Examples:
+        >>> batch_id("hook", "vip", 0, "\\0add:u1\\0remove:u9")
+        'msg_e3737e3bf3e5e12a7e86d4baa77edee2'
+    """
+    return "msg_" + hashlib.sha256(f"{destination}\0{segment}\0{number}{keys}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -192,31 +215,73 @@ class Store:
     def drop_plan(self) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {PLAN}")
 
+    @staticmethod
+    def _records(rows: Sequence[tuple[object, ...]], fields: Sequence[str], op: str) -> tuple[Record, ...]:
+        if op == "add":
+            return tuple(Record(r[1], dict(zip(fields, r[3:]))) for r in rows if r[0] == "add")  # type: ignore[arg-type]
+        return tuple(Record(r[1], remote_id=r[2]) for r in rows if r[0] == "remove")  # type: ignore[arg-type]
+
+    def _page(self, fields: Sequence[str], first: int, last: int, op: str | None = None) -> list[tuple[object, ...]]:
+        columns = ", ".join(["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]])
+        only = "" if op is None else f" AND op = '{op}'"
+        return self.con.execute(
+            f"SELECT {columns} FROM {PLAN} WHERE seq BETWEEN ? AND ?{only} ORDER BY seq", [first, last]
+        ).fetchall()
+
+    def _lazy(self, count: int, fields: Sequence[str], first: int, last: int, op: str) -> LazyRecords:
+        return LazyRecords(count, lambda: self._records(self._page(fields, first, last, op), fields, op))
+
+    def _json_encodable(self, fields: Sequence[str]) -> bool:
+        """Whether DuckDB's JSON of the plan's fields is byte for byte what
+        ``json.dumps`` makes of the Python values (see :class:`EncodedChanges`)."""
+        types = [str(d[1]) for d in self.con.execute(f"SELECT * FROM {PLAN} LIMIT 0").description[4:]]
+        return "user_id" not in fields and all(t in _JSON_AS_PYTHON for t in types)
+
+    @staticmethod
+    def _json_page_sql(fields: Sequence[str]) -> str:
+        """One page of the plan as (adds, removes, batch id keys, adds' JSON objects,
+        removes' JSON objects), every string made in the warehouse."""
+        pairs = "".join(f", {_literal(name)}, f_{i}" for i, name in enumerate(fields))
+        return (
+            "SELECT COUNT(*) FILTER (WHERE op = 'add'), COUNT(*) FILTER (WHERE op = 'remove'), "
+            "string_agg(chr(0) || op || ':' || user_id, '' ORDER BY seq), "
+            f"string_agg(json_object('user_id', user_id{pairs})::VARCHAR, ',' ORDER BY seq) FILTER (WHERE op = 'add'), "
+            "string_agg(json_object('user_id', user_id)::VARCHAR, ',' ORDER BY seq) FILTER (WHERE op = 'remove') "
+            f"FROM {PLAN} WHERE seq BETWEEN ? AND ?"
+        )
+
     def batches(
-        self, destination: str, segment: str, sync_id: str, fields: Sequence[str], size: int, total: int
+        self, destination: str, segment: str, sync_id: str, fields: Sequence[str], size: int, total: int,
+        encode: bool = False,
     ) -> Iterator[tuple[Batch, int, int]]:
         """(batch, first seq, last seq) over the plan, ``size`` changes at a time.
 
         Batch ids continue the pair's count of acknowledged batches, so a rerun after
-        a crash gives the unacknowledged batch the id it had before.
+        a crash gives the unacknowledged batch the id it had before. With ``encode``
+        (a destination that sends SPEC 4.1's JSON), the warehouse encodes each batch
+        and its records are read only if asked for: no Python object per record.
         """
         done = self.con.execute(
             f"SELECT COALESCE(SUM(batches), 0) FROM {SCHEMA}.{RUNS} WHERE destination = ? AND segment_name = ?",
             [destination, segment],
         ).fetchone()[0]
-        columns = ", ".join(["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]])
+        encode = encode and self._json_encodable(fields)
+        json_page = self._json_page_sql(fields)
         for number, first in enumerate(range(1, total + 1, size)):
             last = min(first + size - 1, total)
-            rows = self.con.execute(
-                f"SELECT {columns} FROM {PLAN} WHERE seq BETWEEN ? AND ? ORDER BY seq", [first, last]
-            ).fetchall()
-            added = tuple(Record(r[1], dict(zip(fields, r[3:]))) for r in rows if r[0] == "add")
-            removed = tuple(Record(r[1], remote_id=r[2]) for r in rows if r[0] == "remove")
-            digest = hashlib.sha256(f"{destination}\0{segment}\0{done + number}".encode())
-            for r in rows:
-                digest.update(f"\0{r[0]}:{r[1]}".encode())
-            batch_id = "msg_" + digest.hexdigest()[:32]
-            yield Batch(destination, segment, sync_id, batch_id, added, removed), first, last
+            added: Sequence[Record]
+            removed: Sequence[Record]
+            encoded = None
+            if encode:
+                adds, removes, keys, added_json, removed_json = self.con.execute(json_page, [first, last]).fetchone()
+                added, removed = self._lazy(adds, fields, first, last, "add"), self._lazy(removes, fields, first, last, "remove")
+                encoded = EncodedChanges(f"[{added_json or ''}]", f"[{removed_json or ''}]")
+            else:
+                rows = self._page(fields, first, last)
+                added, removed = self._records(rows, fields, "add"), self._records(rows, fields, "remove")
+                keys = "".join(f"\0{r[0]}:{r[1]}" for r in rows)
+            yield Batch(destination, segment, sync_id, batch_id(destination, segment, done + number, keys),
+                        added, removed, encoded), first, last
 
     # ---- the run log and the state ----------------------------------------------------
 
