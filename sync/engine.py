@@ -27,7 +27,7 @@ from segments.spec import model as m
 from sync.destinations import REGISTRY
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, resolve_options
 from sync.http import Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, TransientError, new_session
-from sync.store import PlanSummary, Store, Wanted
+from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PlanSummary, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
 
@@ -151,11 +151,13 @@ class Engine:
         outcomes: list[Outcome] = []
         with warehouse.connect(self.warehouse_file, read_only=dry_run) as con:
             store = Store(con, self.project.catalog)
+            store.limit_resources(self.settings.env.get(MEMORY_LIMIT_ENV, MEMORY_LIMIT))
             missing = sorted({p.segment for p in pairs} - store.built_segments())
             if missing:
                 raise SegmentsError(f"not in the last build: {', '.join(missing)}; run `segments build` first")
             if not dry_run:
                 store.ensure_tables()
+                store.flush_wal()
             for name, destination in destinations.items():
                 mine = [p for p in pairs if p.destination == name]
                 if dry_run:

@@ -140,6 +140,15 @@ def test_mass_removal_is_blocked_unless_forced(world, receiver):
     assert receiver.audiences["vip"] == set(world.ids[:50])
 
 
+def test_sync_memory_limit_comes_from_the_environment(world, receiver):
+    settings = lambda limit: engine.Settings(env={"SEGMENTS_SYNC_MEMORY_LIMIT": limit}, clock=world.clock)  # noqa: E731
+    with pytest.raises(SegmentsError, match="SEGMENTS_SYNC_MEMORY_LIMIT='plenty'"):
+        engine.sync(world.project, world.warehouse, settings=settings("plenty"))
+    assert receiver.requests == 0
+    [outcome] = engine.sync(world.project, world.warehouse, settings=settings("32MB"))
+    assert (outcome.status, outcome.added) == ("succeeded", 120)
+
+
 def test_dry_run_sends_and_records_nothing(world, receiver):
     [planned] = world.sync(dry_run=True)
     assert (planned.status, planned.plan.adds, planned.plan.removes) == ("planned", 120, 0)
@@ -380,9 +389,12 @@ def typed(tmp_path):
     return load_project(specs), warehouse, ids
 
 
-def test_batches_the_warehouse_encodes_are_the_bytes_python_would_send(typed):
+@pytest.mark.parametrize("encode_rows", [3, 10_000])  # a batch encoded in several queries, or in one
+def test_batches_the_warehouse_encodes_are_the_bytes_python_would_send(typed, monkeypatch, encode_rows):
+    from sync import store
     from sync.destinations.webhook import body
 
+    monkeypatch.setattr(store, "ENCODE_ROWS", encode_rows)
     project, warehouse, ids = typed
     fields = ("email", "phone", "whatsapp_opt_in", "age", "joined")
     gone = ids[35:]  # in the state, not in the segment: removes
