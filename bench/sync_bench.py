@@ -198,6 +198,7 @@ class Run:
     batch: int
     concurrency: int
     seconds: float  # process start to exit
+    cpu_seconds: float  # user + system, its own threads included
     peak_rss_mib: float
     exit_code: int
     received: dict[str, object] = field(default_factory=dict)  # the receiver's counters
@@ -212,8 +213,8 @@ class Run:
 
 
 def measure(cmd: list[str], env: dict[str, str], cwd: Path, log: Path,
-            arm: tuple[Receiver, str, int] | None = None) -> tuple[float, float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS MiB, exit code). ``arm``
+            arm: tuple[Receiver, str, int] | None = None) -> tuple[float, float, float, int]:
+    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS MiB, exit code). ``arm``
     (receiver, tool, rows) has the receiver SIGKILL it once that many rows arrived."""
     with log.open("a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
@@ -227,7 +228,7 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path, log: Path,
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, usage.ru_maxrss / 1024, process.returncode
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, process.returncode
 
 
 class Ours:
@@ -264,8 +265,8 @@ class Ours:
         env = {**os.environ, "BENCH_HOOK_SECRET": self.secret}
         cmd = [self.exe, "sync", "--specs", str(specs), "--warehouse", str(warehouse)]
         arm = (self.receiver, self.tool, kill_at) if kill_at else None
-        seconds, rss, code = measure(cmd, env, self.work, self.work / "ours.log", arm)
-        return Run(self.tool, scenario, batch, concurrency, seconds, rss, code, self.receiver.stats(self.tool))
+        measured = measure(cmd, env, self.work, self.work / "ours.log", arm)
+        return Run(self.tool, scenario, batch, concurrency, *measured, self.receiver.stats(self.tool))
 
 
 class Drt:
@@ -321,8 +322,8 @@ class Drt:
         env = {**os.environ, "HOME": str(project / "home"), "DO_NOT_TRACK": "1"}
         cmd = [str(self.venv / "bin" / "drt"), "run", "--quiet"]
         arm = (self.receiver, self.tool, kill_at) if kill_at else None
-        seconds, rss, code = measure(cmd, env, project, self.work / "drt.log", arm)
-        return Run(self.tool, scenario, batch, 1, seconds, rss, code, self.receiver.stats(self.tool))
+        measured = measure(cmd, env, project, self.work / "drt.log", arm)
+        return Run(self.tool, scenario, batch, 1, *measured, self.receiver.stats(self.tool))
 
 
 # ---- the scenarios ------------------------------------------------------------------------
@@ -491,7 +492,7 @@ def machine() -> dict[str, str]:
 
 
 def table(rows: list[Row]) -> list[str]:
-    head = ["tool", "scenario", "batch", "conc.", "rows sent", "seconds", "rows/s", "receiving s",
+    head = ["tool", "scenario", "batch", "conc.", "rows sent", "seconds", "rows/s", "receiving s", "CPU s",
             "peak RSS MiB", "duplicates", "lost", "check"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -499,6 +500,7 @@ def table(rows: list[Row]) -> list[str]:
         lines.append("| " + " | ".join([
             row.tool, row.scenario, f"{row.batch:,}", str(row.concurrency), f"{median.rows:,}",
             f"{median.seconds:.2f}", f"{row.rows_per_s:,.0f}", f"{float(median.received.get('seconds', 0)):.2f}",
+            f"{median.cpu_seconds:.2f}",
             f"{row.peak_rss_mib:.0f}", "" if row.duplicates is None else f"{row.duplicates:,}",
             "" if row.lost is None else f"{row.lost:,}", row.check,
         ]) + " |")
@@ -547,7 +549,8 @@ def report(args: argparse.Namespace, info: dict[str, str], ceilings: dict[int, t
         f"- each timed scenario run {args.repeats} time(s): rows/s is the **median** of the repeats and seconds "
         "those of the median run; peak RSS is the **highest** of the repeats",
         "- seconds: process start to exit (start-up and planning included); receiving s: the receiver's "
-        "first to last request; rows sent: rows the receiver counted (adds + removes)",
+        "first to last request; CPU s: the process's user + system time (less disturbed by the machine's other "
+        "work than seconds); rows sent: rows the receiver counted (adds + removes)",
         "- both tools send `user_id` and `email` per member to the same receiver process; ours signs "
         "(Standard Webhooks, verified by the receiver), drt posts a `{\"rows\": [...]}` batch_template",
         "",
