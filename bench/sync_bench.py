@@ -362,95 +362,132 @@ def expect(ok: bool, text: str, problems: list[str]) -> str:
     return "ok" if ok else f"FAILED: {text}"
 
 
-def bench_ours(ours: Ours, base: Path, batch: int, concurrency: int, members: int, change: int,
-               repeats: int, kill_pct: float, problems: list[str]) -> list[Row]:
-    specs = ours.write_project(batch, concurrency)
-    work = ours.work / "ours.duckdb"
-    synced = ours.work / "ours-synced.duckdb"
-    label = f"ours b={batch} c={concurrency}"
+class OursCase:
+    """``segments sync`` at one batch size and concurrency: its scenarios."""
+
+    def __init__(self, ours: Ours, base: Path, batch: int, concurrency: int, members: int, change: int):
+        self.ours, self.base, self.batch, self.concurrency = ours, base, batch, concurrency
+        self.members, self.change = members, change
+        self.specs = ours.write_project(batch, concurrency)
+        self.warehouse = ours.work / f"ours-{batch}-{concurrency}.duckdb"
+        self.synced = ours.work / f"ours-{batch}-{concurrency}-synced.duckdb"  # after an initial sync
+        self.label = f"ours b={batch} c={concurrency}"
+
+    def _run(self, scenario: str, kill_at: int | None = None, reset: bool = True) -> Run:
+        return self.ours.run(scenario, self.specs, self.warehouse, self.batch, self.concurrency, kill_at, reset)
+
+    def initial(self) -> Run:
+        copy_warehouse(self.base, self.warehouse)
+        run = self._run("initial")
+        shutil.copyfile(self.warehouse, self.synced)
+        return run
+
+    def change_sync(self) -> Run:
+        publish_next(copy_warehouse(self.synced, self.warehouse))
+        return self._run("change")
+
+    def kill_and_rerun(self, kill_at: int) -> tuple[Run, Run]:
+        copy_warehouse(self.base, self.warehouse)
+        return self._run("kill", kill_at=kill_at), self._run("rerun", reset=False)
+
+    def initial_ok(self, run: Run) -> bool:
+        return run.exit_code == 0 and run.received["added"] == self.members == run.received["distinct_added"]
+
+    def change_ok(self, run: Run) -> bool:
+        return run.exit_code == 0 and (run.received["added"], run.received["removed"]) == (self.change, self.change)
+
+    def change_check(self) -> str:
+        return f"exactly {self.change:,} adds and {self.change:,} removes"
+
+    def in_flight(self) -> int | None:
+        return self.concurrency * self.batch
+
+    notes = {"change": "", "rerun": ""}
+
+
+class DrtCase:
+    """``drt run`` at one batch size: its scenarios (it keeps no state between runs)."""
+
+    concurrency = 1
+
+    def __init__(self, drt: Drt, base: Path, batch: int, members: int):
+        self.drt, self.base, self.batch, self.members = drt, base, batch, members
+        self.warehouse = drt.work / f"drt-{batch}.duckdb"
+        self.project = drt.write_project(batch, self.warehouse)
+        self.label = f"drt b={batch}"
+
+    def initial(self) -> Run:
+        copy_warehouse(self.base, self.warehouse)
+        return self.drt.run("initial", self.project, self.batch)
+
+    def change_sync(self) -> Run:
+        publish_next(copy_warehouse(self.base, self.warehouse))
+        return self.drt.run("change", self.project, self.batch)
+
+    def kill_and_rerun(self, kill_at: int) -> tuple[Run, Run]:
+        copy_warehouse(self.base, self.warehouse)
+        killed = self.drt.run("kill", self.project, self.batch, kill_at=kill_at)
+        return killed, self.drt.run("rerun", self.project, self.batch, reset=False)
+
+    def initial_ok(self, run: Run) -> bool:
+        return run.exit_code == 0 and run.received["added"] == self.members == run.received["distinct_added"]
+
+    def change_ok(self, run: Run) -> bool:
+        return run.exit_code == 0  # it sends every member again and removes nobody: reported, not required
+
+    def change_check(self) -> str:
+        return "sends every member, no removes"
+
+    def in_flight(self) -> int | None:
+        return None  # no bound: it resends everything
+
+    notes = {"change": " (sends every member again, no removes)", "rerun": " (resends every member)"}
+
+
+Case = OursCase | DrtCase
+
+
+def bench_batch_size(cases: list[Case], members: int, repeats: int, kill_pct: float, problems: list[str]) -> list[Row]:
+    """Every case's scenarios, the repeats of a scenario alternating between the
+    cases, so a change in the machine's load falls on all of them alike."""
+    initial: dict[str, list[Run]] = {c.label: [] for c in cases}
+    changed: dict[str, list[Run]] = {c.label: [] for c in cases}
+    for _ in range(repeats):
+        for case in cases:
+            run = case.initial()
+            initial[case.label].append(run)
+            print(f"  {case.label} initial: {run.rows:,} rows in {run.seconds:.1f}s "
+                  f"({run.cpu_seconds:.1f}s CPU), {run.peak_rss_mib:.0f} MiB", flush=True)
+    for _ in range(repeats):
+        for case in cases:
+            run = case.change_sync()
+            changed[case.label].append(run)
+            print(f"  {case.label} 1% change: {run.received['added']:,} added, {run.received['removed']:,} removed "
+                  f"in {run.seconds:.1f}s, {run.peak_rss_mib:.0f} MiB", flush=True)
     rows: list[Row] = []
-
-    initial = []
-    for _ in range(repeats):
-        run = ours.run("initial", specs, copy_warehouse(base, work), batch, concurrency)
-        initial.append(run)
-        print(f"  {label} initial: {run.rows:,} rows in {run.seconds:.1f}s, {run.peak_rss_mib:.0f} MiB", flush=True)
-    shutil.copyfile(work, synced)
-    r = initial[-1].received
-    rows.append(Row("ours", "initial", batch, concurrency, initial, expect(
-        all(x.exit_code == 0 and x.received["added"] == members == x.received["distinct_added"] for x in initial),
-        f"{label} initial: every member once", problems)))
-
-    changed = []
-    for _ in range(repeats):
-        publish_next(copy_warehouse(synced, work))
-        run = ours.run("change", specs, work, batch, concurrency)
-        changed.append(run)
-        print(f"  {label} 1% change: {run.received['added']:,} added, {run.received['removed']:,} removed "
-              f"in {run.seconds:.1f}s, {run.peak_rss_mib:.0f} MiB", flush=True)
-    rows.append(Row("ours", f"{change / members:.0%} change", batch, concurrency, changed, expect(
-        all(x.exit_code == 0 and (x.received["added"], x.received["removed"]) == (change, change) for x in changed),
-        f"{label} change: exactly {change} adds and {change} removes", problems)))
-
     kill_at = int(members * kill_pct / 100)
-    killed = ours.run(f"kill -9 at {kill_pct:g}%", specs, copy_warehouse(base, work), batch, concurrency, kill_at=kill_at)
-    rerun = ours.run("rerun after kill", specs, work, batch, concurrency, reset=False)
-    r = rerun.received
-    lost = members - int(r["distinct_added"])  # type: ignore[call-overload]
-    duplicates = int(r["duplicate_rows"])  # type: ignore[call-overload]
-    bound = concurrency * batch
-    print(f"  {label} kill at {killed.rows:,} rows, rerun: {rerun.seconds:.1f}s; {duplicates:,} duplicates "
-          f"(in flight at most {bound:,}), {lost:,} lost", flush=True)
-    rows.append(Row("ours", f"kill -9 at {kill_pct:g}%", batch, concurrency, [killed], expect(
-        killed.exit_code == -signal.SIGKILL, f"{label}: killed by SIGKILL", problems)))
-    rows.append(Row("ours", "rerun after kill", batch, concurrency, [rerun], expect(
-        rerun.exit_code == 0 and lost == 0 and duplicates <= bound,
-        f"{label} rerun: nothing lost, duplicates within the in-flight batches", problems),
-        duplicates=duplicates, lost=lost))
-    # the rerun's own rows: the receiver counted the killed run's too
-    rerun.received = {**r, "rows": int(r["rows"]) - killed.rows}  # type: ignore[call-overload]
-    return rows
-
-
-def bench_drt(drt: Drt, base: Path, batch: int, members: int, repeats: int, kill_pct: float,
-              problems: list[str]) -> list[Row]:
-    warehouse = drt.work / "drt.duckdb"
-    project = drt.write_project(batch, warehouse)
-    label = f"drt b={batch}"
-    rows: list[Row] = []
-
-    copy_warehouse(base, warehouse)
-    initial = []
-    for _ in range(repeats):
-        run = drt.run("initial", project, batch)
-        initial.append(run)
-        print(f"  {label} initial: {run.rows:,} rows in {run.seconds:.1f}s, {run.peak_rss_mib:.0f} MiB", flush=True)
-    rows.append(Row("drt", "initial", batch, 1, initial, expect(
-        all(x.exit_code == 0 and x.received["added"] == members == x.received["distinct_added"] for x in initial),
-        f"{label} initial: every member once", problems)))
-
-    publish_next(warehouse)
-    rerun_all = []
-    for _ in range(repeats):
-        run = drt.run("rerun", project, batch)
-        rerun_all.append(run)
-        print(f"  {label} rerun on the 1% change: {run.rows:,} rows, {run.received['removed']} removed, "
-              f"in {run.seconds:.1f}s, {run.peak_rss_mib:.0f} MiB", flush=True)
-    rows.append(Row("drt", "1% change (rerun)", batch, 1, rerun_all, "sends every row, no removes"))
-
-    copy_warehouse(base, warehouse)
-    kill_at = int(members * kill_pct / 100)
-    killed = drt.run(f"kill -9 at {kill_pct:g}%", project, batch, kill_at=kill_at)
-    rerun = drt.run("rerun after kill", project, batch, reset=False)
-    r = rerun.received
-    lost = members - int(r["distinct_added"])  # type: ignore[call-overload]
-    duplicates = int(r["duplicate_rows"])  # type: ignore[call-overload]
-    print(f"  {label} kill at {killed.rows:,} rows, rerun: {rerun.seconds:.1f}s; {duplicates:,} duplicates, "
-          f"{lost:,} lost", flush=True)
-    rows.append(Row("drt", f"kill -9 at {kill_pct:g}%", batch, 1, [killed], expect(
-        killed.exit_code == -signal.SIGKILL, f"{label}: killed by SIGKILL", problems)))
-    rows.append(Row("drt", "rerun after kill", batch, 1, [rerun], "resends every row", duplicates=duplicates, lost=lost))
-    rerun.received = {**r, "rows": int(r["rows"]) - killed.rows}  # type: ignore[call-overload]
+    for case in cases:
+        tool = case.label.split()[0]
+        rows.append(Row(tool, "initial", case.batch, case.concurrency, initial[case.label], expect(
+            all(case.initial_ok(r) for r in initial[case.label]), f"{case.label} initial: every member once", problems)))
+        rows.append(Row(tool, "1% change", case.batch, case.concurrency, changed[case.label], expect(
+            all(case.change_ok(r) for r in changed[case.label]), f"{case.label} change: {case.change_check()}", problems)
+            + case.notes["change"]))
+        killed, rerun = case.kill_and_rerun(kill_at)
+        received = rerun.received
+        lost = members - int(received["distinct_added"])  # type: ignore[call-overload]
+        duplicates = int(received["duplicate_rows"])  # type: ignore[call-overload]
+        rerun.received = {**received, "rows": int(received["rows"]) - killed.rows}  # type: ignore[call-overload]
+        bound = case.in_flight()
+        print(f"  {case.label} kill at {killed.rows:,} rows, rerun: {rerun.rows:,} rows in {rerun.seconds:.1f}s; "
+              f"{duplicates:,} duplicates" + (f" (in flight at most {bound:,})" if bound else "") + f", {lost:,} lost",
+              flush=True)
+        rows.append(Row(tool, f"kill -9 at {kill_pct:g}%", case.batch, case.concurrency, [killed], expect(
+            killed.exit_code == -signal.SIGKILL, f"{case.label}: killed by SIGKILL", problems)))
+        rerun_ok = rerun.exit_code == 0 and lost == 0 and (bound is None or duplicates <= bound)
+        rows.append(Row(tool, "rerun after kill", case.batch, case.concurrency, [rerun], expect(
+            rerun_ok, f"{case.label} rerun: nothing lost" + (", duplicates within the batches in flight" if bound else ""),
+            problems) + case.notes["rerun"], duplicates=duplicates, lost=lost))
     return rows
 
 
@@ -510,6 +547,7 @@ def table(rows: list[Row]) -> list[str]:
 def ratios(rows: list[Row]) -> tuple[list[str], list[str]]:
     """Lines comparing ours with drt at equal batch size, and the unmet targets."""
     lines, missed = [], []
+    by = {(r.tool, r.scenario, r.batch, r.concurrency): r for r in rows}
     drt_initial = {r.batch: r for r in rows if r.tool == "drt" and r.scenario == "initial"}
     for row in rows:
         if row.tool != "ours" or row.scenario != "initial" or row.batch not in drt_initial:
@@ -526,6 +564,18 @@ def ratios(rows: list[Row]) -> tuple[list[str], list[str]]:
             missed.append(f"rows/s at batch {row.batch:,}, concurrency {row.concurrency}: {ratio:.2f}x")
         if not rss_ok:
             missed.append(f"peak RSS at batch {row.batch:,}, concurrency {row.concurrency}: {row.peak_rss_mib:.0f} MiB")
+    for row in rows:
+        theirs = by.get(("drt", row.scenario, row.batch, 1))
+        if row.tool != "ours" or theirs is None:
+            continue
+        if row.scenario == "1% change":
+            lines.append(f"- 1% change, batch {row.batch:,}, concurrency {row.concurrency}: ours sent "
+                         f"{row.median.rows:,} rows in {row.median.seconds:.1f}s, drt {theirs.median.rows:,} in "
+                         f"{theirs.median.seconds:.1f}s")
+        if row.scenario == "rerun after kill":
+            lines.append(f"- kill -9 at 40% then rerun, batch {row.batch:,}, concurrency {row.concurrency}: ours "
+                         f"{row.duplicates:,} duplicates, {row.lost:,} lost; drt {theirs.duplicates:,} duplicates, "
+                         f"{theirs.lost:,} lost")
     for row in rows:
         if row.tool == "ours" and row.scenario != "initial" and row.peak_rss_mib >= TARGET_RSS_MIB:
             missed.append(f"peak RSS of {row.scenario} at batch {row.batch:,}: {row.peak_rss_mib:.0f} MiB")
@@ -560,7 +610,7 @@ def report(args: argparse.Namespace, info: dict[str, str], ceilings: dict[int, t
     ]
     out += [f"- batch {b:,}: {rate:,.0f} rows/s at the receiver ({args.members / wall:,.0f} rows/s load-client wall)"
             for b, (rate, wall) in ceilings.items()]
-    out += ["", *table(rows), "", "Ours against drt (initial sync, equal batch size):", "", *ratio_lines, ""]
+    out += ["", *table(rows), "", "Ours against drt at equal batch size:", "", *ratio_lines, ""]
     out += ["Targets of issue 3 " + ("all met." if not missed and not problems else "not all met:")]
     out += [f"- missed: {m}" for m in missed] + [f"- check failed: {p}" for p in problems]
     return "\n".join(out) + "\n"
@@ -610,11 +660,9 @@ def main() -> int:
         ours = Ours(work, receiver, secret)
         drt = Drt(work, receiver, args.drt_venv.resolve())
         for batch in batch_sizes:
-            for concurrency in concurrencies:
-                rows += bench_ours(ours, base, batch, concurrency, args.members, args.change, args.repeats,
-                                   args.kill_pct, problems)
-            if not args.skip_drt:
-                rows += bench_drt(drt, base, batch, args.members, args.repeats, args.kill_pct, problems)
+            cases: list[Case] = [OursCase(ours, base, batch, c, args.members, args.change) for c in concurrencies]
+            cases += [] if args.skip_drt else [DrtCase(drt, base, batch, args.members)]
+            rows += bench_batch_size(cases, args.members, args.repeats, args.kill_pct, problems)
     finally:
         receiver.close()
     note = report(args, info, ceilings, rows, problems)
