@@ -603,6 +603,7 @@ def report(args: argparse.Namespace, info: dict[str, str], ceilings: dict[int, t
         "work than seconds); rows sent: rows the receiver counted (adds + removes)",
         "- both tools send `user_id` and `email` per member to the same receiver process; ours signs "
         "(Standard Webhooks, verified by the receiver), drt posts a `{\"rows\": [...]}` batch_template",
+        "- what the figures say, what changed in `sync/` to get them and what is left: `bench/README.md`",
         "",
         "Receiver ceiling (a load client posting pre-built signed bodies, concurrency 2; the client shares the "
         "2 cores, so this is a lower bound):",
