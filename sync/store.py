@@ -259,9 +259,10 @@ class Store:
 
     def _page(self, fields: Sequence[str], first: int, last: int, op: str | None = None) -> list[tuple[object, ...]]:
         columns = ", ".join(["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]])
-        only = "" if op is None else f" AND op = '{op}'"
+        only = "" if op is None else " AND op = ?"
         return self.con.execute(
-            f"SELECT {columns} FROM {PLAN} WHERE rowid BETWEEN ? AND ?{only} ORDER BY rowid", [first, last]
+            f"SELECT {columns} FROM {PLAN} WHERE rowid BETWEEN ? AND ?{only} ORDER BY rowid",
+            [first, last] + ([] if op is None else [op]),
         ).fetchall()
 
     def _lazy(self, count: int, fields: Sequence[str], first: int, last: int, op: str) -> LazyRecords:
