@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test setup clean dagster
+.PHONY: demo test setup clean dagster bench-sync
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ dagster: $(STAMP)
 # The whole test suite (what .ci/run runs).
 test: $(STAMP)
 	$(VENV)/bin/pytest $(ARGS)
+
+# The sync benchmark of issue 3 (a script, not a test): segments sync beside drt-core
+# on one loopback receiver; writes bench/RESULTS-sync.md. See bench/README.md.
+bench-sync: $(STAMP)
+	$(VENV)/bin/python bench/sync_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .segments dbt_project/target dbt_project/logs warehouse.duckdb test-artifacts

@@ -27,7 +27,7 @@ from segments.spec import model as m
 from sync.destinations import REGISTRY
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, resolve_options
 from sync.http import Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
-from sync.store import PlanSummary, Store, Wanted
+from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PlanSummary, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
 
@@ -167,11 +167,13 @@ class Engine:
         outcomes: list[Outcome] = []
         with warehouse.connect(self.warehouse_file, read_only=dry_run) as con:
             store = Store(con, self.project.catalog)
+            store.limit_resources(self.settings.env.get(MEMORY_LIMIT_ENV, MEMORY_LIMIT))
             missing = sorted({p.segment for p in pairs} - store.built_segments())
             if missing:
                 raise SegmentsError(f"not in the last build: {', '.join(missing)}; run `segments build` first")
             if not dry_run:
                 store.ensure_tables()
+                store.flush_wal()
             for name, destination in destinations.items():
                 mine = [p for p in pairs if p.destination == name]
                 if dry_run:
@@ -254,7 +256,8 @@ class Engine:
         total = plan.adds + plan.removes
         progress.start(pair, total)
         audience: Audience = destination.audience(pair.segment, target)
-        batches = store.batches(destination.name, pair.segment, outcome.sync_id or "", wanted.fields, destination.batch_size, total)
+        batches = store.batches(destination.name, pair.segment, outcome.sync_id or "", wanted.fields,
+                                destination.batch_size, total, encode=destination.JSON_CHANGES)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
         stopped: SyncHttpError | None = None
 

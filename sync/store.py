@@ -29,11 +29,22 @@ from segments import warehouse
 from segments.compiler import models as md
 from segments.errors import SegmentsError
 from segments.spec import model as m
-from sync.destinations.base import Batch, BatchResult, Record, RecordFailure
+from sync.destinations.base import Batch, BatchResult, EncodedChanges, LazyRecords, Record, RecordFailure
 
 SCHEMA = warehouse.TARGET_SCHEMA
 STATE, RUNS, ERRORS = "sync_state", "sync_runs", "sync_errors"
 PLAN = "sync_plan"  # a temporary table, one pair at a time
+
+# DuckDB's memory for a sync (its default is 80% of the machine's RAM): beyond it the
+# plan and the state spill to a temporary folder beside the warehouse, so a sync's
+# footprint does not grow with the audience. SEGMENTS_SYNC_MEMORY_LIMIT overrides it.
+MEMORY_LIMIT = "64MB"
+MEMORY_LIMIT_ENV = "SEGMENTS_SYNC_MEMORY_LIMIT"
+# One DuckDB thread: the per-batch queries (a page of the plan, a checkpoint) are
+# small and ran 3x faster on one thread than on two, and under MEMORY_LIMIT the plan's
+# joins and sort over 3M members fit on one thread where two ran out of memory.
+THREADS = 1
+ENCODE_ROWS = 10_000  # plan rows one query encodes (Store._encode)
 
 _DDL = (
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{STATE} (
@@ -58,6 +69,29 @@ def _now() -> dt.datetime:
 
 def _sql(expression: exp.Expression) -> str:
     return expression.sql(dialect="duckdb")
+
+
+def _literal(text: str) -> str:
+    return _sql(exp.Literal.string(text))
+
+
+# Column types whose DuckDB JSON is what json.dumps makes of their Python values
+# (strings, booleans, integers; dates as ISO text, as sync.destinations.webhook does).
+_JSON_AS_PYTHON = frozenset({
+    "VARCHAR", "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "DATE",
+})
+
+
+def batch_id(destination: str, segment: str, number: int, keys: str) -> str:
+    """A batch's id: its pair, its number and its changes (``keys``: ``"\\0op:user_id"``
+    per change, in plan order), so the same changes from the same state get the same id.
+
+    Examples:
+        >>> batch_id("hook", "vip", 0, "\\0add:u1\\0remove:u9")
+        'msg_e3737e3bf3e5e12a7e86d4baa77edee2'
+    """
+    return "msg_" + hashlib.sha256(f"{destination}\0{segment}\0{number}{keys}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -89,12 +123,32 @@ class Store:
     def __init__(self, con: duckdb.DuckDBPyConnection, catalog: m.Catalog):
         self.con = con
         self.catalog = catalog
+        self.memory_limit: str | None = None
+
+    def limit_resources(self, memory_limit: str) -> None:
+        """DuckDB's memory and threads for a sync (:data:`MEMORY_LIMIT`, :data:`THREADS`).
+
+        Raises:
+            SegmentsError: a memory limit DuckDB does not understand.
+        """
+        try:
+            self.con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+        except duckdb.Error as error:
+            raise SegmentsError(f"{MEMORY_LIMIT_ENV}={memory_limit!r}: {error}") from None
+        self.con.execute(f"SET threads = {THREADS}")
+        self.memory_limit = memory_limit
 
     # ---- set-up ------------------------------------------------------------------------
 
     def ensure_tables(self) -> None:
         for statement in _DDL:
             self.con.execute(statement)
+
+    def flush_wal(self) -> None:
+        """Write what the write-ahead log holds to the warehouse file. After a crash
+        it holds the state the dead sync recorded, replayed into memory on opening:
+        written out, it no longer takes the plan's room under the memory limit."""
+        self.con.execute("CHECKPOINT")
 
     def _has(self, table: str) -> bool:
         return bool(self.con.execute(
@@ -157,7 +211,8 @@ class Store:
         )
 
     def make_plan(self, destination: str, wanted: Wanted) -> PlanSummary:
-        """Write the changes for one pair to the temporary plan table, in user order."""
+        """Write the changes for one pair to the temporary plan table, in user order
+        (the row at ``rowid`` n is the plan's n-th change, from 0)."""
         fields = [f"f_{i}" for i in range(len(wanted.fields))]
         not_in = lambda a, b: exp.not_(exp.Exists(this=exp.select("1").from_(b).where(  # noqa: E731
             exp.EQ(this=exp.column("user_id", table=b), expression=exp.column("user_id", table=a)))))
@@ -170,55 +225,119 @@ class Store:
             exp.column("remote_id", table="s"), *[exp.alias_(exp.null(), f) for f in fields],
         ).from_("s").where(not_in("s", "w"))
         changes = exp.union(adds, removes, distinct=False)
-        numbered = (
-            exp.select(
-                exp.alias_(exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[
-                    exp.Ordered(this=exp.column("user_id")), exp.Ordered(this=exp.column("op"))])), "seq"),
-                "op", "user_id", "remote_id", *fields,
-            )
+        ordered = (
+            exp.select("op", "user_id", "remote_id", *fields)
             .from_(exp.alias_(exp.Subquery(this=changes), "c"))
             .with_("w", as_=self._wanted_query(wanted))
             .with_("s", as_=self._state_query(destination, wanted.segment))
-            .order_by("seq")
+            .order_by("user_id", "op")
         )
         self.con.execute(f"DROP TABLE IF EXISTS {PLAN}")
-        self.con.execute(f"CREATE TEMP TABLE {PLAN} AS {_sql(numbered)}")
+        # Rows go in in plan order, so a row's rowid is its place in the plan (one sort,
+        # which spills under the memory limit; a row_number() window ran out of it).
+        self.con.execute("SET preserve_insertion_order = true")
+        try:
+            self.con.execute(f"CREATE TEMP TABLE {PLAN} AS {_sql(ordered)}")
+        except duckdb.OutOfMemoryException:
+            raise SegmentsError(
+                f"planning {wanted.segment} -> {destination} needs more memory than DuckDB's limit "
+                f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
         adds_n, removes_n = self.con.execute(
             f"SELECT COUNT(*) FILTER (WHERE op = 'add'), COUNT(*) FILTER (WHERE op = 'remove') FROM {PLAN}"
         ).fetchone()
         audience = self.con.execute(f"SELECT COUNT(*) FROM ({_sql(self._state_query(destination, wanted.segment))})").fetchone()[0]
         sample = lambda op: tuple(r[0] for r in self.con.execute(  # noqa: E731
-            f"SELECT user_id FROM {PLAN} WHERE op = ? ORDER BY seq LIMIT 5", [op]).fetchall())
+            f"SELECT user_id FROM {PLAN} WHERE op = ? ORDER BY rowid LIMIT 5", [op]).fetchall())
         return PlanSummary(adds_n, removes_n, audience, sample("add"), sample("remove"))
 
     def drop_plan(self) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {PLAN}")
 
+    @staticmethod
+    def _records(rows: Sequence[tuple[object, ...]], fields: Sequence[str], op: str) -> tuple[Record, ...]:
+        if op == "add":
+            return tuple(Record(r[1], dict(zip(fields, r[3:]))) for r in rows if r[0] == "add")  # type: ignore[arg-type]
+        return tuple(Record(r[1], remote_id=r[2]) for r in rows if r[0] == "remove")  # type: ignore[arg-type]
+
+    def _page(self, fields: Sequence[str], first: int, last: int, op: str | None = None) -> list[tuple[object, ...]]:
+        columns = ", ".join(["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]])
+        only = "" if op is None else " AND op = ?"
+        return self.con.execute(
+            f"SELECT {columns} FROM {PLAN} WHERE rowid BETWEEN ? AND ?{only} ORDER BY rowid",
+            [first, last] + ([] if op is None else [op]),
+        ).fetchall()
+
+    def _lazy(self, count: int, fields: Sequence[str], first: int, last: int, op: str) -> LazyRecords:
+        return LazyRecords(count, lambda: self._records(self._page(fields, first, last, op), fields, op))
+
+    def _json_encodable(self, fields: Sequence[str]) -> bool:
+        """Whether DuckDB's JSON of the plan's fields is byte for byte what
+        ``json.dumps`` makes of the Python values (see :class:`EncodedChanges`)."""
+        types = [str(d[1]) for d in self.con.execute(f"SELECT * FROM {PLAN} LIMIT 0").description[3:]]
+        return "user_id" not in fields and all(t in _JSON_AS_PYTHON for t in types)
+
+    @staticmethod
+    def _json_page_sql(fields: Sequence[str]) -> str:
+        """One page of the plan as (adds, removes, batch id keys, adds' JSON objects,
+        removes' JSON objects), every string made in the warehouse."""
+        pairs = "".join(f", {_literal(name)}, f_{i}" for i, name in enumerate(fields))
+        return (
+            "SELECT COUNT(*) FILTER (WHERE op = 'add'), COUNT(*) FILTER (WHERE op = 'remove'), "
+            "string_agg(chr(0) || op || ':' || user_id, '' ORDER BY rowid), "
+            f"string_agg(json_object('user_id', user_id{pairs})::VARCHAR, ',' ORDER BY rowid) FILTER (WHERE op = 'add'), "
+            "string_agg(json_object('user_id', user_id)::VARCHAR, ',' ORDER BY rowid) FILTER (WHERE op = 'remove') "
+            f"FROM {PLAN} WHERE rowid BETWEEN ? AND ?"
+        )
+
+    def _encode(self, json_page: str, first: int, last: int) -> tuple[int, int, str, EncodedChanges]:
+        """Plan rows first..last as (adds, removes, batch id keys, their JSON), at most
+        :data:`ENCODE_ROWS` rows per query: a query's strings are built in DuckDB's
+        memory, which is capped, and batches may be far larger."""
+        adds = removes = 0
+        keys: list[str] = []
+        added: list[str] = []
+        removed: list[str] = []
+        for start in range(first, last + 1, ENCODE_ROWS):
+            end = min(start + ENCODE_ROWS, last + 1) - 1
+            n_adds, n_removes, some_keys, some_added, some_removed = self.con.execute(json_page, [start, end]).fetchone()
+            adds, removes = adds + n_adds, removes + n_removes
+            keys.append(some_keys)
+            added += [some_added] if some_added else []
+            removed += [some_removed] if some_removed else []
+        return adds, removes, "".join(keys), EncodedChanges(f"[{','.join(added)}]", f"[{','.join(removed)}]")
+
     def batches(
-        self, destination: str, segment: str, sync_id: str, fields: Sequence[str], size: int, total: int
+        self, destination: str, segment: str, sync_id: str, fields: Sequence[str], size: int, total: int,
+        encode: bool = False,
     ) -> Iterator[tuple[Batch, int, int]]:
-        """(batch, first seq, last seq) over the plan, ``size`` changes at a time.
+        """(batch, first, last) over the plan, ``size`` changes at a time; first and
+        last are the batch's first and last rowid in the plan.
 
         Batch ids continue the pair's count of acknowledged batches, so a rerun after
-        a crash gives the unacknowledged batch the id it had before.
+        a crash gives the unacknowledged batch the id it had before. With ``encode``
+        (a destination that sends SPEC 4.1's JSON), the warehouse encodes each batch
+        and its records are read only if asked for: no Python object per record.
         """
         done = self.con.execute(
             f"SELECT COALESCE(SUM(batches), 0) FROM {SCHEMA}.{RUNS} WHERE destination = ? AND segment_name = ?",
             [destination, segment],
         ).fetchone()[0]
-        columns = ", ".join(["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]])
-        for number, first in enumerate(range(1, total + 1, size)):
-            last = min(first + size - 1, total)
-            rows = self.con.execute(
-                f"SELECT {columns} FROM {PLAN} WHERE seq BETWEEN ? AND ? ORDER BY seq", [first, last]
-            ).fetchall()
-            added = tuple(Record(r[1], dict(zip(fields, r[3:]))) for r in rows if r[0] == "add")
-            removed = tuple(Record(r[1], remote_id=r[2]) for r in rows if r[0] == "remove")
-            digest = hashlib.sha256(f"{destination}\0{segment}\0{done + number}".encode())
-            for r in rows:
-                digest.update(f"\0{r[0]}:{r[1]}".encode())
-            batch_id = "msg_" + digest.hexdigest()[:32]
-            yield Batch(destination, segment, sync_id, batch_id, added, removed), first, last
+        encode = encode and self._json_encodable(fields)
+        json_page = self._json_page_sql(fields)
+        for number, first in enumerate(range(0, total, size)):
+            last = min(first + size, total) - 1
+            added: Sequence[Record]
+            removed: Sequence[Record]
+            encoded = None
+            if encode:
+                adds, removes, keys, encoded = self._encode(json_page, first, last)
+                added, removed = self._lazy(adds, fields, first, last, "add"), self._lazy(removes, fields, first, last, "remove")
+            else:
+                rows = self._page(fields, first, last)
+                added, removed = self._records(rows, fields, "add"), self._records(rows, fields, "remove")
+                keys = "".join(f"\0{r[0]}:{r[1]}" for r in rows)
+            yield Batch(destination, segment, sync_id, batch_id(destination, segment, done + number, keys),
+                        added, removed, encoded), first, last
 
     # ---- the run log and the state ----------------------------------------------------
 
@@ -256,14 +375,14 @@ class Store:
                 f"INSERT INTO {SCHEMA}.{STATE} "
                 f"SELECT ?, ?, p.user_id, r.remote_id, ?, ? FROM {PLAN} p "
                 "LEFT JOIN (SELECT UNNEST(?::VARCHAR[]) AS user_id, UNNEST(?::VARCHAR[]) AS remote_id) r ON r.user_id = p.user_id "
-                "WHERE p.seq BETWEEN ? AND ? AND p.op = 'add' AND NOT list_contains(?::VARCHAR[], p.user_id)",
+                "WHERE p.rowid BETWEEN ? AND ? AND p.op = 'add' AND NOT list_contains(?::VARCHAR[], p.user_id)",
                 [batch.destination, batch.segment, now, batch.sync_id,
                  [k for k, _ in ids], [v for _, v in ids], first, last, failed_adds],
             )
             if batch.removed:
                 con.execute(
                     f"DELETE FROM {SCHEMA}.{STATE} WHERE destination = ? AND segment_name = ? AND user_id IN ("
-                    f"SELECT user_id FROM {PLAN} WHERE seq BETWEEN ? AND ? AND op = 'remove' "
+                    f"SELECT user_id FROM {PLAN} WHERE rowid BETWEEN ? AND ? AND op = 'remove' "
                     "AND NOT list_contains(?::VARCHAR[], user_id))",
                     [batch.destination, batch.segment, first, last, failed_removes],
                 )

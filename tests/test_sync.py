@@ -17,7 +17,7 @@ from segments.errors import SegmentsError
 from sync import engine
 from sync.http import Clock, RetryPolicy
 from sync.receiver import AudienceReceiver, Fault
-from sync_fixtures import SECRET, publish, state, users, webhook_destinations, write_project, write_users
+from sync_fixtures import CATALOG, SECRET, publish, state, users, webhook_destinations, write_project, write_users
 
 
 class FakeClock(Clock):
@@ -138,6 +138,15 @@ def test_mass_removal_is_blocked_unless_forced(world, receiver):
     [forced] = world.sync(force=True)
     assert (forced.status, forced.removed) == ("succeeded", 70)
     assert receiver.audiences["vip"] == set(world.ids[:50])
+
+
+def test_sync_memory_limit_comes_from_the_environment(world, receiver):
+    settings = lambda limit: engine.Settings(env={"SEGMENTS_SYNC_MEMORY_LIMIT": limit}, clock=world.clock)  # noqa: E731
+    with pytest.raises(SegmentsError, match="SEGMENTS_SYNC_MEMORY_LIMIT='plenty'"):
+        engine.sync(world.project, world.warehouse, settings=settings("plenty"))
+    assert receiver.requests == 0
+    [outcome] = engine.sync(world.project, world.warehouse, settings=settings("32MB"))
+    assert (outcome.status, outcome.added) == ("succeeded", 120)
 
 
 def test_dry_run_sends_and_records_nothing(world, receiver):
@@ -356,3 +365,89 @@ def test_refused_credentials_stop_the_destination_instead_of_failing_every_recor
     assert receiver.requests <= 2  # the batches already in flight, nothing after
     assert world.query("SELECT COUNT(*) FROM main.sync_errors") == [(0,)]
     assert world.state() == set()
+
+
+def _plan_batches(project, warehouse, fields, size, encode, state=()):
+    from segments import warehouse as wh
+    from sync.store import Store, Wanted
+
+    with wh.connect(warehouse) as con:
+        store = Store(con, project.catalog)
+        store.ensure_tables()
+        for user in state:
+            con.execute("INSERT INTO main.sync_state VALUES ('hook', 'vip', ?, ?, now(), 's0')", [user, f"r-{user}"])
+        plan = store.make_plan("hook", Wanted("vip", fields))
+        batches = [b for b, _, _ in store.batches("hook", "vip", "s1", fields, size, plan.adds + plan.removes, encode)]
+        records = [(tuple(b.added), tuple(b.removed)) for b in batches]  # read while the plan is there
+        con.execute("DELETE FROM main.sync_state")
+    return batches, records
+
+
+TYPED_CATALOG = CATALOG.replace(  # three more attributes, of three more column types
+    "    whatsapp_opt_in: {type: boolean}\n",
+    "    whatsapp_opt_in: {type: boolean}\n    age: {type: number}\n    joined: {type: timestamp}\n    score: {type: number}\n",
+)
+
+
+@pytest.fixture
+def typed(tmp_path):
+    """Users whose attributes have every kind of value a JSON encoder can trip on."""
+    from segments.spec.parse import load_project
+
+    specs = tmp_path / "specs"
+    write_project(specs, webhook_destinations("http://127.0.0.1:9/"), {"vip": "sync:\n  - destination: hook"})
+    (specs / "_catalog.yml").write_text(TYPED_CATALOG)
+    warehouse = tmp_path / "wh.duckdb"
+    ids = users(40)
+    with duckdb.connect(str(warehouse)) as con:
+        write_users(con, ids)
+        con.execute("ALTER TABLE raw.users ADD COLUMN age INTEGER")
+        con.execute("ALTER TABLE raw.users ADD COLUMN joined DATE")
+        con.execute("ALTER TABLE raw.users ADD COLUMN score DOUBLE")
+        con.execute("UPDATE raw.users SET age = CAST(substr(user_id, 2) AS INTEGER) - 20, joined = DATE '2026-01-15', "
+                    "score = 0.1 * CAST(substr(user_id, 2) AS INTEGER)")
+        con.execute("UPDATE raw.users SET email = 'q\"b\\\\s/é€😀\n\t' || chr(1) WHERE user_id = 'u00003'")
+        con.execute("UPDATE raw.users SET phone = NULL, age = NULL WHERE user_id = 'u00004'")
+        publish(con, {"vip": {u: False for u in ids[:30]}})
+    return load_project(specs), warehouse, ids
+
+
+@pytest.mark.parametrize("encode_rows", [3, 10_000])  # a batch encoded in several queries, or in one
+def test_batches_the_warehouse_encodes_are_the_bytes_python_would_send(typed, monkeypatch, encode_rows):
+    from sync import store
+    from sync.destinations.webhook import body
+
+    monkeypatch.setattr(store, "ENCODE_ROWS", encode_rows)
+    project, warehouse, ids = typed
+    fields = ("email", "phone", "whatsapp_opt_in", "age", "joined")
+    gone = ids[35:]  # in the state, not in the segment: removes
+    encoded, encoded_records = _plan_batches(project, warehouse, fields, 7, encode=True, state=gone)
+    python, python_records = _plan_batches(project, warehouse, fields, 7, encode=False, state=gone)
+    assert all(b.encoded is not None for b in encoded) and all(b.encoded is None for b in python)
+    assert [body(b) for b in encoded] == [body(b) for b in python]
+    assert [b.batch_id for b in encoded] == [b.batch_id for b in python]
+    assert [(len(b.added), len(b.removed)) for b in encoded] == [(len(b.added), len(b.removed)) for b in python]
+    assert encoded_records == python_records  # read on demand, the same records
+    added = {a["user_id"]: a for a in json.loads(body(encoded[0]))["added"]}
+    assert added["u00003"]["email"].startswith('q"b\\') and added["u00003"]["email"].endswith("/é€😀\n\t\x01")
+    assert added["u00004"]["phone"] is None and added["u00004"]["age"] is None and added["u00004"]["joined"] == "2026-01-15"
+
+
+def test_fields_json_would_spell_differently_are_encoded_by_python(typed):
+    project, warehouse, _ = typed
+    batches, _ = _plan_batches(project, warehouse, ("email", "score"), 10, encode=True)
+    assert batches and all(b.encoded is None for b in batches)
+
+
+def test_lazy_records_are_read_on_the_planning_thread_only():
+    import threading
+
+    from sync.destinations.base import LazyRecords, Record
+
+    records = LazyRecords(1, lambda: (Record("u1"),))
+    errors: list[Exception] = []
+    thread = threading.Thread(target=lambda: errors.append(pytest.raises(RuntimeError, list, records).value))
+    thread.start()
+    thread.join()
+    assert len(records) == 1 and "thread that planned it" in str(errors[0])
+    assert list(records) == [Record("u1")]

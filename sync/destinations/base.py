@@ -16,9 +16,9 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 from urllib.parse import quote, urlsplit
 
 from segments.errors import SegmentsError
@@ -38,20 +38,66 @@ class Record:
     remote_id: str | None = None
 
 
+class LazyRecords(Sequence[Record]):
+    """Records counted up front and read only when someone looks at them.
+
+    A batch the warehouse already encoded (:attr:`Batch.encoded`) needs its records
+    only to report a refused batch, so they are not made for every batch. ``load``
+    reads the warehouse connection, which belongs to the thread that made the batch:
+    reading them from another thread is a bug, and raises.
+    """
+
+    def __init__(self, count: int, load: Callable[[], tuple[Record, ...]]):
+        self._count = count
+        self._load = load
+        self._owner = threading.get_ident()
+        self._records: tuple[Record, ...] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | Sequence[Record]:
+        if self._records is None:
+            if threading.get_ident() != self._owner:
+                raise RuntimeError("a batch's records are read on the thread that planned it")
+            self._records = self._load()
+        return self._records[index]
+
+
+@dataclass(frozen=True)
+class EncodedChanges:
+    """A batch's changes as the JSON arrays of SPEC 4.1, encoded by the warehouse:
+    ``added`` is ``[{"user_id": ..., <field>: ...}, ...]``, ``removed``
+    ``[{"user_id": ...}, ...]``, in plan order, byte for byte what ``json.dumps``
+    makes of the records (compact, UTF-8)."""
+
+    added: str
+    removed: str
+
+
 @dataclass(frozen=True)
 class Batch:
     """A unit of work acknowledged as a whole.
 
     ``batch_id`` is the same on every retry and on a rerun after a crash (the same
-    changes from the same state), so receivers can drop repeats.
+    changes from the same state), so receivers can drop repeats. ``encoded`` is set
+    for destinations that send SPEC 4.1's JSON (:attr:`Destination.JSON_CHANGES`);
+    then ``added`` and ``removed`` are :class:`LazyRecords`.
     """
 
     destination: str
     segment: str
     sync_id: str
     batch_id: str
-    added: tuple[Record, ...]
-    removed: tuple[Record, ...]
+    added: Sequence[Record]
+    removed: Sequence[Record]
+    encoded: EncodedChanges | None = None
 
     def __len__(self) -> int:
         return len(self.added) + len(self.removed)
@@ -215,6 +261,10 @@ class Destination(ABC):
     MAX_BATCH_SIZE: ClassVar[int] = 100
     DEFAULT_RATE: ClassVar[float | None] = None  # requests per second
     DEFAULT_CONCURRENCY: ClassVar[int] = 1
+    # Sends SPEC 4.1's JSON objects ({"user_id", **fields} per add, {"user_id"} per
+    # remove): the warehouse may encode each batch (Batch.encoded), so no Python
+    # object is made per record on the way.
+    JSON_CHANGES: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Mapping[str, object], http: HttpClient):
         self.name = name

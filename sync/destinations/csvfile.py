@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -33,7 +33,7 @@ class CsvAudience(Audience):
             self._files[kind] = (handle, writer)
         return self._files[kind][1]
 
-    def _write(self, sync_id: str, kind: str, records: tuple[Record, ...]) -> None:
+    def _write(self, sync_id: str, kind: str, records: Sequence[Record]) -> None:
         if not records:
             return
         writer = self._writer(sync_id, kind)
