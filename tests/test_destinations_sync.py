@@ -24,6 +24,7 @@ from fake_platforms import FakeBraze, FakeChatwoot, FakeCustomerIo, FakeIntercom
 from segments.spec.parse import load_project
 from sync.engine import Settings, sync
 from sync.http import Clock, RetryPolicy
+from sync_fixtures import CATALOG
 
 USERS = [f"u{i:05d}" for i in range(2500)]
 GHOST = "u00005"  # a member with no contact at Intercom, Chatwoot or Wati
@@ -37,21 +38,6 @@ ENV = {"INTERCOM_TOKEN": "t1", "CHATWOOT_TOKEN": "t2", "CIO_SITE_ID": "s", "CIO_
 def digits(user_id: str) -> str:
     return f"9198{int(user_id[1:]):08d}"
 
-
-CATALOG = """\
-users:
-  table: raw.users
-  key: user_id
-  attributes:
-    email: {type: string, pii: true}
-    phone: {type: string, pii: true}
-    whatsapp_opt_in: {type: boolean}
-events:
-  table: raw.events
-  user_key: user_id
-  name: event_name
-  timestamp: occurred_at
-"""
 
 DESTINATIONS = """\
 destinations:
