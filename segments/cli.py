@@ -22,6 +22,7 @@ from rich.table import Table
 from segments import engines, paths, pipeline, warehouse
 from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
+from segments.spec.parse import load_project
 from segments.spec.timeparse import parse_instant
 
 app = typer.Typer(
@@ -272,7 +273,7 @@ def run_sync(
     """Sync with progress bars; print one line per (segment, destination)."""
     from sync import engine
 
-    project = pipeline.compile_specs(specs).project
+    project = load_project(specs)  # sync needs the specs, not their SQL
     with _progress() as progress:
         settings = engine.Settings(progress=_SyncProgress(progress))  # type: ignore[arg-type]
         if env is not None:
@@ -337,7 +338,7 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
     from sync.receiver import AudienceReceiver
     from sync.store import Store
 
-    project = pipeline.compile_specs(specs).project
+    project = load_project(specs)
     local = sorted(name for name, d in project.destinations.items() if d.type in ("webhook", "csv"))
     if not local:
         return
