@@ -334,7 +334,6 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
     import base64
     import secrets
 
-    from sync import engine
     from sync.receiver import AudienceReceiver
     from sync.store import Store
 

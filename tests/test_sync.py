@@ -7,7 +7,6 @@ limits are asserted on the waits they asked for, and nothing really sleeps.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import duckdb
 import pytest

@@ -145,7 +145,8 @@ def standalone_query(
     as_of: dt.datetime,
     relation: Callable[[str, str], exp.Table] | None = None,
 ) -> exp.Select:
-    """One query computing model ``target`` from the input tables, without dbt.
+    """One query computing model ``target`` from the input tables, without dbt: the
+    tree of :func:`standalone_sql`, to build further statements on.
 
     Args:
         compiled: the compiled project (compile with ``only=`` to keep it small).
@@ -154,16 +155,6 @@ def standalone_query(
         relation: maps a source (schema, table) to the warehouse table to read;
             by default ``schema.table``.
     """
-    return standalone_query(compiled, target, as_of, relation).sql(dialect=dialect, pretty=True)
-
-
-def standalone_query(
-    compiled: CompiledProject,
-    target: str,
-    as_of: dt.datetime,
-    relation: Callable[[str, str], exp.Table] | None = None,
-) -> exp.Select:
-    """The tree of :func:`standalone_sql`, to build further statements on."""
     by_name = {model.name: model for model in compiled.models}
     needed: list[str] = []
 
