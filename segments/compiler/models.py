@@ -3,9 +3,9 @@
 The graph, in dependency order::
 
     stg_users, stg_events                 staging: rename catalog columns (views)
-    int_segment_universe                  users not created after as_of (view)
-    int_segment_events                    their events up to as_of (view)
-    int_user_event_measures               every measure of every spec: ONE pass
+    int_segment_universe                  users not created after as_of
+    int_user_daily_events                 parts of events per user and day: incremental
+    int_user_event_measures               every measure of every spec, from the rollup
     int_user_event_sequences              follow-up counts for sequences (if any)
     user_traits                           computed traits, quantile scores
     int_segment_base                      one row per user: attributes, measures, traits
@@ -33,8 +33,11 @@ from segments.spec import model as m
 STAGING, INTERMEDIATE, SEGMENTS, MARTS = "staging", "intermediate", "segments", "marts"
 
 USERS, EVENTS = "stg_users", "stg_events"
-UNIVERSE, SEGMENT_EVENTS = "int_segment_universe", "int_segment_events"
+UNIVERSE = "int_segment_universe"
+ROLLUP = "int_user_daily_events"
 MEASURES, SEQUENCES = "int_user_event_measures", "int_user_event_sequences"
+#: The rollup's column holding the fingerprint of its definition.
+ROLLUP_DEFINITION = "parts_definition"
 BASE, TRAITS, MEMBERSHIP = "int_segment_base", "user_traits", "segment_membership"
 TRAIT_PREFIX = "trait_"
 #: The source of catalog tables named without a schema: they live in the schema of
@@ -90,6 +93,9 @@ class Model:
     meta: dict[str, object] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     tests: tuple[dict[str, object], ...] = ()  # model-level dbt data tests
+    #: Set on a model whose rows a build extends (dbt incremental, delete+insert on this
+    #: column) where the engine allows it; elsewhere it is rebuilt whole every time.
+    incremental_key: str | None = None
 
     def refs(self) -> set[str]:
         return {t.meta["model"] for t in self.query.find_all(exp.Table) if "model" in t.meta}
@@ -332,7 +338,7 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
 
     _check_collisions(catalog, trait_names, measure_set)
     models = _staging_models(catalog)
-    models += _universe_and_events(catalog)
+    models.append(_universe(catalog))
     measure_models = _measure_models(catalog, measure_set)
     models += measure_models
     has_measures = bool(measure_set.measures)
@@ -439,7 +445,7 @@ def _staging_models(catalog: m.Catalog) -> list[Model]:
     ]
 
 
-def _universe_and_events(catalog: m.Catalog) -> list[Model]:
+def _universe(catalog: m.Catalog) -> Model:
     columns = ["user_id"] + (["created_at"] if catalog.users.created_at else [])
     columns += [a for a in catalog.users.attributes if a not in ("user_id", "created_at")]
     universe = exp.select(*columns).from_(sx.model_ref(USERS))
@@ -451,44 +457,26 @@ def _universe_and_events(catalog: m.Catalog) -> list[Model]:
                 exp.LTE(this=sx.col("created_at"), expression=sx.as_of()),
             )
         )
-    event_columns = ["user_id", "event_name", "occurred_at", *catalog.events.properties]
-    universe_ids = exp.select("user_id").from_(sx.model_ref(UNIVERSE))
-    events = (
-        exp.select(*event_columns)
-        .from_(sx.model_ref(EVENTS))
-        .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
-        .where(sx.col("user_id").isin(query=universe_ids))
+    # Events need no filter by the universe: measures are per user, and every reader
+    # starts from the universe and joins them (SPEC 2.2's "events of users outside the
+    # universe are ignored").
+    return Model(
+        UNIVERSE, INTERMEDIATE, universe,
+        "The users segments are evaluated over: everyone not created after as_of.",
+        columns=[ColumnDoc("user_id", "The user's key.", ("unique", "not_null"))],
     )
-    return [
-        Model(
-            UNIVERSE, INTERMEDIATE, universe,
-            "The users segments are evaluated over: everyone not created after as_of.",
-            columns=[ColumnDoc("user_id", "The user's key.", ("unique", "not_null"))],
-        ),
-        Model(SEGMENT_EVENTS, INTERMEDIATE, events, "Events of universe users up to as_of; later events never count."),
-    ]
+
+
+def _not_null(column: exp.Expression) -> exp.Expression:
+    return exp.Not(this=exp.Is(this=column, expression=exp.null()))
 
 
 def _measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Model]:
+    """The event parts view, the incremental daily rollup, the measures, the sequences."""
     out: list[Model] = []
     columns = measure_set.measures
-    if not columns:
-        return out
-    rows = ms.EventRowResolver(catalog)
-    names = sorted({n for c in columns for n in c.measure.filter.events})
-    query = (
-        exp.select("user_id", *[exp.alias_(ms.aggregate(c, rows), c.name) for c in columns])
-        .from_(sx.model_ref(SEGMENT_EVENTS))
-        .where(ms.event_names_match(tuple(names), sx.col("event_name")))
-        .group_by("user_id")
-    )
-    docs = [ColumnDoc("user_id", "A user with at least one relevant event.", ("unique", "not_null"))]
-    docs += [ColumnDoc(c.name, _describe_measure(c.measure)) for c in columns]
-    out.append(Model(
-        MEASURES, INTERMEDIATE, query,
-        "Every event measure of every segment and trait, computed in one pass over the events.",
-        columns=docs,
-    ))
+    if columns:
+        out += _rollup_models(catalog, columns)
     followups = measure_set.followup_columns
     if followups:
         events = ms.EventRowResolver(catalog, table="e")
@@ -496,10 +484,11 @@ def _measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Mode
         anchors = sorted({c.anchor.name for c in followups})
         query = (
             exp.select(sx.col("user_id", "e"), *[exp.alias_(ms.followup_count(c, events, "m"), c.name) for c in followups])
-            .from_(_aliased(sx.model_ref(SEGMENT_EVENTS), "e"))
+            .from_(_aliased(sx.model_ref(EVENTS), "e"))
             .join(_aliased(sx.model_ref(MEASURES), "m"), on=exp.EQ(this=sx.col("user_id", "m"), expression=sx.col("user_id", "e")))
             .where(ms.event_names_match(tuple(names), sx.col("event_name", "e")))
-            .where(sx.or_(*[exp.Not(this=exp.Is(this=sx.col(a, "m"), expression=exp.null())) for a in anchors]))
+            .where(exp.LTE(this=sx.col("occurred_at", "e"), expression=sx.as_of()))
+            .where(sx.or_(*[_not_null(sx.col(a, "m")) for a in anchors]))
             .group_by(sx.col("user_id", "e"))
         )
         docs = [ColumnDoc("user_id", "A user with an anchor event and a candidate follow-up.", ("unique", "not_null"))]
@@ -510,6 +499,101 @@ def _measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Mode
             columns=docs,
         ))
     return out
+
+
+def relevant_events(columns: list[ms.MeasureColumn]) -> exp.Expression:
+    """The events some measure reads: the rows of the rollup."""
+    names = sorted({n for c in columns for n in c.measure.filter.events})
+    return ms.event_names_match(tuple(names), sx.col("event_name"))
+
+
+def _rollup_models(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> list[Model]:
+    resolver = ms.EventRowResolver(catalog)
+    parts = ms.parts(columns)
+    part_names = [p.name for p in parts]
+    day = exp.cast(sx.col("occurred_at"), exp.DataType.Type.DATE)
+    # A refresh re-reads the last day the rollup holds (it may have been partial) and
+    # what came after; delete+insert on event_day replaces those days whole.
+    since_watermark = sx.or_(
+        exp.Is(this=sx.watermark(), expression=exp.null()),
+        exp.GTE(this=sx.col("occurred_at"), expression=sx.watermark()),
+    )
+    rollup = (
+        exp.select(
+            "user_id", exp.alias_(day, ms.EVENT_DAY),
+            exp.alias_(exp.Count(this=exp.Star()), ms.EVENTS_COUNTED),
+            *[exp.alias_(ms.part_of_day(p, resolver), p.name) for p in parts],
+        )
+        .from_(sx.model_ref(EVENTS))
+        .where(relevant_events(columns))
+        .where(since_watermark)
+        .group_by("user_id", day.copy())
+    )
+    # Rows built by another definition of the parts cannot be extended: the build
+    # compares this fingerprint and rebuilds the rollup from scratch when it differs.
+    definition = hashlib.md5(f"{catalog.events!r}\n{rollup.sql('duckdb')}".encode()).hexdigest()
+    rollup = rollup.select(exp.alias_(sx.literal(definition), ROLLUP_DEFINITION), copy=False)
+
+    edges = ms.edge_days(columns)
+    as_of_day = exp.cast(sx.as_of(), exp.DataType.Type.DATE)
+    whole_days = (
+        exp.select(
+            "user_id", ms.EVENT_DAY, exp.alias_(exp.cast(sx.col(ms.EVENT_DAY), exp.DataType.Type.TIMESTAMP), ms.AT),
+            exp.alias_(exp.false(), ms.EDGE), *part_names,
+        )
+        .from_(sx.model_ref(ROLLUP))
+        .where(exp.LT(this=sx.col(ms.EVENT_DAY), expression=as_of_day))
+        .where(exp.Not(this=sx.col(ms.EVENT_DAY).isin(*[e.copy() for e in edges])))
+    )
+    edge_events = (
+        exp.select(
+            "user_id", exp.alias_(day.copy(), ms.EVENT_DAY), exp.alias_(sx.col("occurred_at"), ms.AT),
+            exp.alias_(exp.true(), ms.EDGE), *[exp.alias_(ms.part_of_event(p, resolver), p.name) for p in parts],
+        )
+        .from_(sx.model_ref(EVENTS))
+        .where(relevant_events(columns))
+        .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
+        .where(day.copy().isin(*[e.copy() for e in edges]))
+    )
+    rows = exp.union(whole_days, edge_events, distinct=False)
+    measures = (
+        exp.select("user_id", *[exp.alias_(ms.measure_of_parts(c), c.name) for c in columns])
+        .from_(exp.Subquery(this=rows, alias=exp.TableAlias(this=sx.ident("parts"))))
+        .group_by("user_id")
+    )
+    part_docs = [ColumnDoc(p.name, _describe_part(p)) for p in parts]
+    measure_docs = [ColumnDoc("user_id", "A user with at least one relevant event.", ("unique", "not_null"))]
+    measure_docs += [ColumnDoc(c.name, _describe_measure(c.measure)) for c in columns]
+    return [
+        Model(
+            ROLLUP, INTERMEDIATE, rollup,
+            "Event parts summed per user and UTC day. Incremental: a build adds the days since the last one.",
+            columns=[
+                ColumnDoc(ms.EVENT_DAY, "The UTC day.", ("not_null",)),
+                ColumnDoc(ms.EVENTS_COUNTED, "Relevant events of the user that day."),
+                *part_docs,
+                ColumnDoc(ROLLUP_DEFINITION, "Fingerprint of the parts' definition; a new one rebuilds the rollup."),
+            ],
+            meta={"definition": definition, "events": sorted({n for c in columns for n in c.measure.filter.events})},
+            incremental_key=ms.EVENT_DAY,
+        ),
+        Model(
+            MEASURES, INTERMEDIATE, measures,
+            "Every event measure of every segment and trait: rollup days a window covers whole, "
+            "plus the events of the days a window edge or as_of falls on.",
+            columns=measure_docs,
+        ),
+    ]
+
+
+def _describe_part(item: ms.Part) -> str:
+    what = {"n": "count", "nn": f"count of present {item.property}", "sum": f"sum of {item.property}",
+            "min": f"min of {item.property}", "max": f"max of {item.property}", "first": "earliest occurred_at",
+            "last": "latest occurred_at"}[item.kind]
+    text = f"{what} of events {', '.join(item.event_filter.events)}"
+    if item.event_filter.where is not None:
+        text += ", filtered by properties"
+    return text
 
 
 def _describe_measure(measure: m.Measure) -> str:

@@ -46,7 +46,7 @@ def generated_files(project: Project, compiled: CompiledProject, dialect: str = 
             origin = specs_origin
         folder = Path(paths.MODELS_DIR_NAME) / model.folder
         files[folder / f"{model.name}.sql"] = render.dbt_sql(model, origin, dialect)
-        files[folder / f"{model.name}.yml"] = render.dbt_yaml(model, origin)
+        files[folder / f"{model.name}.yml"] = render.dbt_yaml(model, origin, dialect)
     files[Path(paths.MODELS_DIR_NAME) / "staging" / "_sources.yml"] = render.sources_yaml(compiled, catalog_origin)
     return files
 

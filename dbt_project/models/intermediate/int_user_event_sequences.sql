@@ -3,10 +3,14 @@ SELECT
   e.user_id,
   COUNT(*) FILTER(WHERE
     e.event_name = 'purchase' AND e.occurred_at > m.last_occurred_cart_add_cca41a05) AS followups_purchase_f4e4418e
-FROM {{ ref('int_segment_events') }} AS e
+FROM {{ ref('stg_events') }} AS e
 JOIN {{ ref('int_user_event_measures') }} AS m
   ON m.user_id = e.user_id
 WHERE
-  e.event_name = 'purchase' AND NOT m.last_occurred_cart_add_cca41a05 IS NULL
+  (
+    e.event_name = 'purchase'
+    AND e.occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
+  )
+  AND NOT m.last_occurred_cart_add_cca41a05 IS NULL
 GROUP BY
   e.user_id
