@@ -334,14 +334,15 @@ def handwritten_sql(segment: str, as_of: dt.datetime) -> str:
 
 
 def compare_with_build(con: duckdb.DuckDBPyConnection, table: str, segment: str) -> tuple[int, int, list[str]]:
-    """Members only in ``table``, only in the build's membership, and a few of them."""
+    """Members only in ``table``, only in the build's membership, and a few of each."""
     built = f"SELECT user_id FROM main.segment_membership WHERE segment_name = '{segment}'"
     ours = f"SELECT user_id FROM {table}"
-    diffs = []
+    counts, examples = [], []
     for left, right, tag in ((ours, built, "+"), (built, ours, "-")):
-        ids = [r[0] for r in con.execute(f"SELECT user_id FROM ({left} EXCEPT {right}) ORDER BY 1").fetchall()]
-        diffs.append((len(ids), [tag + i for i in ids[:3]]))
-    return diffs[0][0], diffs[1][0], diffs[0][1] + diffs[1][1]
+        only = f"({left} EXCEPT {right})"
+        counts.append(con.execute(f"SELECT count(*) FROM {only}").fetchone()[0])  # type: ignore[index]
+        examples += [tag + r[0] for r in con.execute(f"SELECT user_id FROM {only} ORDER BY 1 LIMIT 3").fetchall()]
+    return counts[0], counts[1], examples
 
 
 def run_handwritten(warehouse: Path, as_of: dt.datetime, segments: list[str]) -> list[Query]:
@@ -379,7 +380,7 @@ class Compile:
     specs: int
     segments: int
     in_process: float  # median of compile_specs
-    subprocess: Proc  # the median run of `segments compile`
+    cli: Proc  # the median run of `segments compile`
     runs: list[float] = field(default_factory=list)
 
 
@@ -424,7 +425,7 @@ def measure_compile(work: Path, repeats: int, log: Path) -> Compile:
 class PreviewRun:
     kind: str
     segment: str
-    subprocess: Proc  # the median run
+    cli: Proc  # the median run of `segments preview`
     in_process: float  # median
     size: int
     built: int | None  # the build's size, when it ran
@@ -683,7 +684,7 @@ def figures_section(r: Results) -> list[str]:
         c = r.compile
         out.append(f"- compile of {c.specs} spec files ({c.segments} segments): `compile_specs` in-process "
                    f"**{c.in_process:.2f} s** (median of {', '.join(f'{s:.2f}' for s in c.runs)}); "
-                   f"`segments compile` **{c.subprocess.seconds:.2f} s** wall, {c.subprocess.tree_rss_mib:.0f} MiB")
+                   f"`segments compile` **{c.cli.seconds:.2f} s** wall, {c.cli.tree_rss_mib:.0f} MiB")
     builds = [b for b in (r.build if r.build_reported else None,) if b]
     if r.incremental:
         builds += [r.incremental.incremental, r.incremental.full]
@@ -695,7 +696,7 @@ def figures_section(r: Results) -> list[str]:
     if builds:
         out += ["", "### Builds", "", *build_rows(builds)]
     if r.previews:
-        rows = [[p.kind, p.segment, *proc_cells(p.subprocess), f"{p.in_process:.3f}", f"{p.size:,}",
+        rows = [[p.kind, p.segment, *proc_cells(p.cli), f"{p.in_process:.3f}", f"{p.size:,}",
                  "" if p.built is None else ("ok" if p.size == p.built else f"FAILED: build has {p.built:,}")]
                 for p in r.previews]
         out += ["", "### Preview", "", *table(["kind", "segment", "wall s", "CPU s", "peak RSS MiB (largest process)",
@@ -750,11 +751,11 @@ def run_parts(args: argparse.Namespace, work: Path, r: Results) -> None:
     if "compile" in parts:
         r.compile = measure_compile(work, args.repeats, log)
         print(f"  compile of {r.compile.specs} specs: {r.compile.in_process:.2f}s in-process, "
-              f"{r.compile.subprocess.seconds:.2f}s `segments compile`", flush=True)
+              f"{r.compile.cli.seconds:.2f}s `segments compile`", flush=True)
     if "preview" in parts:
         r.previews = measure_preview(warehouse, as_of, args.repeats, log, segment_sizes(warehouse) if r.build else None)
         for p in r.previews:
-            print(f"  preview {p.segment}: {p.subprocess.seconds:.2f}s, in-process {p.in_process:.3f}s", flush=True)
+            print(f"  preview {p.segment}: {p.cli.seconds:.2f}s, in-process {p.in_process:.3f}s", flush=True)
             check(p.built is None or p.size == p.built, f"preview {p.segment}: {p.size:,} members, build {p.built}", r)
     if "incremental" in parts:
         r.incremental = measure_incremental(warehouse, next_day, as_of, work, log)
