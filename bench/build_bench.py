@@ -187,6 +187,11 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def median_run(procs: list[Proc]) -> Proc:
+    """The lower median of the runs by wall time: a real run."""
+    return sorted(procs, key=lambda p: p.seconds)[(len(procs) - 1) // 2]
+
+
 def segments_cmd(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("segments")), *args]
 
@@ -407,15 +412,14 @@ def write_variants(target: Path, count: int) -> None:
 def measure_compile(work: Path, repeats: int, log: Path) -> Compile:
     specs = work / "compile-specs"
     write_variants(specs, COMPILE_SPECS)
-    compiled = pipeline.compile_specs(specs, "duckdb")
+    compiled = pipeline.compile_specs(specs, "duckdb")  # also a warm-up
     runs = [timed(lambda: pipeline.compile_specs(specs, "duckdb")) for _ in range(repeats)]
     procs = []
     for _ in range(repeats):
         shutil.rmtree(pipeline.project_dir(specs, "duckdb").parent, ignore_errors=True)  # every model written
         procs.append(run_checked(segments_cmd("compile", "--specs", str(specs)), log))
-    median = sorted(procs, key=lambda p: p.seconds)[(len(procs) - 1) // 2]
     spec_files = len([p for p in specs.glob("*.yml") if not p.name.startswith("_")])
-    return Compile(spec_files, len(compiled.compiled.segments), statistics.median(runs), median, runs)
+    return Compile(spec_files, len(compiled.compiled.segments), statistics.median(runs), median_run(procs), runs)
 
 
 # ---- 5. preview --------------------------------------------------------------------------
@@ -437,11 +441,13 @@ def measure_preview(warehouse: Path, as_of: dt.datetime, repeats: int, log: Path
     for kind, segment in PREVIEWS.items():
         cmd = segments_cmd("preview", segment, "--specs", str(SPECS), "--warehouse", str(warehouse),
                            "--as-of", as_of.isoformat())
-        procs = sorted((run_checked(cmd, log) for _ in range(repeats)), key=lambda p: p.seconds)
-        sizes, seconds = [], []
+        procs = [run_checked(cmd, log) for _ in range(repeats)]
+        seconds = []
         for _ in range(repeats):
-            seconds.append(timed(lambda: sizes.append(pipeline.preview(SPECS, warehouse, segment, as_of).size)))
-        runs.append(PreviewRun(kind, segment, procs[(len(procs) - 1) // 2], statistics.median(seconds), sizes[0],
+            started = time.perf_counter()
+            size = pipeline.preview(SPECS, warehouse, segment, as_of).size
+            seconds.append(time.perf_counter() - started)
+        runs.append(PreviewRun(kind, segment, median_run(procs), statistics.median(seconds), size,
                                None if built is None else built.get(segment, 0)))
     return runs
 
