@@ -30,9 +30,8 @@ What it does, in one run on the same data:
    ``--repeats``); each size is checked against the build.
 6. incremental: appends the events of (T, T+1d] to ``raw.events`` and runs
    ``segments build --as-of T+1d`` on the warehouse built at T, then a full refresh at
-   T+1d on the same warehouse (``--full-refresh``, or, until the build has it, after
-   dropping the build schema). Both are timed as in 2, and their memberships must be
-   identical (segment_name, user_id, is_holdout).
+   T+1d on the same warehouse (``--full-refresh``). Both are timed as in 2, and their
+   memberships must be identical (segment_name, user_id, is_holdout).
 7. Reads the sync benchmark's figures from ``bench/RESULTS-sync.md`` (not rerun).
 
 It prints the figures and ratios next to the targets of issue 7 and writes them, with
@@ -82,7 +81,6 @@ DEFAULT_AS_OF = "2026-11-01T00:00:00"
 PREVIEWS = {"window count": "pricing_page_visitors", "sequence": "abandoned_cart", "derived": "loyal_newcomers"}
 COMPILE_SPECS = 200
 EVENT_NODES = re.compile("measures|rollup|events")  # the models that read the events
-BUILD_SCHEMA = "main_segments_build"  # where dbt builds (the duckdb target's schema + _segments_build)
 # Targets of issue 7
 TARGET_BUILD_OVER_FLOOR = 2.0  # build at most 2x the floor
 TARGET_HANDWRITTEN_OVER_BUILD = 3.0  # at least 3x faster than the hand-written queries
@@ -478,13 +476,6 @@ class Incremental:
         return self.only_incremental == self.only_full == 0
 
 
-def has_full_refresh() -> bool:
-    """Whether ``segments build`` has ``--full-refresh`` (being added in issue 7)."""
-    usage = subprocess.run(segments_cmd("build", "--help"), capture_output=True, text=True,
-                           env={**os.environ, "COLUMNS": "200"}).stdout
-    return "--full-refresh" in usage
-
-
 def append_events(warehouse: Path, parquet: Path) -> int:
     """The next day's events, appended in time order, as a loader would."""
     con = connect(warehouse, read_only=False)
@@ -492,17 +483,6 @@ def append_events(warehouse: Path, parquet: Path) -> int:
         con.execute(f"INSERT INTO raw.events SELECT * FROM read_parquet('{parquet}') ORDER BY occurred_at, event_id")
         con.execute("CHECKPOINT")
         return con.execute(f"SELECT count(*) FROM read_parquet('{parquet}')").fetchone()[0]  # type: ignore[index]
-    finally:
-        con.close()
-
-
-def drop_build_schema(warehouse: Path) -> None:
-    """Fallback for ``--full-refresh`` until `segments build` has it: without the
-    build schema's tables, nothing is left for an incremental model to start from."""
-    con = connect(warehouse, read_only=False)
-    try:
-        con.execute(f"DROP SCHEMA IF EXISTS {BUILD_SCHEMA} CASCADE")
-        con.execute("CHECKPOINT")
     finally:
         con.close()
 
@@ -542,12 +522,8 @@ def measure_incremental(warehouse: Path, next_day: Path, as_of: dt.datetime, wor
     incremental = measure_build("incremental", warehouse, later, log)
     snapshot = work / "incremental-membership.parquet"
     snapshot_membership(warehouse, snapshot)
-    if has_full_refresh():
-        how, flags = "`segments build --full-refresh`", ("--full-refresh",)
-    else:
-        how, flags = f"`segments build` after `DROP SCHEMA {BUILD_SCHEMA} CASCADE` (no --full-refresh yet)", ()
-        drop_build_schema(warehouse)
-    full = measure_build("full refresh", warehouse, later, log, *flags)
+    how = "`segments build --full-refresh`"
+    full = measure_build("full refresh", warehouse, later, log, "--full-refresh")
     only_incremental, only_full, per_segment = compare_snapshot(warehouse, snapshot)
     return Incremental(appended, incremental, full, how, only_incremental, only_full, per_segment)
 
