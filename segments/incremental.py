@@ -35,7 +35,7 @@ def full_refresh_reason(session: Session, compiled: md.CompiledProject, dialect:
         model = compiled.model(md.ROLLUP)
     except KeyError:
         return None
-    if not render.is_incremental(model, dialect):
+    if model.incremental is None or not render.is_incremental(model, dialect):
         return None
     engine = session.engine
     schema = engine.build_schema
@@ -52,18 +52,17 @@ def full_refresh_reason(session: Session, compiled: md.CompiledProject, dialect:
     )
     if last_day is None:
         return None
-    if lowest != highest or lowest != model.meta["definition"]:
+    if lowest != highest or lowest != model.incremental.fingerprint:
         return "the event measures changed since the daily rollup was built"
     # The last day is re-read by every refresh: only the days before it must not move.
     last_day_start = exp.cast(exp.cast(exp.Literal.string(str(last_day)), exp.DataType.Type.DATE), exp.DataType.Type.TIMESTAMP)
     (held,), = session.rows(
         exp.select(exp.Sum(this=exp.column(ms.EVENTS_COUNTED))).from_(rollup).where(exp.LT(this=day.copy(), expression=last_day_start.copy()))
     )
-    names = [exp.Literal.string(str(n)) for n in model.meta["events"]]  # type: ignore[union-attr]
     (counted,), = session.rows(
         exp.select(exp.Count(this=exp.Star()))
         .from_(engine.table(md.EVENTS, schema))
-        .where(exp.column("event_name").isin(*names))
+        .where(md.relevant_events(model.incremental.event_names))
         .where(exp.LT(this=exp.column("occurred_at"), expression=last_day_start))
     )
     if int(held or 0) != int(counted or 0):

@@ -80,6 +80,15 @@ class ColumnDoc:
     tests: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Incremental:
+    """How a build extends a model: delete+insert of the ``key`` values it re-reads."""
+
+    key: str
+    fingerprint: str  # of the definition; rows of another one cannot be extended
+    event_names: tuple[str, ...]  # the events its rows count
+
+
 @dataclass
 class Model:
     """One dbt model: its query and what its YAML says about it."""
@@ -93,9 +102,9 @@ class Model:
     meta: dict[str, object] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     tests: tuple[dict[str, object], ...] = ()  # model-level dbt data tests
-    #: Set on a model whose rows a build extends (dbt incremental, delete+insert on this
-    #: column) where the engine allows it; elsewhere it is rebuilt whole every time.
-    incremental_key: str | None = None
+    #: Set on a model whose rows a build extends where the engine allows it (dbt
+    #: incremental); elsewhere it is rebuilt whole every time.
+    incremental: Incremental | None = None
 
     def refs(self) -> set[str]:
         return {t.meta["model"] for t in self.query.find_all(exp.Table) if "model" in t.meta}
@@ -501,10 +510,14 @@ def _measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Mode
     return out
 
 
-def relevant_events(columns: list[ms.MeasureColumn]) -> exp.Expression:
-    """The events some measure reads: the rows of the rollup."""
-    names = sorted({n for c in columns for n in c.measure.filter.events})
-    return ms.event_names_match(tuple(names), sx.col("event_name"))
+def event_names(columns: list[ms.MeasureColumn]) -> list[str]:
+    return sorted({n for c in columns for n in c.measure.filter.events})
+
+
+def relevant_events(names: Iterable[str]) -> exp.Expression:
+    """The events some measure reads (``names``): the rows of the rollup. An event
+    without a user belongs to no user of the universe."""
+    return sx.and_(ms.event_names_match(tuple(names), sx.col("event_name")), _not_null(sx.col("user_id")))
 
 
 def _rollup_models(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> list[Model]:
@@ -525,7 +538,7 @@ def _rollup_models(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> list[
             *[exp.alias_(ms.part_of_day(p, resolver), p.name) for p in parts],
         )
         .from_(sx.model_ref(EVENTS))
-        .where(relevant_events(columns))
+        .where(relevant_events(event_names(columns)))
         .where(since_watermark)
         .group_by("user_id", day.copy())
     )
@@ -551,7 +564,7 @@ def _rollup_models(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> list[
             exp.alias_(exp.true(), ms.EDGE), *[exp.alias_(ms.part_of_event(p, resolver), p.name) for p in parts],
         )
         .from_(sx.model_ref(EVENTS))
-        .where(relevant_events(columns))
+        .where(relevant_events(event_names(columns)))
         .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
         .where(day.copy().isin(*[e.copy() for e in edges]))
     )
@@ -574,8 +587,7 @@ def _rollup_models(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> list[
                 *part_docs,
                 ColumnDoc(ROLLUP_DEFINITION, "Fingerprint of the parts' definition; a new one rebuilds the rollup."),
             ],
-            meta={"definition": definition, "events": sorted({n for c in columns for n in c.measure.filter.events})},
-            incremental_key=ms.EVENT_DAY,
+            incremental=Incremental(ms.EVENT_DAY, definition, tuple(event_names(columns))),
         ),
         Model(
             MEASURES, INTERMEDIATE, measures,

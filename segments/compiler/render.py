@@ -101,7 +101,7 @@ INCREMENTAL_DIALECTS = frozenset({"duckdb", "postgres", "snowflake", "trino"})
 
 
 def is_incremental(model: Model, dialect: str) -> bool:
-    return model.incremental_key is not None and dialect in INCREMENTAL_DIALECTS
+    return model.incremental is not None and dialect in INCREMENTAL_DIALECTS
 
 
 def dbt_sql(model: Model, origin: str, dialect: str = DEFAULT_DIALECT) -> str:
@@ -117,7 +117,7 @@ def dbt_yaml(model: Model, origin: str, dialect: str = DEFAULT_DIALECT) -> str:
     config: dict[str, object] = {}
     if is_incremental(model, dialect):
         config.update(
-            materialized="incremental", unique_key=model.incremental_key,
+            materialized="incremental", unique_key=model.incremental.key,  # type: ignore[union-attr]
             incremental_strategy="delete+insert", on_schema_change="fail",
         )
     if model.tags:

@@ -35,20 +35,23 @@ SELECT
     event_name = 'signup') AS n_signup_a78065de,
   SUM(amount) FILTER(WHERE
     event_name = 'purchase') AS sum_amount_purchase_74260196,
-  'c3c200b9cb197eceebf09d3061a204ca' AS parts_definition
+  '91ad56628196545c8f7bbbb094cdb2f6' AS parts_definition
 FROM {{ ref('stg_events') }}
 WHERE
-  event_name IN (
-    'cart_add',
-    'chat_started',
-    'demo_request',
-    'link_click',
-    'login',
-    'message_read',
-    'message_reply',
-    'page_view',
-    'purchase',
-    'signup'
+  (
+    event_name IN (
+      'cart_add',
+      'chat_started',
+      'demo_request',
+      'link_click',
+      'login',
+      'message_read',
+      'message_reply',
+      'page_view',
+      'purchase',
+      'signup'
+    )
+    AND NOT user_id IS NULL
   )
   AND (
     CAST(NULLIF('{{ segments_watermark() }}', '') AS TIMESTAMP) IS NULL

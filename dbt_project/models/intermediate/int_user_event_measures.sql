@@ -123,17 +123,20 @@ FROM (
   FROM {{ ref('stg_events') }}
   WHERE
     (
-      event_name IN (
-        'cart_add',
-        'chat_started',
-        'demo_request',
-        'link_click',
-        'login',
-        'message_read',
-        'message_reply',
-        'page_view',
-        'purchase',
-        'signup'
+      (
+        event_name IN (
+          'cart_add',
+          'chat_started',
+          'demo_request',
+          'link_click',
+          'login',
+          'message_read',
+          'message_reply',
+          'page_view',
+          'purchase',
+          'signup'
+        )
+        AND NOT user_id IS NULL
       )
       AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
     )

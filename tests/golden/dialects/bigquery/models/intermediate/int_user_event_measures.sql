@@ -117,7 +117,10 @@ FROM (
   FROM {{ ref('stg_events') }}
   WHERE
     (
-      event_name IN ('cart_add', 'message_read', 'page_view', 'purchase')
+      (
+        event_name IN ('cart_add', 'message_read', 'page_view', 'purchase')
+        AND NOT user_id IS NULL
+      )
       AND occurred_at <= CAST('{{ segments_as_of() }}' AS DATETIME)
     )
     AND CAST(occurred_at AS DATE) IN (

@@ -15,10 +15,13 @@ SELECT
   ) AS n_page_view_6157e9ad,
   COUNT_IF(event_name = 'purchase') AS n_purchase_e6f66e24,
   SUM(IFF(event_name = 'purchase', amount, NULL)) AS sum_amount_purchase_74260196,
-  '3bab0dcc379ae0e78f269fee075636cf' AS parts_definition
+  '8b8b3f0b9218f330d9d89cf25206e888' AS parts_definition
 FROM {{ ref('stg_events') }}
 WHERE
-  event_name IN ('cart_add', 'message_read', 'page_view', 'purchase')
+  (
+    event_name IN ('cart_add', 'message_read', 'page_view', 'purchase')
+    AND NOT user_id IS NULL
+  )
   AND (
     CAST(NULLIF('{{ segments_watermark() }}', '') AS TIMESTAMP) IS NULL
     OR occurred_at >= CAST(NULLIF('{{ segments_watermark() }}', '') AS TIMESTAMP)

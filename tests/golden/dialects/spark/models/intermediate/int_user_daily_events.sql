@@ -20,10 +20,13 @@ SELECT
     event_name = 'purchase') AS n_purchase_e6f66e24,
   SUM(amount) FILTER(WHERE
     event_name = 'purchase') AS sum_amount_purchase_74260196,
-  '3bab0dcc379ae0e78f269fee075636cf' AS parts_definition
+  '8b8b3f0b9218f330d9d89cf25206e888' AS parts_definition
 FROM {{ ref('stg_events') }}
 WHERE
-  event_name IN ('cart_add', 'message_read', 'page_view', 'purchase')
+  (
+    event_name IN ('cart_add', 'message_read', 'page_view', 'purchase')
+    AND NOT user_id IS NULL
+  )
   AND (
     CAST(NULL AS TIMESTAMP_NTZ) IS NULL OR occurred_at >= CAST(NULL AS TIMESTAMP_NTZ)
   )
