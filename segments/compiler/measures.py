@@ -258,12 +258,18 @@ def part_of_event(item: Part, resolver: EventRowResolver) -> exp.Expression:
     """A part's value for one event row (an edge day's): 1/0, or the value when the
     event qualifies; summing these over a day gives :func:`part_of_day`."""
     qualifies = _qualifies(item, resolver)
+    one, zero = exp.Literal.number(1), exp.Literal.number(0)
     if item.kind == "n":
-        return exp.If(this=qualifies, true=exp.Literal.number(1), false=exp.Literal.number(0))
+        return _case(qualifies, one, zero)
     if item.kind == "nn":
         present = exp.Not(this=exp.Is(this=_part_value(item, resolver.table), expression=exp.null()))
-        return exp.If(this=sx.and_(qualifies, present), true=exp.Literal.number(1), false=exp.Literal.number(0))
-    return exp.If(this=qualifies, true=_part_value(item, resolver.table))
+        return _case(sx.and_(qualifies, present), one, zero)
+    return _case(qualifies, _part_value(item, resolver.table))
+
+
+def _case(condition: exp.Expression, then: exp.Expression, otherwise: exp.Expression | None = None) -> exp.Case:
+    # CASE rather than IF: Spark's IF takes exactly three arguments
+    return exp.Case(ifs=[exp.If(this=condition, true=then)], default=otherwise)
 
 
 def part_of_day(item: Part, resolver: EventRowResolver) -> exp.Expression:

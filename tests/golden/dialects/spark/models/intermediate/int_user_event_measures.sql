@@ -64,20 +64,20 @@ FROM (
     CAST(occurred_at AS DATE) AS event_day,
     occurred_at AS at,
     TRUE AS is_edge_day,
-    IF(event_name = 'cart_add', occurred_at) AS last_cart_add_a8b4035b,
-    IF(event_name = 'purchase', occurred_at) AS last_purchase_a1b754e6,
-    IF(event_name = 'cart_add', 1, 0) AS n_cart_add_2a0c9539,
-    IF(event_name = 'message_read', 1, 0) AS n_message_read_f1c0882f,
-    IF(
-      event_name = 'page_view'
+    CASE WHEN event_name = 'cart_add' THEN occurred_at END AS last_cart_add_a8b4035b,
+    CASE WHEN event_name = 'purchase' THEN occurred_at END AS last_purchase_a1b754e6,
+    CASE WHEN event_name = 'cart_add' THEN 1 ELSE 0 END AS n_cart_add_2a0c9539,
+    CASE WHEN event_name = 'message_read' THEN 1 ELSE 0 END AS n_message_read_f1c0882f,
+    CASE
+      WHEN event_name = 'page_view'
       AND (
         STARTSWITH(path, '/pricing') OR LOCATE('partner', referrer) > 0
-      ),
-      1,
-      0
-    ) AS n_page_view_6157e9ad,
-    IF(event_name = 'purchase', 1, 0) AS n_purchase_e6f66e24,
-    IF(event_name = 'purchase', amount) AS sum_amount_purchase_74260196
+      )
+      THEN 1
+      ELSE 0
+    END AS n_page_view_6157e9ad,
+    CASE WHEN event_name = 'purchase' THEN 1 ELSE 0 END AS n_purchase_e6f66e24,
+    CASE WHEN event_name = 'purchase' THEN amount END AS sum_amount_purchase_74260196
   FROM {{ ref('stg_events') }}
   WHERE
     (
