@@ -181,14 +181,14 @@ def followup_count(column: FollowupColumn, resolver: EventRowResolver, anchor_ta
 # Daily rollups: what lets a refresh read one new day of events, not the history
 # ---------------------------------------------------------------------------
 #
-# Each event becomes one row of "parts" (int_user_event_parts): per event filter
-# (names and property condition, without the window) a 1/0 count and the values its
-# measures need. Summing parts per user and UTC day gives the rollup
-# (int_user_daily_events), which a refresh extends with the new days only. A measure
-# then adds up rollup rows for the days its window covers whole, and the event rows of
-# the few days a window edge, or as_of itself, falls on ("edge days"). On any other day
-# a window predicate has the same value for every instant of the day, so evaluating it
-# at the day's start is exact: incremental and full builds give the same numbers.
+# A "part" is, per event filter (names and property condition, without the window),
+# a count or a value its measures need. The rollup (int_user_daily_events) holds the
+# parts of each user's UTC day, and a refresh extends it with the new days only. A
+# measure adds up rollup rows for the days its window covers whole, and the parts of
+# single events on the few days a window edge, or as_of itself, falls on ("edge
+# days"). On any other day a window predicate has the same value for every instant of
+# the day, so evaluating it at the day's start is exact: incremental and full builds
+# give the same numbers, at any as_of.
 
 #: Parts per measure kind: (part kind, aggregate over events of a day, aggregate over days).
 _PARTS: dict[str, tuple[str, ...]] = {
@@ -331,8 +331,7 @@ def measure_of_parts(column: MeasureColumn) -> exp.Expression:
             this=_filtered(total, window), expression=exp.Nullif(this=_filtered(exp.Sum(this=sx.col(names[1])), window), expression=exp.Literal.number(0))
         )
         return value
-    agg = _COMBINE[kinds[0]](this=sx.col(names[0]))
-    return _filtered(agg, window)
+    return _filtered(combine(part(kinds[0], measure)), window)
 
 
 def _filtered(agg: exp.Expression, window: exp.Expression | None) -> exp.Expression:
