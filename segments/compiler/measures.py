@@ -326,17 +326,13 @@ def measure_of_parts(column: MeasureColumn) -> exp.Expression:
             this=sx.and_(edge.copy(), counted, *([window] if window else []))))
         return exp.Add(this=whole, expression=edges)
     if measure.kind == "avg":
-        total = exp.cast(exp.Sum(this=sx.col(names[0])), exp.DataType.Type.DOUBLE)
-        value: exp.Expression = exp.Div(
-            this=_filtered(total, window), expression=exp.Nullif(this=_filtered(exp.Sum(this=sx.col(names[1])), window), expression=exp.Literal.number(0))
-        )
-        return value
+        total = exp.cast(_filtered(exp.Sum(this=sx.col(names[0])), window), exp.DataType.Type.DOUBLE)
+        present = _filtered(exp.Sum(this=sx.col(names[1])), window)
+        return exp.Div(this=total, expression=exp.Nullif(this=present, expression=exp.Literal.number(0)))
     return _filtered(combine(part(kinds[0], measure)), window)
 
 
 def _filtered(agg: exp.Expression, window: exp.Expression | None) -> exp.Expression:
     if window is None:
         return agg
-    if isinstance(agg, exp.Cast):  # CAST(SUM(x) FILTER (...) AS DOUBLE)
-        return exp.cast(_filtered(agg.this, window), agg.to)
     return exp.Filter(this=agg, expression=exp.Where(this=window.copy()))
