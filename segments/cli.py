@@ -159,9 +159,7 @@ def _progress() -> Progress:
     )
 
 
-def run_build(
-    specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb", full_refresh: bool = False
-) -> pipeline.BuildResult:
+def run_build(specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb") -> pipeline.BuildResult:
     """Build with a progress bar over dbt's nodes."""
     with _progress() as progress:
         task = progress.add_task("compiling", total=None)
@@ -172,9 +170,7 @@ def run_build(
         def node(name: str, status: str) -> None:
             progress.update(task, advance=1, description=f"dbt build: {name}")
 
-        return pipeline.build(
-            specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target, full_refresh=full_refresh
-        )
+        return pipeline.build(specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target)
 
 
 def print_sizes(result: pipeline.BuildResult) -> None:
@@ -193,15 +189,10 @@ def build(
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
     target: TargetOption = "duckdb",
-    full_refresh: Annotated[
-        bool, typer.Option("--full-refresh", help="Rebuild the daily event rollup from scratch rather than add the new days.")
-    ] = False,
 ) -> None:
     """Compile and build every segment on the warehouse through dbt."""
-    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh)
+    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target)
     print_sizes(result)
-    if result.full_refresh:
-        out.print(f"daily event rollup rebuilt from scratch: {result.full_refresh}", markup=False, highlight=False)
     out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
 
 

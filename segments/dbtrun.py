@@ -46,6 +46,23 @@ def format_as_of(as_of: dt.datetime) -> str:
     return as_of.isoformat(sep=" ", timespec="microseconds" if as_of.microsecond else "seconds")
 
 
+#: Where dbt's ``segments_as_of()`` macro reads the build's instant.
+AS_OF_ENV = "SEGMENTS_AS_OF"
+
+
+def as_of_env(as_of: dt.datetime) -> dict[str, str]:
+    """The environment that tells dbt the build's ``as_of``.
+
+    Not a ``--vars`` value: dbt parses the whole project again whenever its vars
+    change, and a scheduled build has a new ``as_of`` every time. The macro reads the
+    variable only while a model runs, so the partial parse stays valid.
+
+    >>> as_of_env(dt.datetime(2026, 11, 1, 6))
+    {'SEGMENTS_AS_OF': '2026-11-01 06:00:00'}
+    """
+    return {AS_OF_ENV: format_as_of(as_of)}
+
+
 def run_dbt(
     project_dir: Path,
     args: list[str],
@@ -59,7 +76,7 @@ def run_dbt(
         project_dir: the dbt project (holds profiles.yml too).
         args: the dbt command and its selection, e.g. ``["build"]``.
         engine: the warehouse; its target names the profile's output.
-        as_of: passed as the ``as_of`` var.
+        as_of: the instant segments are evaluated at (:func:`as_of_env`).
         on_node: called with (node name, status) as each node finishes.
 
     Raises:
@@ -69,10 +86,9 @@ def run_dbt(
         "--log-format", "json", "--no-use-colors", *args,
         "--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--target", engine.target,
     ]
-    if as_of is not None:
-        options += ["--vars", json.dumps({"as_of": format_as_of(as_of)})]
     env = {
         **engine.dbt_env(),
+        **(as_of_env(as_of) if as_of is not None else {}),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DBT_LOG_PATH": str(project_dir / "logs"),
         "DBT_TARGET_PATH": str(project_dir / "target"),
@@ -101,7 +117,8 @@ def _run_subprocess(options: list[str], cwd: Path, env: dict[str, str], consume:
 
 
 @contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` set in this process's environment while the block runs."""
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
@@ -118,7 +135,7 @@ def _run_in_process(options: list[str], cwd: Path, env: dict[str, str], consume:
     from dbt.cli.main import dbtRunner
     from dbt_common.events.functions import msg_to_dict
 
-    with _environment(env):
+    with environment(env):
         runner = dbtRunner(callbacks=[lambda message: consume(msg_to_dict(message))])
         outcome = runner.invoke([*options, "--log-level", "none", "--log-level-file", "debug"])
     if outcome.exception is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import dbtrun, engines, incremental, paths, warehouse
+from segments import dbtrun, engines, paths, warehouse
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
 from segments.engines.base import EngineError
@@ -85,7 +85,6 @@ class BuildResult:
     sizes: list[tuple[str, int, int]]
     seconds: float
     as_of: dt.datetime
-    full_refresh: str | None = None  # why the daily rollup was rebuilt whole, if it was
 
 
 def build(
@@ -95,13 +94,9 @@ def build(
     on_node: Callable[[str, str], None] | None = None,
     on_compiled: Callable[[Compiled], None] | None = None,
     target: str = engines.DEFAULT_TARGET,
-    full_refresh: bool = False,
 ) -> BuildResult:
     """Compile for the target's dialect, check the inputs, ``dbt build`` once, then
     publish atomically.
-
-    The daily rollup is extended with the new days when that is exact, and rebuilt
-    from scratch when ``full_refresh`` is set or :mod:`segments.incremental` says so.
 
     Args:
         specs_dir: the specs.
@@ -110,7 +105,6 @@ def build(
         on_node: called as each dbt node finishes.
         on_compiled: called once the models are written.
         target: the engine (:data:`segments.engines.TARGETS`).
-        full_refresh: rebuild the daily rollup from scratch.
     """
     started = time.monotonic()
     engine = engines.get(target, warehouse_file)
@@ -120,13 +114,11 @@ def build(
         on_compiled(result)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, result.project.catalog)
-        reason = "asked for (--full-refresh)" if full_refresh else incremental.full_refresh_reason(session, result.compiled, engine.dialect)
-    args = ["build", "--full-refresh"] if reason else ["build"]
-    dbtrun.run_dbt(result.project_dir, args, engine, as_of, on_node=on_node)
+    dbtrun.run_dbt(result.project_dir, ["build"], engine, as_of, on_node=on_node)
     with engine.connect() as session:
         warehouse.publish(session, result.project, result.compiled.segments, as_of)
         sizes = warehouse.segment_sizes(session)
-    return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of, reason)
+    return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of)
 
 
 @dataclass(frozen=True)

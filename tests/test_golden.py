@@ -61,7 +61,6 @@ def without_jinja(sql: str) -> str:
     sql = re.sub(r"\{\{ ref\('(\w+)'\) \}\}", r"\1", sql)
     sql = re.sub(r"\{\{ source\('(\w+)', '(\w+)'\) \}\}", r"\1.\2", sql)
     sql = sql.replace("{{ segments_as_of() }}", "2026-01-15 00:00:00")
-    sql = sql.replace("{{ segments_watermark() }}", "2026-01-14 00:00:00")  # an incremental run
     assert "{{" not in sql and "{%" not in sql, sql
     return sql
 

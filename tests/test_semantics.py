@@ -39,7 +39,6 @@ from sqlglot import exp
 from segments.compiler.models import (
     EVENTS as STG_EVENTS,
     MEASURES,
-    ROLLUP,
     CompiledProject,
     compile_project,
 )
@@ -898,15 +897,26 @@ def test_followed_and_not_followed_share_one_followup_column(tmp_path):
 
 def test_events_are_read_once(project, full):
     for compiled in (full, compile_project(project, only=["seq_two_same_anchor"])):
-        # the rollup: one pass over the events, whatever the number of measures
-        rollup = compiled.model(ROLLUP).query
-        assert [t.meta.get("model") for t in rollup.find_all(exp.Table)] == [STG_EVENTS]
-        assert len(list(rollup.find_all(exp.Select))) == 1  # no subquery, no join, no union
-        # the measures: the rollup's days, and the events of the edge days only
+        # the measures: one GROUP BY over the events for every measure but active
+        # days, which come from one narrow scan of their own, whatever their number
         measures = compiled.model(MEASURES).query
-        assert sorted(t.meta.get("model") for t in measures.find_all(exp.Table)) == [ROLLUP, STG_EVENTS]
+        event_scans = [t for t in measures.find_all(exp.Table) if t.meta.get("model") == STG_EVENTS]
+        has_days = any(c.startswith("active_days_") for c in _measure_columns(compiled))
+        assert len(event_scans) == (2 if has_days else 1)
+        assert sum(1 for s in measures.find_all(exp.Select) if s.args.get("group")) <= 3
         columns = _measure_columns(compiled)
         assert len(columns) == len(set(columns))
+
+
+def test_membership_reads_the_base_once(full):
+    """Every segment is a column of one pass over the base, derived ones and tiers
+    included, and the per-segment models only filter the membership."""
+    membership = full.model("segment_membership").query
+    bases = [t for t in membership.find_all(exp.Table) if t.meta.get("model") == "int_segment_base"]
+    assert len(bases) == 1
+    for model in full.models:
+        if model.name.startswith("seg_"):
+            assert {t.meta.get("model") for t in model.query.find_all(exp.Table)} == {"segment_membership"}
 
 
 def _materialize(con: duckdb.DuckDBPyConnection, compiled: CompiledProject) -> None:
@@ -917,7 +927,6 @@ def _materialize(con: duckdb.DuckDBPyConnection, compiled: CompiledProject) -> N
         sql = re.sub(r"\{\{ ref\('(\w+)'\) \}\}", r'"\1"', sql)
         sql = re.sub(r"\{\{ source\('(\w+)', '(\w+)'\) \}\}", r"\1.\2", sql)
         sql = sql.replace("{{ segments_as_of() }}", as_of)
-        sql = sql.replace("{{ segments_watermark() }}", "")  # a first build: from scratch
         assert "{{" not in sql, sql
         con.execute(f'CREATE TABLE "{model.name}" AS {sql}')
 

@@ -74,6 +74,8 @@ _HEX_TO_INT: dict[str, Callable[[exp.FromBase], exp.Expression]] = {
 _NO_ENDS_WITH = ("postgres", "trino")
 _ZONED_TIMESTAMP = ("spark",)
 _QUOTED_INTERVAL = ("trino",)
+#: Engines that take ``WITH x AS MATERIALIZED``; elsewhere it is a plain CTE.
+_MATERIALIZED_CTE = ("duckdb", "postgres")
 
 
 def _rewrite(dialect: str) -> Callable[[exp.Expression], exp.Expression]:
@@ -90,6 +92,9 @@ def _rewrite(dialect: str) -> Callable[[exp.Expression], exp.Expression]:
             quoted = node.copy()
             quoted.set("this", exp.Literal.string(node.this.name))
             return quoted
+        if isinstance(node, exp.CTE) and node.args.get("materialized") and dialect not in _MATERIALIZED_CTE:
+            node.set("materialized", None)  # in place: its query is rewritten next
+            return node
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.TIMESTAMP and dialect in _ZONED_TIMESTAMP:
             return exp.DataType.build(exp.DataType.Type.TIMESTAMPNTZ)
         return node

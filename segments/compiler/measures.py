@@ -178,161 +178,58 @@ def followup_count(column: FollowupColumn, resolver: EventRowResolver, anchor_ta
 
 
 # ---------------------------------------------------------------------------
-# Daily rollups: what lets a refresh read one new day of events, not the history
+# One pass over the events
 # ---------------------------------------------------------------------------
 #
-# A "part" is, per event filter (names and property condition, without the window),
-# a count or a value its measures need. The rollup (int_user_daily_events) holds the
-# parts of each user's UTC day, and a refresh extends it with the new days only. A
-# measure adds up rollup rows for the days its window covers whole, and the parts of
-# single events on the few days a window edge, or as_of itself, falls on ("edge
-# days"). On any other day a window predicate has the same value for every instant of
-# the day, so evaluating it at the day's start is exact: incremental and full builds
-# give the same numbers, at any as_of.
+# Every measure is a FILTERed aggregate of one GROUP BY user_id over the events that
+# some measure reads: one scan, one hash table. The exception is ``active_days``:
+# COUNT(DISTINCT day) keeps a set per user and costs more than all other measures
+# together, so the active-days measures come from a narrow scan of their own events,
+# grouped by (user, day) first, which is a plain count per user after that.
 
-#: Parts per measure kind: (part kind, aggregate over events of a day, aggregate over days).
-_PARTS: dict[str, tuple[str, ...]] = {
-    "count": ("n",),
-    "active_days": ("n",),
-    "sum": ("sum",),
-    "avg": ("sum", "nn"),
-    "min": ("min",),
-    "max": ("max",),
-    "first_occurred": ("first",),
-    "last_occurred": ("last",),
-}
-#: How a part of several events (or days) combines.
-_COMBINE: dict[str, type[exp.AggFunc]] = {
-    "n": exp.Sum, "nn": exp.Sum, "sum": exp.Sum, "min": exp.Min, "max": exp.Max, "first": exp.Min, "last": exp.Max,
-}
-EVENT_DAY, AT, EVENTS_COUNTED, EDGE = "event_day", "at", "n_events", "is_edge_day"
+#: The columns of the active-days scan: the UTC day of an event, and per measure
+#: whether some event of that user and day qualified.
+EVENT_DAY = "event_day"
 
 
-@dataclass(frozen=True)
-class Part:
-    """One rollup column: a part of kind ``kind`` of the events ``event_filter`` selects."""
-
-    name: str
-    kind: str
-    event_filter: m.EventFilter  # window always None
-    property: str | None = None
+def day_of(occurred: exp.Expression) -> exp.Expression:
+    """The UTC calendar day of an event (the unit of ``active_days``)."""
+    return exp.cast(occurred, exp.DataType.Type.DATE)
 
 
-def _unwindowed(event_filter: m.EventFilter) -> m.EventFilter:
-    return replace(canonical_filter(event_filter), window=None)
+def _day_flag(column: MeasureColumn) -> str:
+    return f"on_{column.name}"
 
 
-def part(kind: str, measure: m.Measure) -> Part:
-    """The rollup column of ``kind`` a measure reads (shared by every measure that needs it).
+def active_days_query(columns: list[MeasureColumn], events: exp.Expression, resolver: EventRowResolver) -> exp.Select:
+    """Per user, each active-days measure of ``columns``: days with a qualifying event.
 
-    >>> f = m.EventFilter(("purchase",), window=m.WithinWindow(m.Duration(30, "d")))
-    >>> part("n", m.Measure("count", f)).name
-    'n_purchase_e6f66e24'
+    ``events`` is the relation of the events (a table or a subquery). The inner
+    GROUP BY (user, day) keeps one row per active day and a 0/1 per measure; the outer
+    one counts them, so no aggregate keeps a set of days.
     """
-    event_filter = _unwindowed(measure.filter)
-    prop = measure.property if kind in ("sum", "nn", "min", "max") else None
-    label = ((prop,) if prop else ()) + event_filter.events
-    return Part(f"{kind}_{_slug(label)}_{_digest((kind, event_filter, prop))}", kind, event_filter, prop)
-
-
-def parts(columns: list[MeasureColumn]) -> list[Part]:
-    """Every rollup column the measures need, each once, in name order."""
-    found = {p.name: p for c in columns for p in (part(k, c.measure) for k in _PARTS[c.measure.kind])}
-    return [found[name] for name in sorted(found)]
-
-
-def _qualifies(item: Part, resolver: EventRowResolver) -> exp.Expression:
-    return sx.and_(*[
-        event_names_match(item.event_filter.events, sx.col("event_name", resolver.table)),
-        *([sx.paren(pr.predicate(item.event_filter.where, resolver))] if item.event_filter.where is not None else []),
-    ])
-
-
-def _part_value(item: Part, table: str | None) -> exp.Expression:
-    if item.kind in ("first", "last"):
-        return sx.col("occurred_at", table)
-    return sx.col(item.property or "", table)
-
-
-def part_of_event(item: Part, resolver: EventRowResolver) -> exp.Expression:
-    """A part's value for one event row (an edge day's): 1/0, or the value when the
-    event qualifies; summing these over a day gives :func:`part_of_day`."""
-    qualifies = _qualifies(item, resolver)
+    qualify = {c.name: filter_predicate(c.measure.filter, resolver) for c in columns}
     one, zero = exp.Literal.number(1), exp.Literal.number(0)
-    if item.kind == "n":
-        return _case(qualifies, one, zero)
-    if item.kind == "nn":
-        present = exp.Not(this=exp.Is(this=_part_value(item, resolver.table), expression=exp.null()))
-        return _case(sx.and_(qualifies, present), one, zero)
-    return _case(qualifies, _part_value(item, resolver.table))
-
-
-def _case(condition: exp.Expression, then: exp.Expression, otherwise: exp.Expression | None = None) -> exp.Case:
-    # CASE rather than IF: Spark's IF takes exactly three arguments
-    return exp.Case(ifs=[exp.If(this=condition, true=then)], default=otherwise)
-
-
-def part_of_day(item: Part, resolver: EventRowResolver) -> exp.Expression:
-    """A part over the events of a user's day, as the rollup holds it."""
-    value: exp.Expression
-    if item.kind == "n":
-        value = exp.Count(this=exp.Star())
-    elif item.kind == "nn":
-        value = exp.Count(this=_part_value(item, resolver.table))
-    else:
-        value = _COMBINE[item.kind](this=_part_value(item, resolver.table))
-    return exp.Filter(this=value, expression=exp.Where(this=_qualifies(item, resolver)))
-
-
-def combine(item: Part) -> exp.Expression:
-    """A part over several rows of parts (days, or edge-day events)."""
-    return _COMBINE[item.kind](this=sx.col(item.name))
-
-
-def edge_days(columns: list[MeasureColumn]) -> list[exp.Expression]:
-    """The UTC days on which some window starts or ends, and the day of as_of: the days
-    whose events a measure must read one by one."""
-    instants: list[exp.Expression] = [sx.as_of()]
-    for column in columns:
-        window = column.measure.filter.window
-        if isinstance(window, m.WithinWindow):
-            instants.append(sx.shift(sx.as_of(), window.duration, -1))
-        elif isinstance(window, m.BetweenWindow):
-            instants += [sx.time_value(window.start), sx.time_value(window.end)]
-        elif isinstance(window, (m.BeforeWindow, m.AfterWindow)):
-            instants.append(sx.time_value(window.at))
-    unique: dict[str, exp.Expression] = {}
-    for instant in instants:
-        day = exp.cast(instant, exp.DataType.Type.DATE)
-        unique.setdefault(day.sql(), day)
-    return list(unique.values())
-
-
-def measure_of_parts(column: MeasureColumn) -> exp.Expression:
-    """A measure over rows of parts (rollup days and edge-day events), filtered by its
-    window evaluated at each row's instant ``at``."""
-    measure = column.measure
-    kinds = _PARTS[measure.kind]
-    names = [part(k, measure).name for k in kinds]
-    window = pr.window(sx.col(AT), measure.filter.window)
-    if measure.kind == "active_days":
-        # A rollup row is one day: count rows. Edge days come as events: count their
-        # distinct days (few rows, so the costly DISTINCT stays cheap).
-        counted = exp.GT(this=sx.col(names[0]), expression=exp.Literal.number(0))
-        edge = sx.col(EDGE)
-        whole = exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(
-            this=sx.and_(exp.Not(this=edge.copy()), counted.copy(), *([window.copy()] if window else []))))
-        edges = exp.Filter(this=exp.Count(this=exp.Distinct(expressions=[sx.col(EVENT_DAY)])), expression=exp.Where(
-            this=sx.and_(edge.copy(), counted, *([window] if window else []))))
-        return exp.Add(this=whole, expression=edges)
-    if measure.kind == "avg":
-        total = exp.cast(_filtered(exp.Sum(this=sx.col(names[0])), window), exp.DataType.Type.DOUBLE)
-        present = _filtered(exp.Sum(this=sx.col(names[1])), window)
-        return exp.Div(this=total, expression=exp.Nullif(this=present, expression=exp.Literal.number(0)))
-    return _filtered(combine(part(kinds[0], measure)), window)
-
-
-def _filtered(agg: exp.Expression, window: exp.Expression | None) -> exp.Expression:
-    if window is None:
-        return agg
-    return exp.Filter(this=agg, expression=exp.Where(this=window.copy()))
+    days = (
+        exp.select(
+            "user_id",
+            exp.alias_(day_of(sx.col("occurred_at")), EVENT_DAY),
+            *[
+                exp.alias_(exp.Max(this=exp.Case(ifs=[exp.If(this=qualify[c.name], true=one.copy())], default=zero.copy())), _day_flag(c))
+                for c in columns
+            ],
+        )
+        .from_(events)
+        .where(exp.Not(this=exp.Is(this=sx.col("user_id"), expression=exp.null())))
+        .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
+        .where(sx.or_(*[sx.paren(q.copy()) for q in qualify.values()]))
+        .group_by("user_id", day_of(sx.col("occurred_at")))
+    )
+    counts = [
+        exp.alias_(
+            exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=exp.EQ(this=sx.col(_day_flag(c)), expression=one.copy()))),
+            c.name,
+        )
+        for c in columns
+    ]
+    return exp.select("user_id", *counts).from_(exp.Subquery(this=days, alias=exp.TableAlias(this=sx.ident("days")))).group_by("user_id")

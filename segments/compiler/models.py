@@ -3,17 +3,18 @@
 The graph, in dependency order::
 
     stg_users, stg_events                 staging: rename catalog columns (views)
-    int_segment_universe                  users not created after as_of
-    int_user_daily_events                 parts of events per user and day: incremental
-    int_user_event_measures               every measure of every spec, from the rollup
+    int_segment_universe                  users not created after as_of (view)
+    int_user_event_measures               every measure of every spec: one pass over the events
     int_user_event_sequences              follow-up counts for sequences (if any)
     user_traits                           computed traits, quantile scores
-    int_segment_base                      one row per user: attributes, measures, traits
-    seg_<name>                            one predicate over the base each
-    segment_membership                    all members of all segments
+    int_segment_base                      one row per user: attributes, measures, traits (view)
+    segment_membership                    every segment's members, from one pass over the base
+    seg_<name>                            one segment's rows of the membership (views)
 
-Segments become predicates over ``int_segment_base``; a derived segment reads the
-segment it names through ``ref``, so dbt's lineage matches the specs'.
+Segments become predicates over ``int_segment_base``, evaluated together in
+``segment_membership`` as one boolean column each (a derived segment reads the column
+of the segment it names), so many segments cost one read of the events and one of the
+base, not one query each.
 """
 
 from __future__ import annotations
@@ -34,10 +35,7 @@ STAGING, INTERMEDIATE, SEGMENTS, MARTS = "staging", "intermediate", "segments", 
 
 USERS, EVENTS = "stg_users", "stg_events"
 UNIVERSE = "int_segment_universe"
-ROLLUP = "int_user_daily_events"
 MEASURES, SEQUENCES = "int_user_event_measures", "int_user_event_sequences"
-#: The rollup's column holding the fingerprint of its definition.
-ROLLUP_DEFINITION = "parts_definition"
 BASE, TRAITS, MEMBERSHIP = "int_segment_base", "user_traits", "segment_membership"
 TRAIT_PREFIX = "trait_"
 #: The source of catalog tables named without a schema: they live in the schema of
@@ -80,15 +78,6 @@ class ColumnDoc:
     tests: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Incremental:
-    """How a build extends a model: delete+insert of the ``key`` values it re-reads."""
-
-    key: str
-    fingerprint: str  # of the definition; rows of another one cannot be extended
-    event_names: tuple[str, ...]  # the events its rows count
-
-
 @dataclass
 class Model:
     """One dbt model: its query and what its YAML says about it."""
@@ -102,9 +91,9 @@ class Model:
     meta: dict[str, object] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     tests: tuple[dict[str, object], ...] = ()  # model-level dbt data tests
-    #: Set on a model whose rows a build extends where the engine allows it (dbt
-    #: incremental); elsewhere it is rebuilt whole every time.
-    incremental: Incremental | None = None
+    #: ``view`` for a model that only renames or filters what another holds; None
+    #: keeps its folder's materialization (dbt_project.yml).
+    materialized: str | None = None
 
     def refs(self) -> set[str]:
         return {t.meta["model"] for t in self.query.find_all(exp.Table) if "model" in t.meta}
@@ -182,8 +171,8 @@ class _BaseResolver:
         return sx.or_(sx.paren(measured), no_anchor, not_followed)
 
     def segment(self, name: str, negate: bool = False) -> exp.Expression:
-        members = exp.select("user_id").from_(sx.model_ref(segment_model_name(name)))
-        member = sx.col("user_id").isin(query=members)
+        # the segment's membership column of the same pass (see _membership_model)
+        member = sx.col(segment_model_name(name))
         return exp.Not(this=member) if negate else member
 
 
@@ -321,23 +310,11 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     measure_set = ms.MeasureSet()
     resolver = _BaseResolver(project, measure_set)
 
-    segment_models: list[Model] = []
+    rules: list[tuple[m.SegmentSpec, str, exp.Expression]] = []
     for spec in project.segments:
         if not set(spec.segment_names()) & set(names):
             continue
-        for name, where in _segment_queries(spec, resolver):
-            # Each segment carries the as_of it was evaluated at: a refresh that rebuilds
-            # some segments leaves the others' tables, and instants, as they were.
-            query = (
-                exp.select(
-                    "user_id",
-                    exp.alias_(_holdout(name, spec.holdout), "is_holdout"),
-                    exp.alias_(sx.as_of(), "as_of"),
-                )
-                .from_(sx.model_ref(BASE))
-                .where(where)
-            )
-            segment_models.append(_segment_model(project, spec, name, query))
+        rules += [(spec, name, where) for name, where in _segment_queries(spec, resolver)]
 
     trait_names = _needed_traits(project, resolver.traits_used) if only is not None else list(project.traits)
     for trait_name in trait_names:
@@ -345,7 +322,7 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
         if isinstance(trait, m.MeasureTrait):
             measure_set.measure(trait.measure)
 
-    _check_collisions(catalog, trait_names, measure_set)
+    _check_collisions(catalog, trait_names, measure_set, [name for _, name, _ in rules])
     models = _staging_models(catalog)
     models.append(_universe(catalog))
     measure_models = _measure_models(catalog, measure_set)
@@ -354,9 +331,10 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     has_sequences = bool(measure_set.followup_columns)
     models.append(_traits_model(project, trait_names, measure_set, has_measures))
     models.append(_base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
+    segment_models = [_segment_model(project, spec, name) for spec, name, _ in rules]
     _check_relation_names(segment_models)
-    models += _dependency_order(segment_models)
-    models.append(_membership_model([str(s.meta["segment"]) for s in segment_models]))
+    models.append(_membership_model(rules))
+    models += segment_models
     sources: dict[str, list[str]] = {}
     for relation in (catalog.users.relation, catalog.events.relation):
         tables = sources.setdefault(relation.schema or TARGET_SCHEMA_SOURCE, [])
@@ -365,9 +343,10 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     return CompiledProject(models, sources, catalog, names)
 
 
-def _check_collisions(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet) -> None:
+def _check_collisions(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, segments: list[str]) -> None:
     made = {TRAIT_PREFIX + t for t in trait_names} | {c.name for c in measure_set.measures}
     made |= {c.name for c in measure_set.followup_columns} | {"user_id", "created_at"}
+    made |= {segment_model_name(name) for name in segments}  # membership columns
     for name in catalog.users.attributes:
         if name in made and name not in ("user_id", "created_at"):
             raise SegmentsError(f"attribute {name!r} collides with a column the compiler makes; rename it")
@@ -382,7 +361,8 @@ def _check_relation_names(segment_models: list[Model]) -> None:
         seen[model.name] = segment
 
 
-def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str, query: exp.Query) -> Model:
+def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str) -> Model:
+    """``seg_<name>``: the segment's rows of ``segment_membership``, a view."""
     description = spec.description or f"Members of segment {name}."
     if spec.tiers:
         tier = name.split("__", 1)[1]
@@ -398,37 +378,20 @@ def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str, query: ex
         meta["owner"] = spec.owner
     if spec.sync:
         meta["sync"] = [t.destination for t in spec.sync]
-    # One test per segment keeps dbt's per-node cost low with hundreds of segments;
-    # nulls are tested once for all segments on segment_membership.
+    # Keys are tested once for all segments, on segment_membership: a test per
+    # segment would cost a dbt node and a scan each.
     columns = [
-        ColumnDoc("user_id", "A member of the segment.", ("unique",)),
+        ColumnDoc("user_id", "A member of the segment."),
         ColumnDoc("is_holdout", "True for the control group, which is never synced."),
         ColumnDoc("as_of", "The instant the segment was evaluated at."),
     ]
+    query = exp.select("user_id", "is_holdout", "as_of").from_(sx.model_ref(MEMBERSHIP)).where(
+        exp.EQ(this=sx.col("segment_name"), expression=sx.literal(name))
+    )
     return Model(
         segment_model_name(name), SEGMENTS, query, description, _spec_path(project, spec),
-        columns, meta, spec.tags,
+        columns, meta, spec.tags, materialized="view",
     )
-
-
-def _dependency_order(models: list[Model]) -> list[Model]:
-    """Segments after the segments they read (specs may reference later files)."""
-    by_name = {mod.name: mod for mod in models}
-    ordered: list[Model] = []
-    done: set[str] = set()
-
-    def visit(model: Model) -> None:
-        if model.name in done:
-            return
-        done.add(model.name)
-        for ref in sorted(model.refs()):
-            if ref in by_name:
-                visit(by_name[ref])
-        ordered.append(model)
-
-    for model in models:
-        visit(model)
-    return ordered
 
 
 def _staging_models(catalog: m.Catalog) -> list[Model]:
@@ -472,7 +435,8 @@ def _universe(catalog: m.Catalog) -> Model:
     return Model(
         UNIVERSE, INTERMEDIATE, universe,
         "The users segments are evaluated over: everyone not created after as_of.",
-        columns=[ColumnDoc("user_id", "The user's key.", ("unique", "not_null"))],
+        columns=[ColumnDoc("user_id", "The user's key.")],  # stg_users' key is tested
+        materialized="view",
     )
 
 
@@ -481,11 +445,11 @@ def _not_null(column: exp.Expression) -> exp.Expression:
 
 
 def _measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Model]:
-    """The event parts view, the incremental daily rollup, the measures, the sequences."""
+    """The measures (one pass over the events) and the sequences' follow-ups."""
     out: list[Model] = []
     columns = measure_set.measures
     if columns:
-        out += _rollup_models(catalog, columns)
+        out.append(_measures_model(catalog, columns))
     followups = measure_set.followup_columns
     if followups:
         events = ms.EventRowResolver(catalog, table="e")
@@ -515,97 +479,44 @@ def event_names(columns: list[ms.MeasureColumn]) -> list[str]:
 
 
 def relevant_events(names: Iterable[str]) -> exp.Expression:
-    """The events some measure reads (``names``): the rows of the rollup. An event
-    without a user belongs to no user of the universe."""
+    """The events some measure reads (``names``). An event without a user belongs to
+    no user of the universe."""
     return sx.and_(ms.event_names_match(tuple(names), sx.col("event_name")), _not_null(sx.col("user_id")))
 
 
-def _rollup_models(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> list[Model]:
+def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> Model:
+    """Every measure of every spec and trait from one GROUP BY user_id over the events
+    they read; active days from a narrow scan of their own (see :mod:`.measures`)."""
     resolver = ms.EventRowResolver(catalog)
-    parts = ms.parts(columns)
-    part_names = [p.name for p in parts]
-    day = exp.cast(sx.col("occurred_at"), exp.DataType.Type.DATE)
-    # A refresh re-reads the last day the rollup holds (it may have been partial) and
-    # what came after; delete+insert on event_day replaces those days whole.
-    since_watermark = sx.or_(
-        exp.Is(this=sx.watermark(), expression=exp.null()),
-        exp.GTE(this=sx.col("occurred_at"), expression=sx.watermark()),
-    )
-    rollup = (
-        exp.select(
-            "user_id", exp.alias_(day, ms.EVENT_DAY),
-            exp.alias_(exp.Count(this=exp.Star()), ms.EVENTS_COUNTED),
-            *[exp.alias_(ms.part_of_day(p, resolver), p.name) for p in parts],
-        )
-        .from_(sx.model_ref(EVENTS))
-        .where(relevant_events(event_names(columns)))
-        .where(since_watermark)
-        .group_by("user_id", day.copy())
-    )
-    # Rows built by another definition of the parts cannot be extended: the build
-    # compares this fingerprint and rebuilds the rollup from scratch when it differs.
-    definition = hashlib.md5(f"{catalog.events!r}\n{rollup.sql('duckdb')}".encode()).hexdigest()
-    rollup = rollup.select(exp.alias_(sx.literal(definition), ROLLUP_DEFINITION), copy=False)
-
-    edges = ms.edge_days(columns)
-    as_of_day = exp.cast(sx.as_of(), exp.DataType.Type.DATE)
-    whole_days = (
-        exp.select(
-            "user_id", ms.EVENT_DAY, exp.alias_(exp.cast(sx.col(ms.EVENT_DAY), exp.DataType.Type.TIMESTAMP), ms.AT),
-            exp.alias_(exp.false(), ms.EDGE), *part_names,
-        )
-        .from_(sx.model_ref(ROLLUP))
-        .where(exp.LT(this=sx.col(ms.EVENT_DAY), expression=as_of_day))
-        .where(exp.Not(this=sx.col(ms.EVENT_DAY).isin(*[e.copy() for e in edges])))
-    )
-    edge_events = (
-        exp.select(
-            "user_id", exp.alias_(day.copy(), ms.EVENT_DAY), exp.alias_(sx.col("occurred_at"), ms.AT),
-            exp.alias_(exp.true(), ms.EDGE), *[exp.alias_(ms.part_of_event(p, resolver), p.name) for p in parts],
-        )
+    plain = [c for c in columns if c.measure.kind != "active_days"]
+    days = [c for c in columns if c.measure.kind == "active_days"]
+    scan = (
+        exp.select("user_id", *[exp.alias_(ms.aggregate(c, resolver), c.name) for c in plain])
         .from_(sx.model_ref(EVENTS))
         .where(relevant_events(event_names(columns)))
         .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
-        .where(day.copy().isin(*[e.copy() for e in edges]))
-    )
-    rows = exp.union(whole_days, edge_events, distinct=False)
-    measures = (
-        exp.select("user_id", *[exp.alias_(ms.measure_of_parts(c), c.name) for c in columns])
-        .from_(exp.Subquery(this=rows, alias=exp.TableAlias(this=sx.ident("parts"))))
         .group_by("user_id")
     )
-    part_docs = [ColumnDoc(p.name, _describe_part(p)) for p in parts]
-    measure_docs = [ColumnDoc("user_id", "A user with at least one relevant event.", ("unique", "not_null"))]
-    measure_docs += [ColumnDoc(c.name, _describe_measure(c.measure)) for c in columns]
-    return [
-        Model(
-            ROLLUP, INTERMEDIATE, rollup,
-            "Event parts summed per user and UTC day. Incremental: a build adds the days since the last one.",
-            columns=[
-                ColumnDoc(ms.EVENT_DAY, "The UTC day.", ("not_null",)),
-                ColumnDoc(ms.EVENTS_COUNTED, "Relevant events of the user that day."),
-                *part_docs,
-                ColumnDoc(ROLLUP_DEFINITION, "Fingerprint of the parts' definition; a new one rebuilds the rollup."),
-            ],
-            incremental=Incremental(ms.EVENT_DAY, definition, tuple(event_names(columns))),
-        ),
-        Model(
-            MEASURES, INTERMEDIATE, measures,
-            "Every event measure of every segment and trait: rollup days a window covers whole, "
-            "plus the events of the days a window edge or as_of falls on.",
-            columns=measure_docs,
-        ),
-    ]
-
-
-def _describe_part(item: ms.Part) -> str:
-    what = {"n": "count", "nn": f"count of present {item.property}", "sum": f"sum of {item.property}",
-            "min": f"min of {item.property}", "max": f"max of {item.property}", "first": "earliest occurred_at",
-            "last": "latest occurred_at"}[item.kind]
-    text = f"{what} of events {', '.join(item.event_filter.events)}"
-    if item.event_filter.where is not None:
-        text += ", filtered by properties"
-    return text
+    query: exp.Select = scan
+    if days:
+        # every user with an active day has a relevant event, so is a row of the scan
+        active = ms.active_days_query(days, sx.model_ref(EVENTS), resolver)
+        source = {c.name: "d" if c in days else "e" for c in columns}
+        query = (
+            exp.select(sx.col("user_id", "e"), *[sx.col(c.name, source[c.name]) for c in columns])
+            .from_(exp.Subquery(this=scan, alias=exp.TableAlias(this=sx.ident("e"))))
+            .join(
+                exp.Subquery(this=active, alias=exp.TableAlias(this=sx.ident("d"))),
+                on=exp.EQ(this=sx.col("user_id", "d"), expression=sx.col("user_id", "e")), join_type="left",
+            )
+        )
+    docs = [ColumnDoc("user_id", "A user with at least one relevant event.", ("unique", "not_null"))]
+    docs += [ColumnDoc(c.name, _describe_measure(c.measure)) for c in columns]
+    return Model(
+        MEASURES, INTERMEDIATE, query,
+        "Every event measure of every segment and trait, in one pass over the events they read.",
+        columns=docs,
+    )
 
 
 def _describe_measure(measure: m.Measure) -> str:
@@ -705,7 +616,7 @@ def _traits_model(project: m.Project, trait_names: list[str], measure_set: ms.Me
 
 
 def _traits_doc(query: exp.Query, trait_names: list[str], project: m.Project) -> Model:
-    docs = [ColumnDoc("user_id", "A user of the universe.", ("unique", "not_null"))]
+    docs = [ColumnDoc("user_id", "A user of the universe.", ("unique",))]
     for name in trait_names:
         trait = project.traits[name]
         if isinstance(trait, m.QuantileTrait):
@@ -735,27 +646,72 @@ def _base_model(catalog: m.Catalog, trait_names: list[str], measure_set: ms.Meas
         query = query.join(_aliased(sx.model_ref(TRAITS), "t"), on=on_user("t"), join_type="left")
     return Model(
         BASE, INTERMEDIATE, query,
-        "One row per user of the universe with every attribute, measure and trait the segments read.",
-        columns=[ColumnDoc("user_id", "A user of the universe.", ("unique", "not_null"))],
+        "One row per user of the universe with every attribute, measure and trait the segments read: "
+        "a view, read once by the membership.",
+        columns=[ColumnDoc("user_id", "A user of the universe.")],
+        materialized="view",
     )
 
 
-def _membership_model(segments: list[str]) -> Model:
+def _membership_layers(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> list[list[tuple[str, exp.Expression]]]:
+    """The segments' rules in layers: a rule reads only the membership columns of
+    earlier layers (a derived segment, a later tier)."""
+    column_of = {segment_model_name(name): name for _, name, _ in rules}
+    reads = {
+        name: {column_of[c.name] for c in where.find_all(exp.Column) if c.name in column_of and not c.table}
+        for _, name, where in rules
+    }
+    depth: dict[str, int] = {}
+
+    def level(name: str) -> int:
+        if name not in depth:
+            depth[name] = 1 + max((level(r) for r in reads[name]), default=-1)
+        return depth[name]
+
+    layers: list[list[tuple[str, exp.Expression]]] = [[] for _ in range(1 + max((level(n) for _, n, _ in rules), default=0))]
+    for _, name, where in rules:
+        layers[level(name)].append((name, where))
+    return layers
+
+
+def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model:
+    """``segment_membership``: every segment's rule as one boolean column of a single
+    pass over the base (``flags``), then one row per (segment, member).
+
+    A rule is NULL-free here (COALESCE to FALSE), so that ``NOT`` of a membership
+    column is the exact complement a derived rule or a later tier needs.
+    """
     parts: list[exp.Query] = []
-    for segment in sorted(segments):
-        model_name = segment_model_name(segment)
-        parts.append(
-            exp.select(
-                exp.alias_(sx.literal(segment), "segment_name"),
-                "user_id",
-                "is_holdout",
-                "as_of",
-            ).from_(sx.model_ref(model_name))
-        )
-    if parts:
-        query: exp.Query = parts[0]
+    query: exp.Query
+    if rules:
+        source = BASE
+        ctes: list[tuple[str, exp.Query]] = []
+        for index, layer in enumerate(_membership_layers(rules)):
+            columns = [
+                exp.alias_(exp.Coalesce(this=sx.paren(where.copy()), expressions=[exp.false()]), segment_model_name(name))
+                for name, where in layer
+            ]
+            relation = sx.model_ref(source) if source == BASE else exp.to_table(source)
+            ctes.append((f"layer_{index}", exp.select("*", *columns).from_(relation)))
+            source = f"layer_{index}"
+        flags = exp.select("user_id", *[segment_model_name(name) for _, name, _ in rules]).from_(source)
+        holdout = {name: spec.holdout for spec, name, _ in rules}
+        for name in sorted(holdout):
+            parts.append(
+                exp.select(
+                    exp.alias_(sx.literal(name), "segment_name"),
+                    "user_id",
+                    exp.alias_(_holdout(name, holdout[name]), "is_holdout"),
+                    exp.alias_(sx.as_of(), "as_of"),
+                ).from_("flags").where(sx.col(segment_model_name(name)))
+            )
+        query = parts[0]
         for part in parts[1:]:
             query = exp.union(query, part, distinct=False, copy=False)  # copying each step is quadratic
+        for cte_name, cte_query in ctes:
+            query = query.with_(cte_name, as_=cte_query, copy=False)
+        # read once per segment: computed once (engines without MATERIALIZED drop it)
+        query = query.with_("flags", as_=flags, materialized=True, copy=False)
     else:
         empty = [
             exp.alias_(exp.cast(exp.null(), exp.DataType.Type.VARCHAR), "segment_name"),

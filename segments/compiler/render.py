@@ -55,20 +55,14 @@ def _jinja(text: str) -> exp.Var:
     return exp.Var(this=text)
 
 
-#: The watermark of a model computed from scratch.
-NO_WATERMARK = exp.cast(exp.null(), exp.DataType.Type.TIMESTAMP)
-
-
 def substitute(
     query: exp.Expression,
     relation: Callable[[exp.Table], exp.Table],
     as_of: exp.Expression,
-    watermark: exp.Expression = NO_WATERMARK,
 ) -> exp.Expression:
     """``query`` with the relations it reads resolved by ``relation`` (given the
-    model or source table node) and the ``as_of`` and watermark placeholders
-    replaced by ``as_of`` and ``watermark``."""
-    values = {sx.AS_OF_NAME: as_of, sx.WATERMARK_NAME: watermark}
+    model or source table node) and the ``as_of`` placeholder replaced by ``as_of``."""
+    values = {sx.AS_OF_NAME: as_of}
 
     def swap(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Table) and ("model" in node.meta or "source" in node.meta):
@@ -90,24 +84,11 @@ def _dbt_relation(node: exp.Table) -> exp.Table:
 
 
 DBT_AS_OF = exp.cast(exp.Literal.string("{{ segments_as_of() }}"), exp.DataType.Type.TIMESTAMP)
-# The macro answers '' on a first or --full-refresh run: NULL, computed from scratch.
-DBT_WATERMARK = exp.cast(
-    exp.Nullif(this=exp.Literal.string("{{ segments_watermark() }}"), expression=exp.Literal.string("")),
-    exp.DataType.Type.TIMESTAMP,
-)
-#: Engines whose dbt adapter extends a table in place (``delete+insert``). dbt-spark
-#: needs Delta or Iceberg tables for that; there, incremental models are rebuilt whole.
-INCREMENTAL_DIALECTS = frozenset({"duckdb", "postgres", "snowflake", "trino"})
-
-
-def is_incremental(model: Model, dialect: str) -> bool:
-    return model.incremental is not None and dialect in INCREMENTAL_DIALECTS
 
 
 def dbt_sql(model: Model, origin: str, dialect: str = DEFAULT_DIALECT) -> str:
     """A model file: header, then the pretty-printed query with dbt relations."""
-    watermark = DBT_WATERMARK if is_incremental(model, dialect) else NO_WATERMARK
-    body = dialects.render(substitute(model.query, _dbt_relation, DBT_AS_OF, watermark), dialect, pretty=True)
+    body = dialects.render(substitute(model.query, _dbt_relation, DBT_AS_OF), dialect, pretty=True)
     return f"{header(origin, dialect=dialect)}\n{body}\n"
 
 
@@ -115,11 +96,8 @@ def dbt_yaml(model: Model, origin: str, dialect: str = DEFAULT_DIALECT) -> str:
     """The model's properties file: description, tags, meta and column tests."""
     entry: dict[str, object] = {"name": model.name, "description": model.description}
     config: dict[str, object] = {}
-    if is_incremental(model, dialect):
-        config.update(
-            materialized="incremental", unique_key=model.incremental.key,  # type: ignore[union-attr]
-            incremental_strategy="delete+insert", on_schema_change="fail",
-        )
+    if model.materialized:
+        config["materialized"] = model.materialized
     if model.tags:
         config["tags"] = list(model.tags)
     if model.meta:

@@ -29,20 +29,6 @@ def as_of() -> exp.Placeholder:
     return exp.Placeholder(this=AS_OF_NAME)
 
 
-#: Where an incremental model's rows end (the start of the last day it holds); NULL
-#: when it is computed from scratch (a first or full build, ``preview``, ``review``).
-WATERMARK_NAME = "watermark"
-
-
-def watermark() -> exp.Placeholder:
-    """The placeholder standing for an incremental model's watermark (:data:`WATERMARK_NAME`).
-
-    >>> watermark().sql()
-    ':watermark'
-    """
-    return exp.Placeholder(this=WATERMARK_NAME)
-
-
 def model_ref(name: str) -> exp.Table:
     """A relation built by another model of the project (dbt ``ref``).
 
