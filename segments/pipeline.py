@@ -76,7 +76,7 @@ def count_dbt_nodes(compiled: md.CompiledProject) -> int:
     """Models plus tests, for the progress bar's total."""
     tests = sum(len(c.tests) for model in compiled.models for c in model.columns)
     tests += sum(len(model.tests) for model in compiled.models)
-    return len(compiled.models) + tests + len(render.SOURCE_KEY_TESTS)
+    return len(compiled.models) + tests
 
 
 @dataclass(frozen=True)

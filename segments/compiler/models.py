@@ -464,7 +464,9 @@ def _measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Mode
             .where(sx.or_(*[_not_null(sx.col(a, "m")) for a in anchors]))
             .group_by(sx.col("user_id", "e"))
         )
-        docs = [ColumnDoc("user_id", "A user with an anchor event and a candidate follow-up.", ("unique", "not_null"))]
+        # keys unique by construction (GROUP BY user_id) carry no test: a test costs a
+        # dbt node and a scan; the users' key is tested once, on stg_users
+        docs = [ColumnDoc("user_id", "A user with an anchor event and a candidate follow-up.")]
         docs += [ColumnDoc(c.name, f"Follow-up events after {c.anchor.name}: {_describe_sequence(c.sequence)}.") for c in followups]
         out.append(Model(
             SEQUENCES, INTERMEDIATE, query,
@@ -510,7 +512,7 @@ def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> Mode
                 on=exp.EQ(this=sx.col("user_id", "d"), expression=sx.col("user_id", "e")), join_type="left",
             )
         )
-    docs = [ColumnDoc("user_id", "A user with at least one relevant event.", ("unique", "not_null"))]
+    docs = [ColumnDoc("user_id", "A user with at least one relevant event.")]
     docs += [ColumnDoc(c.name, _describe_measure(c.measure)) for c in columns]
     return Model(
         MEASURES, INTERMEDIATE, query,
@@ -616,7 +618,7 @@ def _traits_model(project: m.Project, trait_names: list[str], measure_set: ms.Me
 
 
 def _traits_doc(query: exp.Query, trait_names: list[str], project: m.Project) -> Model:
-    docs = [ColumnDoc("user_id", "A user of the universe.", ("unique",))]
+    docs = [ColumnDoc("user_id", "A user of the universe.")]
     for name in trait_names:
         trait = project.traits[name]
         if isinstance(trait, m.QuantileTrait):
@@ -721,10 +723,10 @@ def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) ->
         ]
         query = exp.select(*empty).where(exp.false())
     columns = [
-        ColumnDoc("segment_name", "The segment (tiers as <spec>__<tier>).", ("not_null",)),
-        ColumnDoc("user_id", "A member.", ("not_null",)),
-        ColumnDoc("is_holdout", "Control group member: kept here, never synced.", ("not_null",)),
-        ColumnDoc("as_of", "The instant the build evaluated the member's segment at.", ("not_null",)),
+        ColumnDoc("segment_name", "The segment (tiers as <spec>__<tier>)."),
+        ColumnDoc("user_id", "A member."),
+        ColumnDoc("is_holdout", "Control group member: kept here, never synced."),
+        ColumnDoc("as_of", "The instant the build evaluated the member's segment at."),
     ]
     return Model(
         MEMBERSHIP, MARTS, query, "One row per (segment, member) at as_of, holdout flagged.", columns=columns,
