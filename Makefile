@@ -36,9 +36,11 @@ test: $(STAMP)
 bench-sync: $(STAMP)
 	$(VENV)/bin/python bench/sync_bench.py $(ARGS)
 
-# The build benchmark of issue 7 (a script, not a test): segments build of 30 segments
-# beside a one-pass floor and hand-written queries, compile, preview and an incremental
-# refresh on 1M demo users; writes bench/RESULTS.md. See bench/README.md.
+# The build benchmark of issue 12 (a script, not a test): segments build of 30 and 200
+# segments beside a one-pass floor, one hand-fused query and hand-written queries, on
+# time-ordered and shuffled events and at 5M-80M events, compile, preview and refreshes
+# after an hour, a day and nothing new, on 1M demo users; writes bench/RESULTS.md.
+# See bench/README.md.
 bench-build: $(STAMP)
 	$(VENV)/bin/python bench/build_bench.py $(ARGS)
 
