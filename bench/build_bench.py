@@ -232,7 +232,7 @@ def sql_time(as_of: dt.datetime) -> str:
 class Data:
     users: int
     events: int  # loaded, up to as_of
-    next_day_events: int  # in (as_of, as_of + 1 day], for part 6
+    next_day_events: int  # in (as_of, as_of + 1 day], for the refreshes
     seconds: float
 
 
