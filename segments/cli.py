@@ -159,7 +159,9 @@ def _progress() -> Progress:
     )
 
 
-def run_build(specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb") -> pipeline.BuildResult:
+def run_build(
+    specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb", full_refresh: bool = False
+) -> pipeline.BuildResult:
     """Build with a progress bar over dbt's nodes."""
     with _progress() as progress:
         task = progress.add_task("compiling", total=None)
@@ -170,7 +172,9 @@ def run_build(specs: Path, warehouse_file: Path | None, as_of: dt.datetime, targ
         def node(name: str, status: str) -> None:
             progress.update(task, advance=1, description=f"dbt build: {name}")
 
-        return pipeline.build(specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target)
+        return pipeline.build(
+            specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target, full_refresh=full_refresh
+        )
 
 
 def print_sizes(result: pipeline.BuildResult) -> None:
@@ -189,9 +193,12 @@ def build(
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
     target: TargetOption = "duckdb",
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Passed on to dbt: every model rebuilt from scratch.")
+    ] = False,
 ) -> None:
     """Compile and build every segment on the warehouse through dbt."""
-    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target)
+    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh)
     print_sizes(result)
     out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
 

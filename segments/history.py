@@ -92,16 +92,20 @@ def statements(
         before = "(SELECT CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS user_id WHERE FALSE) AS nothing_published"
     at, now = _literal(as_of), _literal(published_at)
 
-    def changes(kind: str, source: str, minus: str) -> str:
-        return (
-            f"SELECT segment_name, user_id, {_literal(kind)}, {at}, {now} FROM ("
-            f"SELECT segment_name, user_id FROM {source} EXCEPT SELECT segment_name, user_id FROM {minus}) AS moved"
-        )
-
+    # One full join of the old and the new membership finds both who entered (no old
+    # row) and who left (no new row): one hash table, where two EXCEPTs build two.
+    moved = (
+        f"SELECT COALESCE(n.segment_name, o.segment_name) AS segment_name, COALESCE(n.user_id, o.user_id) AS user_id, "
+        f"CASE WHEN o.user_id IS NULL THEN {_literal(ENTERED)} ELSE {_literal(EXITED)} END AS change, {at}, {now} "
+        f"FROM (SELECT segment_name, user_id FROM {built}) AS n "
+        f"FULL OUTER JOIN (SELECT segment_name, user_id FROM {before}) AS o "
+        f"ON n.segment_name = o.segment_name AND n.user_id = o.user_id "
+        f"WHERE n.user_id IS NULL OR o.user_id IS NULL"
+    )
     sql = [
         f"CREATE TABLE IF NOT EXISTS {history} ({_HISTORY_COLUMNS})",
         f"CREATE TABLE IF NOT EXISTS {sizes} ({_SIZES_COLUMNS})",
-        f"INSERT INTO {history} {changes(ENTERED, built, before)} UNION ALL {changes(EXITED, before, built)}",
+        f"INSERT INTO {history} {moved}",
     ]
     if segments:
         names = ", ".join(f"({_literal(name)})" for name in segments)

@@ -94,6 +94,7 @@ def build(
     on_node: Callable[[str, str], None] | None = None,
     on_compiled: Callable[[Compiled], None] | None = None,
     target: str = engines.DEFAULT_TARGET,
+    full_refresh: bool = False,
 ) -> BuildResult:
     """Compile for the target's dialect, check the inputs, ``dbt build`` once, then
     publish atomically.
@@ -105,6 +106,7 @@ def build(
         on_node: called as each dbt node finishes.
         on_compiled: called once the models are written.
         target: the engine (:data:`segments.engines.TARGETS`).
+        full_refresh: passed on to dbt (``dbt build --full-refresh``).
     """
     started = time.monotonic()
     engine = engines.get(target, warehouse_file)
@@ -114,7 +116,8 @@ def build(
         on_compiled(result)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, result.project.catalog)
-    dbtrun.run_dbt(result.project_dir, ["build"], engine, as_of, on_node=on_node)
+    args = ["build", "--full-refresh"] if full_refresh else ["build"]
+    dbtrun.run_dbt(result.project_dir, args, engine, as_of, on_node=on_node)
     with engine.connect() as session:
         warehouse.publish(session, result.project, result.compiled.segments, as_of)
         sizes = warehouse.segment_sizes(session)

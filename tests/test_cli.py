@@ -90,11 +90,13 @@ def test_compile_check_fails_on_stale_models_with_a_diff(capsys, specs_copy):
         spec.write_text(original.replace("Nagpur", "Nashik"))
         code, out, err = run(capsys, "compile", "--specs", str(specs_copy), "--check")
         assert code == 1
-        # a unified diff of each stale file, one clause per line, then the list of them
-        assert "--- a/models/segments/seg_regional_offer.sql" in out
-        assert "-  city IN ('Mumbai', 'Pune', 'Nagpur')\n+  city IN ('Mumbai', 'Pune', 'Nashik')\n" in out
+        # a unified diff of each stale file, one clause per line, then the list of them:
+        # every rule is a column of the membership's one pass, named after its segment
+        assert "--- a/models/marts/segment_membership.sql" in out
+        old, new = (f"    COALESCE(city IN ('Mumbai', 'Pune', '{c}'), FALSE) AS seg_regional_offer,\n" for c in ("Nagpur", "Nashik"))
+        assert f"-{old}+{new}" in out
         assert "1 generated file(s)" in err and "stale" in err
-        assert "changed  models/segments/seg_regional_offer.sql" in err
+        assert "changed  models/marts/segment_membership.sql" in err
     finally:
         spec.write_text(original)
 

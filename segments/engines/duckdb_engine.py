@@ -10,17 +10,23 @@ import duckdb
 from sqlglot import exp
 
 from segments import paths
+from segments.engines import profiles
 from segments.engines.base import Change, DropView, Engine, EngineError, ReplaceTable, ReplaceView, Session, drop
 from segments.errors import SegmentsError
 
 
 @contextmanager
-def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection in UTC (timestamps are naive UTC everywhere), closed after use."""
+def connect(
+    path: Path, read_only: bool = False, settings: Mapping[str, object] | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection in UTC (timestamps are naive UTC everywhere), closed after use;
+    ``settings`` are DuckDB configuration options (the profile's, for the engine)."""
     if read_only and not path.exists():
         raise SegmentsError(f"no warehouse at {path}: run `segments load` and `segments build` first")
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        # TimeZone needs the icu extension loaded first: set below, on every connection
+        config = {k: str(v) for k, v in (settings or {}).items() if k.lower() != "timezone"}
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as error:
         raise SegmentsError(f"cannot open warehouse {path}: {error}") from None
     try:
@@ -43,7 +49,9 @@ class DuckDBEngine(Engine):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[DuckDBSession]:
-        with connect(self.path, read_only) as con:
+        # the profile's settings (memory limit, time zone): the same bounds as dbt's runs
+        settings = profiles.output(self.target, self.dbt_env()).get("settings") or {}
+        with connect(self.path, read_only, settings) as con:  # type: ignore[arg-type]
             yield DuckDBSession(self, con)
 
     def dbt_env(self) -> dict[str, str]:
