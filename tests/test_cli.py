@@ -240,7 +240,6 @@ def test_load_honours_offsets_and_is_all_or_nothing(capsys, tmp_path, specs_copy
         (["validate", "--specs", "/nonexistent/specs"], "no such specs directory"),
         (["members", "--warehouse", "/nonexistent/w.duckdb"], "no warehouse"),
         (["load", "--users", "/nonexistent/u.csv"], "no such file"),
-        (["build", "--bogus-flag"], "bogus"),
     ],
 )
 def test_bad_input_exits_1_without_traceback(capsys, argv, message):
