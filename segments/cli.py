@@ -341,18 +341,20 @@ def list_command(
     if warehouse_file is None or warehouse_file.exists():  # no warehouse yet: nothing built
         with engine.connect(read_only=True) as session:
             builds = warehouse.last_builds(session)
-    table = Table()
-    for column in ("segment", "owner", "tags", "refresh", "members", "built"):
-        table.add_column(column, justify="right" if column == "members" else "left")
+    rows = [("segment", "owner", "tags", "refresh", "members", "built")]
     for spec in project.segments:
         for name in spec.segment_names():
             size, built = builds.get(name, (None, None))
-            table.add_row(
-                name, spec.owner or "", ", ".join(spec.tags), spec.refresh,
+            rows.append((
+                name, spec.owner or "-", ",".join(spec.tags) or "-", spec.refresh,
                 "-" if size is None else f"{size:,}",
                 "-" if built is None else f"{built:%Y-%m-%d %H:%M} UTC",
-            )
-    out.print(table)
+            ))
+    # plain aligned columns, never wrapped or cut: greppable at any terminal width
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.rjust(w) if i == 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
 
 
 class _SyncProgress:
@@ -493,9 +495,18 @@ def review(
     err.print(f"wrote the review to {out_file}", markup=False, highlight=False)
 
 
-def _usage_error(error: Exception) -> int:
+def _usage_error(error: Exception, argv: list[str]) -> int:
     """Print a usage error as click does (usage, a hint, the error), then the valid
     options of the command; exit 2."""
+    if getattr(error, "ctx", None) is None:
+        # errors raised while parsing options carry no context: rebuild the command's,
+        # so that the usage printed is that command's
+        from typer._click import Context
+
+        group = typer.main.get_command(app)
+        root = Context(group, info_name="segments")
+        command = group.commands.get(argv[0]) if argv else None  # type: ignore[attr-defined]
+        error.ctx = Context(command, info_name=argv[0], parent=root) if command else root  # type: ignore[attr-defined]
     error.show(file=sys.stderr)  # type: ignore[attr-defined]
     ctx = getattr(error, "ctx", None)
     if ctx is not None:
@@ -505,8 +516,8 @@ def _usage_error(error: Exception) -> int:
         commands = sorted(getattr(ctx.command, "commands", {}) or {})
         if commands:
             sys.stderr.write(f"Commands: {', '.join(commands)}\n")
-        elif options:
-            sys.stderr.write(f"Options: {', '.join(options)}\n")
+        else:
+            sys.stderr.write(f"Options: {', '.join([*options, '--help'])}\n")
     return int(getattr(error, "exit_code", 2))
 
 
@@ -530,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print("aborted")
         return 1
     except (click.UsageError, _TyperUsageError) as error:
-        return _usage_error(error)
+        return _usage_error(error, list(sys.argv[1:] if argv is None else argv))
     except (click.ClickException, typer.TyperException) as error:
         # typer runs its own copy of click: its exceptions are not click's
         error.show(file=sys.stderr)  # type: ignore[union-attr]
