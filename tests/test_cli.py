@@ -191,7 +191,7 @@ def test_list_shows_owner_tags_size_and_build_time(capsys, built, specs_copy):
     con = duckdb.connect(str(built), read_only=True)
     size = con.execute("SELECT COUNT(*) FROM segment_membership WHERE segment_name = 'regional_offer'").fetchone()[0]
     con.close()
-    line = next(line for line in out.splitlines() if " regional_offer " in line)
+    line = next(line for line in out.splitlines() if line.startswith("regional_offer "))
     assert line.split()[:3] == ["regional_offer", "growth", "regional,maharashtra,offer"]
     assert f" {size:,} " in line and line.endswith("UTC")
     assert "engagement__inactive" in out
