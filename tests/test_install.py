@@ -73,7 +73,13 @@ def installed(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("install")
     wheels = work / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(REPO)], check=True, capture_output=True)
+    # built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds
+    source = work / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", ".segments", ".dagster", "__pycache__", "build", "*.egg-info", "*.duckdb*", "test-artifacts",
+        "target", "logs", "bench", "tests",
+    ))
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(source)], check=True, capture_output=True)
     (wheel,) = wheels.glob("segments-*.whl")
     venv = work / "venv"
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)  # type: ignore[attr-defined]
