@@ -295,18 +295,13 @@ def members(
 
 
 def _segment_names(specs: Path, name: str) -> list[str]:
-    """The segments ``name`` means: itself, or every tier of the tiered spec it names."""
-    project = load_project(specs)
-    if name in project.segment_names():
-        return [name]
-    for spec in project.segments:
-        if spec.name == name:
+    """The segments ``name`` means: every tier of the tiered spec it names, else itself
+    (whether the last build published it is the warehouse's to say: it may have been
+    built from other specs)."""
+    for spec in load_project(specs).segments:
+        if spec.name == name and spec.tiers:
             return list(spec.segment_names())
-    from difflib import get_close_matches
-
-    close = get_close_matches(name, [*project.segment_names(), *(s.name for s in project.segments if s.tiers)], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise SegmentsError(f"no segment named {name!r} in {specs}{hint}")
+    return [name]
 
 
 @app.command()
