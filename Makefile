@@ -20,10 +20,11 @@ demo: $(STAMP)
 	$(VENV)/bin/segments demo $(ARGS)
 
 # The Dagster UI on http://127.0.0.1:3000: segments, checks, schedules, runs.
-# Instance storage under dagster_home/; the warehouse of SEGMENTS_WAREHOUSE (absolute:
-# dbt reads it from dbt_project/), by default warehouse.duckdb here.
+# DAGSTER_HOME is the root (dagster.yaml), its storage .dagster/ (git-ignored); the
+# warehouse of SEGMENTS_WAREHOUSE (absolute: dbt reads it from dbt_project/), by default
+# warehouse.duckdb here.
 dagster: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DAGSTER_HOME="$(CURDIR)/dagster_home" \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DAGSTER_HOME="$(CURDIR)" \
 	SEGMENTS_WAREHOUSE="$(abspath $(or $(SEGMENTS_WAREHOUSE),warehouse.duckdb))" \
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
 
@@ -46,4 +47,4 @@ bench-build: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .segments dbt_project/target dbt_project/logs warehouse.duckdb test-artifacts
-	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
+	rm -rf .dagster .logs_queue .nux .telemetry

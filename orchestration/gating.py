@@ -38,7 +38,7 @@ def gated_asset(
         compute: what it does; its result's metadata is the materialization's.
         description: shown in the UI.
         pool: a concurrency pool: ops of one pool never run at the same time
-            (dagster_home/dagster.yaml limits every pool to one).
+            (dagster.yaml limits every pool to one).
         kinds: shown as the asset's kinds in the UI.
         required_resource_keys: the resources ``compute`` reads from the context.
     """

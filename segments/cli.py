@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import click
 import typer
+from typer._click.exceptions import UsageError as _TyperUsageError  # typer's vendored click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -33,7 +34,17 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-SpecsOption = Annotated[Path, typer.Option("--specs", help="Specs directory.", show_default="segment_specs/")]
+SpecsOption = Annotated[
+    Optional[Path], typer.Option("--specs", help="Specs directory.", show_default="the project's, segment_specs/")
+]
+ProjectDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--project-dir",
+        help=f"The project's root (or ${paths.PROJECT_DIR_ENV}).",
+        show_default="the nearest folder up whose pyproject.toml has [tool.segments]",
+    ),
+]
 WarehouseOption = Annotated[
     Optional[str],
     typer.Option(
@@ -73,18 +84,25 @@ def _engine(target: str, warehouse_path: str | None) -> engines.Engine:
     return engines.get(target, _warehouse(target, warehouse_path))
 
 
+def _project(project_dir: Path | None) -> paths.Layout:
+    """Settle the project every path of this command derives from."""
+    paths.use(project_dir)
+    return paths.current()
+
+
 def _specs(value: Path | None) -> Path:
-    specs = (value or paths.SPECS_DIR).resolve()
+    specs = (value or paths.current().specs_dir).resolve()
     if not specs.is_dir():
         raise SegmentsError(f"{specs}: no such specs directory")
     return specs
 
 
 @app.command()
-def validate(specs: SpecsOption = paths.SPECS_DIR) -> None:
+def validate(specs: SpecsOption = None, project_dir: ProjectDirOption = None) -> None:
     """Check every spec; print every error as file:line:col: message."""
     from sync.engine import configuration_problems
 
+    _project(project_dir)
     result = pipeline.compile_specs(_specs(specs))
     problems = configuration_problems(result.project)
     if problems:
@@ -95,7 +113,8 @@ def validate(specs: SpecsOption = paths.SPECS_DIR) -> None:
 
 @app.command("compile")
 def compile_command(
-    specs: SpecsOption = paths.SPECS_DIR,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the models are stale.")] = False,
     dialect: Annotated[
         Optional[str],
@@ -104,6 +123,7 @@ def compile_command(
     ] = None,
 ) -> None:
     """Write the dbt models for the specs (or check they are up to date)."""
+    _project(project_dir)
     if dialect is not None and dialect not in dialects.DIALECTS:
         raise SegmentsError(f"--dialect {dialect!r} is not supported; choose one of: {', '.join(dialects.DIALECTS)}")
     result = pipeline.compile_specs(_specs(specs), dialect, switch=dialect is not None)
@@ -133,12 +153,16 @@ def _check_fresh(directory: Path, files: dict[Path, str], command: str) -> None:
 @app.command()
 def schema(
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the schemas are stale.")] = False,
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the schemas to.", show_default="schemas/")] = paths.SCHEMAS_DIR,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", help="Directory to write the schemas to.", show_default="the project's schemas/")
+    ] = None,
+    project_dir: ProjectDirOption = None,
 ) -> None:
     """Write the JSON Schemas of spec files, for editors (or check they are up to date)."""
     from segments.compiler import writer
     from segments.spec import schema as spec_schema
 
+    out_dir = out_dir or _project(project_dir).schemas_dir
     files = spec_schema.generated_files()
     if check:
         _check_fresh(out_dir, files, "segments schema")
@@ -189,7 +213,8 @@ def print_sizes(result: pipeline.BuildResult) -> None:
 
 @app.command()
 def build(
-    specs: SpecsOption = paths.SPECS_DIR,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
     target: TargetOption = "duckdb",
@@ -198,6 +223,7 @@ def build(
     ] = False,
 ) -> None:
     """Compile and build every segment on the warehouse through dbt."""
+    _project(project_dir)
     result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh)
     print_sizes(result)
     out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
@@ -206,7 +232,8 @@ def build(
 @app.command()
 def preview(
     name: Annotated[str, typer.Argument(help="Segment name (tiers: <spec>__<tier>).")],
-    specs: SpecsOption = paths.SPECS_DIR,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Sample size.")] = 10,
@@ -214,6 +241,7 @@ def preview(
     show_sql: Annotated[bool, typer.Option("--sql", help="Print the query too.")] = False,
 ) -> None:
     """Size and sample members of one segment, without a full build."""
+    _project(project_dir)
     warehouse_file = _warehouse(target, warehouse_path)
     result = pipeline.preview(_specs(specs), warehouse_file, name, _as_of(as_of), limit, target)
     if show_sql:
@@ -227,11 +255,13 @@ def preview(
 def load(
     users: Annotated[Optional[Path], typer.Option("--users", help="CSV or Parquet file of users.")] = None,
     events: Annotated[Optional[Path], typer.Option("--events", help="CSV or Parquet file of events.")] = None,
-    specs: SpecsOption = paths.SPECS_DIR,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
     target: TargetOption = "duckdb",
 ) -> None:
     """Load CSV or Parquet files into the catalog's input tables."""
+    _project(project_dir)
     engine = _engine(target, warehouse_path)
     project = pipeline.compile_specs(_specs(specs)).project
     with engine.connect() as session:
@@ -242,17 +272,82 @@ def load(
 
 @app.command()
 def members(
-    segment: Annotated[Optional[str], typer.Option("--segment", help="Only this segment.")] = None,
+    segment: Annotated[
+        Optional[str], typer.Option("--segment", help="Only this segment (a spec name selects its tiers).")
+    ] = None,
+    specs: SpecsOption = None,
     warehouse_path: WarehouseOption = None,
     target: TargetOption = "duckdb",
+    project_dir: ProjectDirOption = None,
 ) -> None:
     """Print segment_name,user_id,is_holdout CSV of the current membership."""
+    _project(project_dir)
     engine = _engine(target, warehouse_path)
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["segment_name", "user_id", "is_holdout"])
+    selected = None if segment is None else _segment_names(_specs(specs), segment)
     with engine.connect(read_only=True) as session:
-        for name, user_id, is_holdout in warehouse.members(session, segment):
+        rows = warehouse.members(session, selected)  # checks first: a bad request prints no header
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["segment_name", "user_id", "is_holdout"])
+        for name, user_id, is_holdout in rows:
             writer.writerow([name, user_id, "true" if is_holdout else "false"])
+
+
+def _segment_names(specs: Path, name: str) -> list[str]:
+    """The segments ``name`` means: every tier of the tiered spec it names, else itself
+    (whether the last build published it is the warehouse's to say: it may have been
+    built from other specs)."""
+    for spec in load_project(specs).segments:
+        if spec.name == name and spec.tiers:
+            return list(spec.segment_names())
+    return [name]
+
+
+@app.command()
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder of the new project (created if missing).", show_default="the working directory")
+    ] = Path("."),
+) -> None:
+    """Scaffold a project: catalog, an example spec, the dbt project, dagster.yaml."""
+    from segments import scaffold
+
+    written = scaffold.init(directory)
+    for rel in written:
+        out.print(f"   added {rel}", markup=False, highlight=False)
+    out.print(f"a segments project in {directory.resolve()}: edit segment_specs/_catalog.yml, then "
+              "`segments validate` and `segments build` there", markup=False, highlight=False)
+
+
+@app.command("list")
+def list_command(
+    specs: SpecsOption = None,
+    warehouse_path: WarehouseOption = None,
+    target: TargetOption = "duckdb",
+    project_dir: ProjectDirOption = None,
+) -> None:
+    """Every segment with its owner, tags, refresh, size and last build time."""
+    _project(project_dir)
+    project = load_project(_specs(specs))
+    warehouse_file = _warehouse(target, warehouse_path)
+    engine = engines.get(target, warehouse_file)
+    builds: dict[str, tuple[int, dt.datetime | None]] = {}
+    if warehouse_file is None or warehouse_file.exists():  # no warehouse yet: nothing built
+        with engine.connect(read_only=True) as session:
+            builds = warehouse.last_builds(session)
+    rows = [("segment", "owner", "tags", "refresh", "members", "built")]
+    for spec in project.segments:
+        for name in spec.segment_names():
+            size, built = builds.get(name, (None, None))
+            rows.append((
+                name, spec.owner or "-", ",".join(spec.tags) or "-", spec.refresh,
+                "-" if size is None else f"{size:,}",
+                "-" if built is None else f"{built:%Y-%m-%d %H:%M} UTC",
+            ))
+    # plain aligned columns, never wrapped or cut: greppable at any terminal width
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.rjust(w) if i == 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
 
 
 class _SyncProgress:
@@ -297,10 +392,12 @@ def sync_command(
     segment: Annotated[Optional[str], typer.Option("--segment", help="Only this segment (a spec name selects its tiers).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; send and record nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Send even past max_remove_pct.")] = False,
-    specs: SpecsOption = paths.SPECS_DIR,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
 ) -> None:
     """Push membership changes (adds and removes) to the destinations."""
+    _project(project_dir)
     outcomes = run_sync(_specs(specs), paths.warehouse_path(warehouse_path), destination, segment, dry_run, force)
     bad = [o for o in outcomes if not o.ok]
     if bad:
@@ -317,10 +414,12 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the demo data.")] = 7,
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
+    project_dir: ProjectDirOption = None,
 ) -> None:
     """Generate sample data, build every example segment, print a summary."""
     from segments import demo_data
 
+    specs = _project(project_dir).specs_dir
     at = _as_of(as_of) if as_of else dt.datetime.now(dt.timezone.utc).replace(
         tzinfo=None, hour=0, minute=0, second=0, microsecond=0
     )
@@ -329,10 +428,10 @@ def demo(
     with warehouse.connect(warehouse_file) as con:
         demo_data.write_duckdb(data, con)
     out.print(f"generated {len(data.users):,} users and {len(data.events):,} events into {warehouse_file}")
-    result = run_build(paths.SPECS_DIR, warehouse_file, at)
+    result = run_build(specs, warehouse_file, at)
     print_sizes(result)
     out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
-    demo_sync(paths.SPECS_DIR, warehouse_file)
+    demo_sync(specs, warehouse_file)
 
 
 def demo_sync(specs: Path, warehouse_file: Path) -> None:
@@ -368,7 +467,8 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
 @app.command()
 def review(
     base: Annotated[str, typer.Option("--base", help="Git revision to compare with: a branch, tag or commit.")],
-    specs: SpecsOption = paths.SPECS_DIR,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the Markdown here, not to stdout.")] = None,
@@ -376,6 +476,7 @@ def review(
     """Markdown review of spec changes since REF: SQL diff, sizes, who enters and leaves."""
     from segments import review as rv
 
+    _project(project_dir)
     report = rv.markdown(rv.review(_specs(specs), base, paths.warehouse_path(warehouse_path), _as_of(as_of)))
     if out_file is None:
         sys.stdout.write(report)
@@ -387,10 +488,38 @@ def review(
     err.print(f"wrote the review to {out_file}", markup=False, highlight=False)
 
 
+def _usage_error(error: Exception, argv: list[str]) -> int:
+    """Print a usage error as click does (usage, a hint, the error), then the valid
+    options of the command; exit 2."""
+    if getattr(error, "ctx", None) is None:
+        # errors raised while parsing options carry no context: rebuild the command's,
+        # so that the usage printed is that command's
+        from typer._click import Context
+
+        group = typer.main.get_command(app)
+        root = Context(group, info_name="segments")
+        command = group.commands.get(argv[0]) if argv else None  # type: ignore[attr-defined]
+        error.ctx = Context(command, info_name=argv[0], parent=root) if command else root  # type: ignore[attr-defined]
+    error.show(file=sys.stderr)  # type: ignore[attr-defined]
+    ctx = getattr(error, "ctx", None)
+    if ctx is not None:
+        options = sorted(
+            opt for param in ctx.command.params if param.param_type_name == "option" for opt in param.opts
+        )
+        commands = sorted(getattr(ctx.command, "commands", {}) or {})
+        if commands:
+            sys.stderr.write(f"Commands: {', '.join(commands)}\n")
+        else:
+            sys.stderr.write(f"Options: {', '.join([*options, '--help'])}\n")
+    return int(getattr(error, "exit_code", 2))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run a command, map every failure to a message and exit 1."""
+    """Entry point: run a command, map every failure to a message and exit 1 (2 for a
+    usage error)."""
+    paths.use(None)  # each invocation finds its own project (tests call main repeatedly)
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="segments", standalone_mode=False)
     except SpecErrors as errors:
         for error in errors.errors:
             err.print(str(error), markup=False, highlight=False)
@@ -399,13 +528,16 @@ def main(argv: list[str] | None = None) -> int:
     except SegmentsError as error:
         err.print(f"error: {error}", markup=False, highlight=False)
         return 1
-    except click.exceptions.Exit as done:
+    except (click.exceptions.Exit, typer.Exit) as done:
         return done.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")
         return 1
-    except click.ClickException as error:
-        error.show(file=sys.stderr)
+    except (click.UsageError, _TyperUsageError) as error:
+        return _usage_error(error, list(sys.argv[1:] if argv is None else argv))
+    except (click.ClickException, typer.TyperException) as error:
+        # typer runs its own copy of click: its exceptions are not click's
+        error.show(file=sys.stderr)  # type: ignore[union-attr]
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -413,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - never a traceback for the user
         err.print(f"internal error: {type(error).__name__}: {error}", markup=False, highlight=False)
         return 1
+    finally:
+        paths.use(None)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -209,6 +209,26 @@ def segment_sizes(session: Session) -> list[tuple[str, int, int]]:
     return [(str(n), int(size), int(holdout)) for n, size, holdout in session.rows(query)]
 
 
+def last_builds(session: Session) -> dict[str, tuple[int, dt.datetime | None]]:
+    """Segment -> (members, when its membership was last published), for the
+    published segments; empty before the first build."""
+    from segments import history
+
+    engine = session.engine
+    if not session.columns(engine.target_schema, SEGMENT_CATALOG):
+        return {}
+    sizes = {name: size for name, size, _ in segment_sizes(session)}
+    published: dict[str, dt.datetime | None] = {}
+    if session.columns(engine.target_schema, history.SIZES):
+        query = (
+            exp.select("segment_name", exp.Max(this=exp.column("published_at")))
+            .from_(engine.table(history.SIZES))
+            .group_by("segment_name")
+        )
+        published = {str(name): at for name, at in session.rows(query)}
+    return {name: (size, published.get(name)) for name, size in sizes.items()}
+
+
 def _input_select(source: exp.Expression, columns: list[tuple[str, str]], available: dict[str, str]) -> exp.Select:
     """Catalog columns cast to their types; other columns kept as they are."""
     wanted = dict(columns)
@@ -293,16 +313,29 @@ def load_inputs(session: Session, catalog: m.Catalog, users: Path | None, events
     return counts
 
 
-def members(session: Session, segment: str | None = None) -> Iterator[tuple[str, str, bool]]:
-    """(segment_name, user_id, is_holdout) of the published membership, sorted by code point."""
+def members(session: Session, segments: Sequence[str] | None = None) -> Iterator[tuple[str, str, bool]]:
+    """(segment_name, user_id, is_holdout) of the published membership, sorted by code point.
+
+    Checks the warehouse and ``segments`` (names of the last build) before returning,
+    so a caller prints nothing, not even a header, for a bad request.
+
+    Raises:
+        SegmentsError: no build yet, or a segment the last build did not publish.
+    """
     engine = session.engine
     if not session.columns(engine.target_schema, md.MEMBERSHIP):
         raise SegmentsError("the warehouse has no segment_membership yet: run `segments build`")
     query = exp.select("segment_name", "user_id", "is_holdout").from_(engine.table(md.MEMBERSHIP))
-    if segment is not None:
-        if segment not in _published_segments(session):
-            raise SegmentsError(f"no segment named {segment!r} in the last build")
-        query = query.where(_segment_name_is(segment))
+    if segments is not None:
+        published = set(_published_segments(session))
+        missing = [name for name in segments if name not in published]
+        if missing:
+            raise SegmentsError(f"no segment named {missing[0]!r} in the last build")
+        query = query.where(exp.or_(*(_segment_name_is(name) for name in segments)))
     order = [engine.sort_key(exp.column(c)) for c in ("segment_name", "user_id")]
-    for name, user_id, is_holdout in session.stream(query.order_by(*order)):
+    return _member_rows(session, query.order_by(*order))
+
+
+def _member_rows(session: Session, query: exp.Select) -> Iterator[tuple[str, str, bool]]:
+    for name, user_id, is_holdout in session.stream(query):
         yield str(name), str(user_id), bool(is_holdout)

@@ -167,9 +167,36 @@ def test_members_prints_csv(capsys, built):
     assert rows[1:] == expected and expected
 
 
-def test_members_of_unknown_segment_fails(capsys, built):
-    code, _, err = run(capsys, "members", "--segment", "nope", "--warehouse", str(built))
-    assert code == 1 and "nope" in err
+@pytest.mark.parametrize("specs", [False, True], ids=["published", "specs"])
+def test_members_of_unknown_segment_fails_without_a_header(capsys, built, specs_copy, specs):
+    argv = ["members", "--segment", "nope", "--warehouse", str(built)]
+    code, out, err = run(capsys, *argv, *(["--specs", str(specs_copy)] if specs else []))
+    assert code == 1 and "nope" in err and out == ""
+
+
+def test_members_of_a_tiered_spec_are_its_tiers(capsys, built, specs_copy):
+    code, out, err = run(capsys, "members", "--segment", "engagement", "--specs", str(specs_copy), "--warehouse", str(built))
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out)))[1:]
+    con = duckdb.connect(str(built), read_only=True)
+    expected = con.execute(
+        "SELECT COUNT(*) FROM segment_membership WHERE segment_name LIKE 'engagement\\_\\_%' ESCAPE '\\'"
+    ).fetchone()[0]
+    con.close()
+    assert {r[0] for r in rows} == {"engagement__high", "engagement__moderate", "engagement__low", "engagement__inactive"}
+    assert len(rows) == expected
+
+
+def test_list_shows_owner_tags_size_and_build_time(capsys, built, specs_copy):
+    code, out, err = run(capsys, "list", "--specs", str(specs_copy), "--warehouse", str(built))
+    assert code == 0, err
+    con = duckdb.connect(str(built), read_only=True)
+    size = con.execute("SELECT COUNT(*) FROM segment_membership WHERE segment_name = 'regional_offer'").fetchone()[0]
+    con.close()
+    line = next(line for line in out.splitlines() if line.startswith("regional_offer "))
+    assert line.split()[:3] == ["regional_offer", "growth", "regional,maharashtra,offer"]
+    assert f" {size:,} " in line and line.endswith("UTC")
+    assert "engagement__inactive" in out
 
 
 def test_failed_build_leaves_published_segments_unchanged(capsys, tmp_path, built, specs_copy):
@@ -242,7 +269,6 @@ def test_load_honours_offsets_and_is_all_or_nothing(capsys, tmp_path, specs_copy
         (["validate", "--specs", "/nonexistent/specs"], "no such specs directory"),
         (["members", "--warehouse", "/nonexistent/w.duckdb"], "no warehouse"),
         (["load", "--users", "/nonexistent/u.csv"], "no such file"),
-        (["build", "--bogus-flag"], "bogus"),
     ],
 )
 def test_bad_input_exits_1_without_traceback(capsys, argv, message):

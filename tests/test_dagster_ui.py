@@ -60,7 +60,9 @@ def _answers(url: str) -> bool:
 def webserver(dbt_manifest, tmp_path_factory) -> Iterator[str]:
     """``dagster-webserver`` for the code location, on 127.0.0.1 and a free port."""
     home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(paths.DAGSTER_HOME / "dagster.yaml", home / "dagster.yaml")
+    # the project's dagster.yaml, its storage (relative to the working directory) moved here
+    text = (paths.DAGSTER_HOME / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(text.replace("base_dir: .dagster", f"base_dir: {home}/.dagster"))
     log = home / "webserver.log"
     port = _free_port()
     env = {

@@ -435,7 +435,9 @@ def test_published_membership_check_gates_its_consumers(refreshed, tmp_path, tam
 
 
 def test_dagster_yaml_serializes_runs_and_each_destination(tmp_path):
-    shutil.copy(paths.DAGSTER_HOME / "dagster.yaml", tmp_path / "dagster.yaml")
+    # storage moved out of the working directory (dagster.yaml's paths are relative to it)
+    text = (paths.DAGSTER_HOME / "dagster.yaml").read_text()
+    (tmp_path / "dagster.yaml").write_text(text.replace("base_dir: .dagster", f"base_dir: {tmp_path}/.dagster"))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         config = instance.get_concurrency_config()
     assert config.run_queue_config.max_concurrent_runs == 1

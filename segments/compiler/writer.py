@@ -47,7 +47,9 @@ def generated_files(project: Project, compiled: CompiledProject, dialect: str = 
         folder = Path(paths.MODELS_DIR_NAME) / model.folder
         files[folder / f"{model.name}.sql"] = render.dbt_sql(model, origin, dialect)
         files[folder / f"{model.name}.yml"] = render.dbt_yaml(model, origin, dialect)
-    files[Path(paths.MODELS_DIR_NAME) / "staging" / "_sources.yml"] = render.sources_yaml(compiled, catalog_origin)
+    # A dbt project adopting the segments may declare the catalog's sources itself.
+    if paths.current().generate_sources:
+        files[Path(paths.MODELS_DIR_NAME) / "staging" / "_sources.yml"] = render.sources_yaml(compiled, catalog_origin)
     return files
 
 
@@ -123,13 +125,26 @@ def write(project_dir: Path, files: dict[Path, str]) -> list[Change]:
 
 
 def prepare_project_dir(project_dir: Path) -> None:
-    """Give a work folder the static parts of the dbt project (profiles, macros)."""
-    if project_dir == paths.DBT_PROJECT_DIR:
-        return
-    project_dir.mkdir(parents=True, exist_ok=True)
-    for name in paths.DBT_STATIC_FILES:
-        source, target = paths.DBT_PROJECT_DIR / name, project_dir / name
-        if source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
-        else:
+    """Give a dbt project what the generated models need besides themselves.
+
+    A work folder gets the static parts of the project's dbt project (profiles,
+    macros); any dbt project, the project's own included, gets the segments' macros it
+    lacks (a team's existing dbt project adopting the segments has none of them).
+    Existing files are never overwritten.
+    """
+    home = paths.current().dbt_project_dir
+    if project_dir != home:
+        project_dir.mkdir(parents=True, exist_ok=True)
+        for name in paths.DBT_STATIC_FILES:
+            source, target = home / name, project_dir / name
+            if source.is_dir():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            elif source.is_file():
+                shutil.copy2(source, target)
+    macros = project_dir / "macros"
+    for source in sorted(paths.TEMPLATE_MACROS.rglob("*.sql")):
+        target = macros / source.relative_to(paths.TEMPLATE_MACROS)
+        # a macro defined twice stops dbt: one of that name anywhere in macros/ will do
+        if not (macros.is_dir() and any(macros.rglob(source.name))):
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)

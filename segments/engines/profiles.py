@@ -17,8 +17,23 @@ import yaml
 from segments import paths
 from segments.errors import SegmentsError
 
-PROFILE = "segments"
-PROFILES_FILE = paths.DBT_PROJECT_DIR / "profiles.yml"
+DEFAULT_PROFILE = "segments"
+
+
+def profiles_file() -> Path:
+    """The project's ``profiles.yml``: dbt runs with the dbt project as its profiles dir."""
+    return paths.current().dbt_project_dir / "profiles.yml"
+
+
+def profile_name(project_dir: Path | None = None) -> str:
+    """The profile the dbt project names (``profile:`` of dbt_project.yml)."""
+    project_file = (project_dir or paths.current().dbt_project_dir) / "dbt_project.yml"
+    try:
+        document = yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return DEFAULT_PROFILE
+    name = document.get("profile") if isinstance(document, dict) else None
+    return name if isinstance(name, str) and name else DEFAULT_PROFILE
 
 
 def _renderer(env: Mapping[str, str]) -> jinja2.Environment:
@@ -46,7 +61,7 @@ def _render(value: object, renderer: jinja2.Environment) -> object:
     return value
 
 
-def output(target: str, env: Mapping[str, str] | None = None, profiles: Path = PROFILES_FILE) -> dict[str, object]:
+def output(target: str, env: Mapping[str, str] | None = None, profiles: Path | None = None) -> dict[str, object]:
     """The profile's output for ``target``, with ``env_var()`` rendered from the
     environment plus ``env``.
 
@@ -57,10 +72,15 @@ def output(target: str, env: Mapping[str, str] | None = None, profiles: Path = P
     Raises:
         SegmentsError: no such output, or a variable it needs is not set.
     """
-    document = yaml.safe_load(profiles.read_text(encoding="utf-8"))
-    outputs = document[PROFILE]["outputs"]
+    profiles = profiles or profiles_file()
+    profile = profile_name(profiles.parent)
+    try:
+        document = yaml.safe_load(profiles.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SegmentsError(f"cannot read {profiles}: {error.strerror or error}") from None
+    outputs = (document or {}).get(profile, {}).get("outputs", {})
     if target not in outputs:
-        raise SegmentsError(f"{profiles} has no output {target!r} for profile {PROFILE!r}")
+        raise SegmentsError(f"{profiles} has no output {target!r} for profile {profile!r}")
     rendered = _render(outputs[target], _renderer({**os.environ, **(env or {})}))
     assert isinstance(rendered, dict)
     return rendered
