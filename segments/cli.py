@@ -160,7 +160,8 @@ def _progress() -> Progress:
 
 
 def run_build(
-    specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb", full_refresh: bool = False
+    specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb", full_refresh: bool = False,
+    force: bool = False,
 ) -> pipeline.BuildResult:
     """Build with a progress bar over dbt's nodes."""
     with _progress() as progress:
@@ -173,7 +174,8 @@ def run_build(
             progress.update(task, advance=1, description=f"dbt build: {name}")
 
         return pipeline.build(
-            specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target, full_refresh=full_refresh
+            specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target, full_refresh=full_refresh,
+            force=force,
         )
 
 
@@ -196,9 +198,12 @@ def build(
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Rebuild the daily event rollup from scratch rather than add the new days.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Publish even an empty specs folder or a build that drops or empties most published segments.")
+    ] = False,
 ) -> None:
     """Compile and build every segment on the warehouse through dbt."""
-    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh)
+    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh, force)
     print_sizes(result)
     if result.full_refresh:
         out.print(f"daily event rollup rebuilt from scratch: {result.full_refresh}", markup=False, highlight=False)

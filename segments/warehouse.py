@@ -19,7 +19,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from segments import history
+from segments import history, publish_guard
 from segments.compiler import models as md
 from segments.engines.base import (
     Change,
@@ -105,7 +105,7 @@ def _published_segments(session: Session) -> list[str]:
     return [str(row[0]) for row in session.rows(query)]
 
 
-def publish(session: Session, project: m.Project, segments: list[str], as_of: dt.datetime) -> None:
+def publish(session: Session, project: m.Project, segments: list[str], as_of: dt.datetime, force: bool = False) -> None:
     """Make a finished build visible, all at once.
 
     Copies ``segment_membership`` and ``user_traits`` from the build schema into the
@@ -115,11 +115,17 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
     and left each segment is recorded just before (:mod:`segments.history`) and
     forgotten again if the publish fails.
 
+    Unless ``force``, a build that would drop or empty most published segments is
+    refused (:mod:`segments.publish_guard`).
+
     Raises:
-        SegmentsError: publishing failed (saying whether anything changed).
+        SegmentsError: publishing failed or was refused (saying whether anything changed).
     """
     engine = session.engine
     previous = _published_segments(session)
+    refused = None if force else publish_guard.refusal(session, previous, segments)
+    if refused:
+        raise SegmentsError(refused)
     changes: list[Change] = [
         ReplaceTable(engine.table(table), exp.select("*").from_(engine.table(table, engine.build_schema)))
         for table in PUBLISHED_TABLES
