@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from segments import engines, paths, pipeline, warehouse
+from segments import engines, paths, pipeline, spreadsheet, warehouse
 from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.parse import load_project
@@ -259,7 +259,7 @@ def members(
     writer.writerow(["segment_name", "user_id", "is_holdout"])
     with engine.connect(read_only=True) as session:
         for name, user_id, is_holdout in warehouse.members(session, segment):
-            writer.writerow([name, user_id, "true" if is_holdout else "false"])
+            writer.writerow(spreadsheet.row([name, user_id, "true" if is_holdout else "false"]))
 
 
 class _SyncProgress:
