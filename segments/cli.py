@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from segments import engines, paths, pipeline, warehouse
+from segments import engines, paths, pipeline, spreadsheet, warehouse
 from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.parse import load_project
@@ -184,7 +184,8 @@ def _progress() -> Progress:
 
 
 def run_build(
-    specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb", full_refresh: bool = False
+    specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb", full_refresh: bool = False,
+    force: bool = False,
 ) -> pipeline.BuildResult:
     """Build with a progress bar over dbt's nodes."""
     with _progress() as progress:
@@ -197,7 +198,8 @@ def run_build(
             progress.update(task, advance=1, description=f"dbt build: {name}")
 
         return pipeline.build(
-            specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target, full_refresh=full_refresh
+            specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target, full_refresh=full_refresh,
+            force=force,
         )
 
 
@@ -221,10 +223,13 @@ def build(
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Passed on to dbt: every model rebuilt from scratch.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Publish even an empty specs folder or a build that drops or empties most published segments.")
+    ] = False,
 ) -> None:
     """Compile and build every segment on the warehouse through dbt."""
     _project(project_dir)
-    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh)
+    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh, force)
     print_sizes(result)
     out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
 
@@ -289,7 +294,7 @@ def members(
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["segment_name", "user_id", "is_holdout"])
         for name, user_id, is_holdout in rows:
-            writer.writerow([name, user_id, "true" if is_holdout else "false"])
+            writer.writerow(spreadsheet.row([name, user_id, "true" if is_holdout else "false"]))
 
 
 def _segment_names(specs: Path, name: str) -> list[str]:

@@ -97,6 +97,9 @@ def run_dbt(
     run = _run_in_process if engine.dbt_in_process else _run_subprocess
     if not run(options, project_dir, env, lambda event: _consume(event, result, on_node)):
         details = "\n".join(result.failures or result.log_tail[-15:])
+        if "Could not set lock on file" in details:
+            # a second writer on a DuckDB file: one line, not dbt's pages of errors
+            raise SegmentsError(f"the warehouse is busy: another segments command is using it; dbt {args[0]} did not run, the published segments are unchanged")
         raise SegmentsError(f"dbt {args[0]} failed; the published segments are unchanged.\n{details}")
     return result
 

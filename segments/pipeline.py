@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import dbtrun, engines, paths, warehouse
+from segments import dbtrun, engines, paths, publish_guard, warehouse
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
 from segments.engines.base import EngineError
@@ -95,6 +95,7 @@ def build(
     on_compiled: Callable[[Compiled], None] | None = None,
     target: str = engines.DEFAULT_TARGET,
     full_refresh: bool = False,
+    force: bool = False,
 ) -> BuildResult:
     """Compile for the target's dialect, check the inputs, ``dbt build`` once, then
     publish atomically.
@@ -107,10 +108,14 @@ def build(
         on_compiled: called once the models are written.
         target: the engine (:data:`segments.engines.TARGETS`).
         full_refresh: passed on to dbt (``dbt build --full-refresh``).
+        force: publish even when the specs folder is empty or the build would drop
+            or empty most published segments (:mod:`segments.publish_guard`).
     """
     started = time.monotonic()
     engine = engines.get(target, warehouse_file)
     result = compile_specs(specs_dir, engine.dialect)
+    if not result.compiled.segments and not force:
+        raise SegmentsError(publish_guard.empty_specs(specs_dir))
     write_models(result)
     if on_compiled is not None:
         on_compiled(result)
@@ -119,7 +124,7 @@ def build(
     args = ["build", "--full-refresh"] if full_refresh else ["build"]
     dbtrun.run_dbt(result.project_dir, args, engine, as_of, on_node=on_node)
     with engine.connect() as session:
-        warehouse.publish(session, result.project, result.compiled.segments, as_of)
+        warehouse.publish(session, result.project, result.compiled.segments, as_of, force=force)
         sizes = warehouse.segment_sizes(session)
     return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of)
 

@@ -19,7 +19,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from segments import history
+from segments import history, input_checks, publish_guard
 from segments.compiler import models as md
 from segments.engines.base import (
     Change,
@@ -105,7 +105,7 @@ def _published_segments(session: Session) -> list[str]:
     return [str(row[0]) for row in session.rows(query)]
 
 
-def publish(session: Session, project: m.Project, segments: list[str], as_of: dt.datetime) -> None:
+def publish(session: Session, project: m.Project, segments: list[str], as_of: dt.datetime, force: bool = False) -> None:
     """Make a finished build visible, all at once.
 
     Copies ``segment_membership`` and ``user_traits`` from the build schema into the
@@ -115,11 +115,17 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
     and left each segment is recorded just before (:mod:`segments.history`) and
     forgotten again if the publish fails.
 
+    Unless ``force``, a build that would drop or empty most published segments is
+    refused (:mod:`segments.publish_guard`).
+
     Raises:
-        SegmentsError: publishing failed (saying whether anything changed).
+        SegmentsError: publishing failed or was refused (saying whether anything changed).
     """
     engine = session.engine
     previous = _published_segments(session)
+    refused = None if force else publish_guard.refusal(session, previous, segments)
+    if refused:
+        raise SegmentsError(refused)
     changes: list[Change] = [
         ReplaceTable(engine.table(table), exp.select("*").from_(engine.table(table, engine.build_schema)))
         for table in PUBLISHED_TABLES
@@ -264,6 +270,14 @@ def _reader(path: Path, catalog_columns: list[str]) -> exp.Expression:
     raise SegmentsError(f"{path}: expected a .csv or .parquet file")
 
 
+def _required(catalog: m.Catalog, relation: m.Relation) -> tuple[list[str], str | None]:
+    """(columns that must be filled, the column that must be unique) of an input table."""
+    if relation == catalog.users.relation:
+        return [catalog.users.key], catalog.users.key
+    events = catalog.events
+    return [events.user_key, events.name, events.timestamp], None
+
+
 def load_inputs(session: Session, catalog: m.Catalog, users: Path | None, events: Path | None) -> dict[str, int]:
     """Replace the catalog's input tables with the files' rows, cast to the catalog's
     types, all at once. Returns rows loaded per table.
@@ -288,23 +302,27 @@ def load_inputs(session: Session, catalog: m.Catalog, users: Path | None, events
             if not path.is_file():
                 raise SegmentsError(f"{path}: no such file")
             reader = _reader(path, [c for c, _ in cols])
-            try:
-                available = {row[0]: row[1] for row in duck.execute(exp.Describe(this=exp.select("*").from_(reader)).sql("duckdb")).fetchall()}
+            raw, name = f"segments_raw_{index}", f"segments_input_{index}"
+            temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
+            try:  # as read, in file order: rowid numbers the rows for the checks
+                duck.execute(exp.Create(kind="TABLE", this=exp.to_table(raw), expression=exp.select("*").from_(reader), properties=temporary).sql("duckdb"))
+                available = {row[0]: row[1] for row in duck.execute(exp.Describe(this=exp.select("*").from_(raw)).sql("duckdb")).fetchall()}
             except duckdb.Error as error:
-                raise SegmentsError(f"{path}: cannot read: {error}") from None
+                raise input_checks.read_error(path, error) from None
             missing = [c for c, _ in cols if c not in available]
             if missing:
                 raise SegmentsError(f"{path}: missing column(s) {', '.join(missing)} that _catalog.yml declares for {relation}")
-            name = f"segments_input_{index}"
+            input_checks.check_values(duck, raw, path, cols)
             create = exp.Create(
-                kind="TABLE", this=exp.to_table(name), expression=_input_select(reader, cols, available),
-                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+                kind="TABLE", this=exp.to_table(name), expression=_input_select(exp.to_table(raw), cols, available),
+                properties=temporary.copy(),
             )
             try:
                 duck.execute(create.sql("duckdb"))
                 counts[str(relation)] = duck.execute(exp.select(exp.Count(this=exp.Star())).from_(name).sql("duckdb")).fetchone()[0]
             except duckdb.Error as error:
-                raise SegmentsError(f"{path}: load failed, nothing was written: {error}") from None
+                raise SegmentsError(f"{path}: load failed, nothing was written ({type(error).__name__})") from None
+            input_checks.check_required(duck, name, path, *_required(catalog, relation))
             staged[_table(session, relation)] = name
         try:
             session.import_tables(duck, staged)

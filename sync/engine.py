@@ -11,6 +11,7 @@ a lock file next to the warehouse, released by the OS if the process dies.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Mapping
@@ -25,11 +26,13 @@ from segments import warehouse
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations import REGISTRY
-from sync.destinations.base import Audience, Batch, BatchResult, Destination, resolve_options
-from sync.http import Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
+from sync.destinations.base import Audience, Batch, BatchResult, Destination, is_http_url, resolve_options
+from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
 from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PlanSummary, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
+#: Destination options holding a URL, checked by ``segments validate``.
+URL_OPTIONS = ("url", "base_url")
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: options is a dict
@@ -79,6 +82,7 @@ class Settings:
     session: requests.Session | None = None
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     progress: Progress = field(default_factory=Progress)
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT  # connect, read (seconds) of each request
 
 
 def select_pairs(project: m.Project, destination: str | None = None, segment: str | None = None) -> list[Pair]:
@@ -120,6 +124,13 @@ def configuration_problems(project: m.Project) -> list[str]:
             resolve_options(declared, raw, where, expand=False)
         except SegmentsError as error:
             problems.append(str(error))
+    for name, d in sorted(project.destinations.items()):
+        for option in URL_OPTIONS:
+            value = d.options.get(option)
+            # a ${VAR} is checked when the sync expands it; the value is never echoed
+            if isinstance(value, str) and "${" not in value and not is_http_url(value):
+                where = f"destination {name}" + (f" ({d.location})" if d.location else "")
+                problems.append(f"{where}: option {option!r} must be an http:// or https:// URL with a host")
     return problems
 
 
@@ -143,7 +154,7 @@ class Engine:
         clock = self.settings.clock
         progress = self.settings.progress
         http = HttpClient(
-            session, policy=self.settings.policy, clock=clock,
+            session, policy=self.settings.policy, clock=clock, timeout=self.settings.timeout,
             on_retry=lambda error, seconds: progress.retrying(name, error, seconds),
         )
         destination = cls(name, options, http)
@@ -239,6 +250,17 @@ class Engine:
                 self._send(store, destination, pair, target, wanted, plan, outcome)
             except SyncHttpError as error:
                 outcome.status, outcome.message = FAILED, str(error)
+            except BaseException as error:
+                # Whatever stopped the run (a bug, Ctrl-C, the store), its row must not
+                # stay 'running'. Only the error's type is recorded: a library's message
+                # may quote a URL with its token.
+                reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {type(error).__name__}"
+                if isinstance(error, SegmentsError):
+                    reason = str(error)
+                with contextlib.suppress(Exception):
+                    store.drop_plan()
+                    store.finish_run(sync_id, FAILED, reason)
+                raise
         store.drop_plan()
         store.finish_run(sync_id, outcome.status, outcome.message)
         return outcome

@@ -8,8 +8,13 @@ Answers are sorted into two kinds, as in SPEC 4:
 - terminal (any other 4xx) raise :class:`TerminalError` at once: the caller fails that
   batch or record, logs it, and goes on.
 
-Error messages carry the method, the URL's path and the status, never a body or a
-header, so neither secrets nor PII reach a log.
+Redirects are never followed: a 3xx is terminal. Following one would resend a write
+as a GET without its body (requests' behaviour for 301-303), so nothing would have
+been delivered though the answer was a success.
+
+Error messages carry the method, the URL's scheme and host (and the caller's path
+template, when it gives one) and the status, never a URL path, a body or a header:
+webhook paths often hold tokens, so neither secrets nor PII reach a log.
 """
 
 from __future__ import annotations
@@ -171,20 +176,34 @@ class _ServerAskedWait(tenacity.wait.wait_base):
         return wait
 
 
-def _where(url: str, path: str | None = None) -> str:
-    """The URL without query string or credentials (and with ``path`` for its path
-    when given): safe to print.
+def origin(url: str) -> str:
+    """The URL's scheme, host and port only: the one part of a URL that is printed,
+    logged or stored (paths and queries may carry tokens, user info passwords).
 
     Examples:
-        >>> _where("https://user:pw@example.com:8443/a/b?token=x")
-        'https://example.com:8443/a/b'
-        >>> _where("https://example.com/t/contacts/919812345678", "/t/contacts/{phone}")
-        'https://example.com/t/contacts/{phone}'
+        >>> origin("https://user:pw@example.com:8443/hooks/T0KEN?sig=x")
+        'https://example.com:8443'
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path if path is None else path}"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a malformed port: still never echo the text
+        port = ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def _where(url: str, path: str | None = None) -> str:
+    """What an error message names: the URL's :func:`origin`, plus ``path`` when the
+    caller gives a template of its own (never the URL's path).
+
+    Examples:
+        >>> _where("https://user:pw@example.com:8443/a/b?token=x")
+        'https://example.com:8443'
+        >>> _where("https://example.com/t/contacts/919812345678", "/{tenant}/contacts/{phone}")
+        'https://example.com/{tenant}/contacts/{phone}'
+    """
+    return origin(url) + (path or "")
 
 
 @dataclass
@@ -209,7 +228,8 @@ class HttpClient:
 
         Raises:
             AuthError: 401 or 403.
-            TerminalError: any other 4xx answer but 408, 425 and 429.
+            TerminalError: a 3xx (redirects are not followed) or any other 4xx answer
+                but 408, 425 and 429.
             TransientError: the last attempt was throttled, failed on the server, or got no answer.
         """
         retrying = tenacity.Retrying(
@@ -234,9 +254,18 @@ class HttpClient:
         if callable(kwargs.get("headers")):  # made per attempt: fresh timestamps and signatures
             kwargs = {**kwargs, "headers": kwargs["headers"]()}  # type: ignore[operator]
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)  # type: ignore[arg-type]
+            response = self.session.request(
+                method, url, timeout=self.timeout, allow_redirects=False, **kwargs,  # type: ignore[arg-type]
+            )
         except (requests.ConnectionError, requests.Timeout) as error:
             raise TransientError(f"{where}: no answer ({type(error).__name__})") from None
+        if response.is_redirect or 300 <= response.status_code < 400:
+            response.close()
+            raise TerminalError(
+                f"{where} answered {response.status_code} {response.reason or ''}".rstrip()
+                + ": a redirect, not followed (point the destination at the final URL)",
+                response.status_code,
+            )
         if response.ok:
             return response
         wait = retry_after_seconds(response.headers, self.clock.wall())

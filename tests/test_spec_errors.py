@@ -600,7 +600,7 @@ CASES: list[tuple[str, dict[str, str | None], str, str]] = [
             "uploads/x.csv": "e_mail,note\na@b.c,\n",
         },
         "s.yml:2:16",
-        "has no column 'email' (did you mean 'e_mail'?)",
+        "has no column 'email' in its header row (2 columns)",
     ),
     (
         "upload_empty_csv",
@@ -831,3 +831,56 @@ def test_errors_are_sorted_and_printable(tmp_path: Path) -> None:
         {"b.yml": "name: b\nwhere: {segment: x}\n", "a.yml": "name: a\nwhere: {segment: y}\n"},
     )
     assert errors == sorted(errors)
+
+
+# ---- uploads stay inside the specs folder and their content is never echoed -----------
+
+SECRET_LINE = "SEGMENTS_SECRET_TOKEN=hunter2-do-not-print"
+
+
+@pytest.mark.parametrize(
+    ("file_text", "message"),
+    [
+        ("{outside}", "must be a path inside the specs folder"),
+        ("../outside.csv", "must be a path inside the specs folder"),
+        ("uploads/../../outside.csv", "must be a path inside the specs folder"),
+        ("uploads/link.csv", "leads outside the specs folder"),
+        ("uploads/linked_dir/outside.csv", "leads outside the specs folder"),
+    ],
+    ids=["absolute", "dotdot", "dotdot_inside_path", "symlink_file", "symlink_dir"],
+)
+def test_upload_files_outside_the_specs_folder_are_refused_unread(tmp_path: Path, file_text: str, message: str) -> None:
+    outside = tmp_path / "outside.csv"
+    # a header naming the match_on column: reading it would have succeeded
+    outside.write_text(f"email,{SECRET_LINE}\na@example.com,x\n", encoding="utf-8")
+    root = tmp_path / "project"
+    specs = write(root, {**segment(f"upload: {{file: '{file_text.format(outside=outside)}', match_on: email}}\n")})
+    (specs / "uploads" / "link.csv").symlink_to(outside)
+    (specs / "uploads" / "linked_dir").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(SpecErrors) as raised:
+        load_project(specs)
+    errors = [str(e) for e in raised.value.errors]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert "hunter2" not in errors[0]
+
+
+def test_a_symlink_inside_the_specs_folder_is_followed(tmp_path: Path) -> None:
+    specs = write(tmp_path, segment("upload: {file: uploads/alias.csv, match_on: email}\n"))
+    (specs / "uploads" / "alias.csv").symlink_to(specs / "uploads" / "vip.csv")
+    project = load_project(specs)
+    (spec,) = [s for s in project.segments if s.name == "s"]
+    assert spec.upload.keys == ("a@example.com",)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [f"{SECRET_LINE},other\n1,2\n", "email\n" + SECRET_LINE * 9000, "\xff\xfe" + SECRET_LINE],
+    ids=["no_column", "field_over_limit", "not_utf8"],
+)
+def test_upload_errors_never_echo_file_content(tmp_path: Path, content: str) -> None:
+    specs = write(tmp_path, segment("upload: {file: uploads/bad.csv, match_on: email}\n"))
+    (specs / "uploads" / "bad.csv").write_bytes(content.encode("latin-1"))
+    with pytest.raises(SpecErrors) as raised:
+        load_project(specs)
+    errors = [str(e) for e in raised.value.errors]
+    assert errors and all("hunter2" not in e and "SEGMENTS_SECRET" not in e for e in errors), errors

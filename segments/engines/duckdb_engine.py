@@ -28,6 +28,9 @@ def connect(
         config = {k: str(v) for k, v in (settings or {}).items() if k.lower() != "timezone"}
         con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as error:
+        if "lock" in str(error).lower():
+            # DuckDB has one writer per file: another build, load or sync holds it.
+            raise SegmentsError(f"warehouse {path} is busy: another segments command is using it; run again when it has finished") from None
         raise SegmentsError(f"cannot open warehouse {path}: {error}") from None
     try:
         con.execute("SET TimeZone = 'UTC'")

@@ -1227,7 +1227,9 @@ def _upload(ctx: _Ctx, node: Node, specs_dir: Path, env: _Env) -> m.Upload | Non
     file_text = _text(ctx, file_node, "file")
     if file_text is None:
         return None
-    path = specs_dir / file_text
+    path = _confined_upload(ctx, file_node, specs_dir, file_text)
+    if path is None:
+        return None
     if not path.is_file():
         siblings = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
         ctx.error(
@@ -1244,6 +1246,25 @@ def _upload(ctx: _Ctx, node: Node, specs_dir: Path, env: _Env) -> m.Upload | Non
     return m.Upload(path, match_on, keys)  # type: ignore[arg-type]
 
 
+def _confined_upload(ctx: _Ctx, node: Node, specs_dir: Path, file_text: str) -> Path | None:
+    """The upload's path when it stays inside the specs folder, else None (reported).
+
+    A spec comes from whoever can open a pull request: an absolute path, ``..`` or a
+    symlink leading out would let it read any file the build can (``/proc/self/environ``,
+    keys), and its content would reach SQL and error messages.
+    """
+    relative = Path(file_text)
+    if relative.is_absolute() or relative.drive or ".." in relative.parts:
+        ctx.error(node, f"upload file '{file_text}' must be a path inside the specs folder, relative to it, without '..'")
+        return None
+    root = specs_dir.resolve()
+    path = specs_dir / relative
+    if not path.resolve().is_relative_to(root):
+        ctx.error(node, f"upload file '{file_text}' leads outside the specs folder (a symlink): uploads must live inside it")
+        return None
+    return path
+
+
 def _read_upload(
     ctx: _Ctx, node: Node, path: Path, shown: str, column: str
 ) -> tuple[str, ...] | None:
@@ -1254,15 +1275,20 @@ def _read_upload(
     except UnicodeDecodeError:
         ctx.error(node, f"upload file '{shown}' is not UTF-8 text")
         return None
-    except (OSError, csv.Error) as exc:
-        ctx.error(node, f"cannot read upload file '{shown}': {exc}")
+    except OSError as exc:
+        ctx.error(node, f"cannot read upload file '{shown}': {exc.strerror or type(exc).__name__}")
+        return None
+    except csv.Error:
+        # csv's messages may quote the offending text: say what, not the content.
+        ctx.error(node, f"upload file '{shown}' is not valid CSV (a NUL byte or a field over the size limit)")
         return None
     if not rows:
         ctx.error(node, f"upload file '{shown}' is empty: it needs a header row naming '{column}'")
         return None
     header = [cell.strip() for cell in rows[0]]
     if column not in header:
-        ctx.error(node, f"upload file '{shown}' has no column '{column}'{_hint(column, header)}")
+        # Header cells are file content: never echoed (SPEC 3.2), only their count.
+        ctx.error(node, f"upload file '{shown}' has no column '{column}' in its header row ({len(header)} columns)")
         return None
     index = header.index(column)
     return tuple(row[index] if index < len(row) else "" for row in rows[1:])

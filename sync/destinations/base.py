@@ -349,6 +349,21 @@ def segment(value: object) -> str:
     return quote(str(value), safe="")
 
 
+def is_http_url(value: object) -> bool:
+    """True for an ``http://`` or ``https://`` URL naming a host.
+
+    Examples:
+        >>> is_http_url("https://hooks.example.com/T0KEN?x=1"), is_http_url("ftp://x"), is_http_url("https:///p")
+        (True, False, False)
+    """
+    parts = urlsplit(str(value).strip())
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def checked_url(value: object, where: str, option: str = "base_url") -> str:
     """An ``http(s)://`` base URL without its trailing slash.
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from segments import spreadsheet
 from segments.errors import SegmentsError
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, Option, Record
 
@@ -38,9 +39,9 @@ class CsvAudience(Audience):
             return
         writer = self._writer(sync_id, kind)
         if kind == "added":
-            writer.writerows([r.user_id, *(r.fields.get(f) for f in self.fields)] for r in records)
+            writer.writerows(spreadsheet.row([r.user_id, *(r.fields.get(f) for f in self.fields)]) for r in records)
         else:
-            writer.writerows([r.user_id] for r in records)
+            writer.writerows(spreadsheet.row([r.user_id]) for r in records)
         handle = self._files[kind][0]
         handle.flush()
         os.fsync(handle.fileno())

@@ -59,13 +59,17 @@ class WatiAudience(PerRecordAudience):
         self.attribute = attribute
 
     def _set(self, number: str, value: str) -> None:
-        prefix = f"/{self.destination.tenant}/api/v1/updateContactAttributes/"
+        path = "/api/v1/updateContactAttributes/"
         answer = self.destination.call(
-            "POST", prefix + segment(number),
+            "POST", f"/{self.destination.tenant}{path}{segment(number)}",
             body={"customParams": [{"name": self.attribute, "value": value}]},
-            where=prefix + "{whatsappNumber}",
+            where="/{tenant}" + path + "{whatsappNumber}",
         )
-        if isinstance(answer, dict) and answer.get("result") is False:
+        if not isinstance(answer, dict):
+            # Wati answers JSON; a 2xx page that is not (a proxy, a login page) did not
+            # update anything, so it must not count as delivered.
+            raise TerminalError("Wati answered without its JSON result: the contact was not updated")
+        if answer.get("result") is False:
             raise TerminalError("Wati did not update the contact (result: false); is the number a Wati contact?")
 
     def add(self, record: Record) -> str | None:

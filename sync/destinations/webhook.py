@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from segments.errors import SegmentsError
-from sync.destinations.base import Audience, Batch, BatchResult, Destination, Option
+from sync.destinations.base import Audience, Batch, BatchResult, Destination, Option, is_http_url
 from sync.http import HttpClient
 
 SECRET_PREFIX = "whsec_"
@@ -117,6 +117,9 @@ class WebhookDestination(Destination):
     def __init__(self, name: str, options: Mapping[str, object], http: HttpClient):
         super().__init__(name, options, http)
         self._key = signing_key(str(self.options["secret"]))
+        if not is_http_url(self.url):
+            # never echo the URL: its path or query often holds a token
+            raise SegmentsError(f"destination {name}: option 'url' must be an http:// or https:// URL with a host")
 
     @property
     def url(self) -> str:
