@@ -1,9 +1,10 @@
 """Refresh jobs and schedules: one schedule per distinct ``refresh`` cron of the specs.
 
-A refresh job rebuilds the segments whose spec has that cron, with every model they
-need (staging, measures, traits, the segments they read), then ``segment_membership``
-so the build is published, then checks them and runs what is downstream of them (their
-syncs). Other segments keep the tables, instants and syncs of their own last refresh.
+A refresh job builds and publishes ``segment_membership``, which evaluates every
+segment's rule in one pass over the events (one segment costs what all of them cost),
+so every segment is published at the tick; it then checks the segments whose spec has
+that cron and runs what is downstream of them (their syncs). Other segments' syncs run
+at their own crons.
 
 Each run evaluates the segments at the schedule's tick, passed as the run's
 ``segments/as_of`` tag: a run that starts late, or is launched again for a past tick,

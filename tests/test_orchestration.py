@@ -193,7 +193,10 @@ def test_each_segment_has_its_dbt_tests_and_data_checks(code):
     graph = code.definitions.defs.resolve_asset_graph()
     for node in code.assets.SEGMENTS:
         checks = {key.name for key in graph.get_check_keys_for_assets({node.key})}
-        assert {"size_change", "membership_schema", f"unique_{node.key.path[-1]}_user_id"} <= checks, node.name
+        # keys are dbt-tested once, on segment_membership (every segment is a part of it)
+        assert {"size_change", "membership_schema"} <= checks, node.name
+    membership = {key.name for key in graph.get_check_keys_for_assets({AssetKey([md.MEMBERSHIP])})}
+    assert any(name.startswith("segments_unique_together") for name in membership), membership
     inputs = {key.name for key in graph.get_check_keys_for_assets(set(code.definitions.INPUTS))}
     assert inputs == {"input_schema"}
 
@@ -219,8 +222,8 @@ def test_one_schedule_per_cron_selecting_its_segments(code):
     for cron, names in by_cron.items():
         selected = schedules[cron].job.selection.resolve(graph)
         segments = {key.path[-1] for key in selected if key.path[-1].startswith("seg_")}
-        needed = md.compile_project(project, only=names).segments  # the due ones and those they read
-        assert segments == {md.segment_model_name(n) for n in needed}, cron
+        # the due ones: the membership they are views of evaluates every rule in one pass
+        assert segments == {md.segment_model_name(n) for n in names}, cron
         assert AssetKey([md.MEMBERSHIP]) in selected
         assert schedules[cron].execution_timezone == "UTC"
 
@@ -258,7 +261,7 @@ def test_full_refresh_builds_checks_publishes_and_runs_consumers(code, refreshed
     outcomes = check_results(result)
     assert all(e.passed for e in outcomes.values()), [k for k, e in outcomes.items() if not e.passed]
     assert {(f"seg_{n}", "size_change") for n in names} <= set(outcomes)
-    assert (f"seg_{names[0]}", f"unique_seg_{names[0]}_user_id") in outcomes  # dbt's tests ran as checks
+    assert any(key == md.MEMBERSHIP and check.startswith("segments_unique_together") for key, check in outcomes)  # dbt's tests ran as checks
 
 
 def test_sync_assets_report_counts_and_run_in_their_destinations_pool(code, refreshed):
@@ -322,8 +325,8 @@ def test_scheduled_refresh_rebuilds_what_is_due_at_the_tick(code, refreshed, tmp
     assert_only_platform_syncs_failed(code, result)
     due = {node.name for node in code.assets.SEGMENTS if node.refresh == HOURLY}
     after = published(warehouse)
-    assert {name for name, (_, as_of) in after.items() if as_of == TICK} == due
-    assert {name for name, (_, as_of) in after.items() if as_of == AS_OF} == set(after) - due
+    # one pass evaluates every segment at the tick; the cron says whose consumers run
+    assert {name for name, (_, as_of) in after.items() if as_of == TICK} == set(after)
     ran = {name.removeprefix("reachable/") for name in materialized(result) if name.startswith("reachable/")}
     assert ran == due
 

@@ -487,36 +487,48 @@ def relevant_events(names: Iterable[str]) -> exp.Expression:
 
 
 def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> Model:
-    """Every measure of every spec and trait from one GROUP BY user_id over the events
-    they read; active days from a narrow scan of their own (see :mod:`.measures`)."""
+    """Every measure of every spec and trait from GROUP BY user_id scans of the events
+    they read (one, unless there are many measures: :func:`.measures.scan_groups`);
+    active days from a narrow scan of their own (see :mod:`.measures`)."""
     resolver = ms.EventRowResolver(catalog)
-    plain = [c for c in columns if c.measure.kind != "active_days"]
     days = [c for c in columns if c.measure.kind == "active_days"]
-    scan = (
-        exp.select("user_id", *[exp.alias_(ms.aggregate(c, resolver), c.name) for c in plain])
-        .from_(sx.model_ref(EVENTS))
-        .where(relevant_events(event_names(columns)))
-        .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
-        .group_by("user_id")
-    )
-    query: exp.Select = scan
-    if days:
-        # every user with an active day has a relevant event, so is a row of the scan
-        active = ms.active_days_query(days, sx.model_ref(EVENTS), resolver)
-        source = {c.name: "d" if c in days else "e" for c in columns}
-        query = (
-            exp.select(sx.col("user_id", "e"), *[sx.col(c.name, source[c.name]) for c in columns])
-            .from_(exp.Subquery(this=scan, alias=exp.TableAlias(this=sx.ident("e"))))
-            .join(
-                exp.Subquery(this=active, alias=exp.TableAlias(this=sx.ident("d"))),
-                on=exp.EQ(this=sx.col("user_id", "d"), expression=sx.col("user_id", "e")), join_type="left",
-            )
+    parts: list[tuple[str, exp.Query, list[ms.MeasureColumn]]] = []
+    for index, group in enumerate(ms.scan_groups([c for c in columns if c.measure.kind != "active_days"])):
+        scan = (
+            exp.select("user_id", *[exp.alias_(ms.aggregate(c, resolver), c.name) for c in group])
+            .from_(sx.model_ref(EVENTS))
+            .where(relevant_events(event_names(group)))
+            .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
+            .group_by("user_id")
         )
-    docs = [ColumnDoc("user_id", "A user with at least one relevant event.")]
+        parts.append((f"e{index}", scan, group))
+    if days:
+        parts.append(("d", ms.active_days_query(days, sx.model_ref(EVENTS), resolver), days))
+    if len(parts) == 1:
+        query: exp.Query = parts[0][1]
+        users = "A user with at least one relevant event."
+    else:
+        # one scan holds every user with a relevant event when it reads every event
+        # name (the active days read no others); else the universe holds them all
+        first_reads_all = len(parts) == 2 and days and set(event_names(parts[0][2])) >= set(event_names(columns))
+        if first_reads_all:
+            driver, joined = exp.Subquery(this=parts[0][1], alias=exp.TableAlias(this=sx.ident("e0"))), parts[1:]
+            key, users = sx.col("user_id", "e0"), "A user with at least one relevant event."
+        else:
+            driver, joined = _aliased(sx.model_ref(UNIVERSE), "u"), parts
+            key, users = sx.col("user_id", "u"), "A user of the universe."
+        source = {c.name: alias for alias, _, group in parts for c in group}
+        query = exp.select(key.copy(), *[sx.col(c.name, source[c.name]) for c in columns]).from_(driver)
+        for alias, part, _ in joined:
+            query = query.join(
+                exp.Subquery(this=part, alias=exp.TableAlias(this=sx.ident(alias))),
+                on=exp.EQ(this=sx.col("user_id", alias), expression=key.copy()), join_type="left",
+            )
+    docs = [ColumnDoc("user_id", users)]
     docs += [ColumnDoc(c.name, _describe_measure(c.measure)) for c in columns]
     return Model(
         MEASURES, INTERMEDIATE, query,
-        "Every event measure of every segment and trait, in one pass over the events they read.",
+        "Every event measure of every segment and trait, in as few passes over the events as they allow.",
         columns=docs,
     )
 
