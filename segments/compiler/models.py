@@ -37,6 +37,8 @@ USERS, EVENTS = "stg_users", "stg_events"
 UNIVERSE = "int_segment_universe"
 MEASURES, SEQUENCES = "int_user_event_measures", "int_user_event_sequences"
 BASE, TRAITS, MEMBERSHIP = "int_segment_base", "user_traits", "segment_membership"
+#: Traits and follow-up counts per user: narrow, so the base joins one table for both.
+USER_TRAITS_AND_FOLLOWUPS = "int_user_traits"
 TRAIT_PREFIX = "trait_"
 #: The source of catalog tables named without a schema: they live in the schema of
 #: the engine's target (``main`` on DuckDB, ``public`` on PostgreSQL, ``default`` on Spark).
@@ -329,7 +331,8 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     models += measure_models
     has_measures = bool(measure_set.measures)
     has_sequences = bool(measure_set.followup_columns)
-    models.append(_traits_model(project, trait_names, measure_set, has_measures))
+    models.append(_traits_model(project, trait_names, measure_set, has_measures, has_sequences))
+    models.append(_user_traits_model(project, trait_names))
     models.append(_base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
     segment_models = [_segment_model(project, spec, name) for spec, name, _ in rules]
     _check_relation_names(segment_models)
@@ -390,7 +393,7 @@ def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str) -> Model:
     )
     return Model(
         segment_model_name(name), SEGMENTS, query, description, _spec_path(project, spec),
-        columns, meta, spec.tags, materialized="view",
+        columns, meta, spec.tags, materialized="segment_view",
     )
 
 
@@ -589,9 +592,13 @@ def _quantile(of: exp.Expression, buckets: int) -> exp.Expression:
     return exp.cast(case, exp.DataType.Type.BIGINT)
 
 
-def _traits_model(project: m.Project, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool) -> Model:
-    """``user_traits``: one column per trait; quantiles ranked in layers (a score may
-    rank another score)."""
+def _traits_model(
+    project: m.Project, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool
+) -> Model:
+    """``int_user_traits``: one column per trait, quantiles ranked in layers (a score
+    may rank another score), and the sequences' follow-up counts. One narrow table for
+    both keeps the base at two joins: a third made DuckDB's joins need more memory
+    than a 512MB limit allows, where two spill."""
     level: dict[str, int] = {}
 
     def depth(name: str) -> int:
@@ -607,12 +614,16 @@ def _traits_model(project: m.Project, trait_names: list[str], measure_set: ms.Me
         trait = project.traits[name]
         if isinstance(trait, m.MeasureTrait):
             measured.append(exp.alias_(_measure_value(measure_set.measure(trait.measure), "m"), name))
+    followups = [c.name for c in measure_set.followup_columns]
+    measured += [exp.alias_(exp.Coalesce(this=sx.col(f, "s"), expressions=[exp.Literal.number(0)]), f) for f in followups]
     query: exp.Select = exp.select(*measured).from_(_aliased(sx.model_ref(UNIVERSE), "u"))
     if has_measures:
         query = query.join(_aliased(sx.model_ref(MEASURES), "m"), on=exp.EQ(this=sx.col("user_id", "m"), expression=sx.col("user_id", "u")), join_type="left")
+    if has_sequences:
+        query = query.join(_aliased(sx.model_ref(SEQUENCES), "s"), on=exp.EQ(this=sx.col("user_id", "s"), expression=sx.col("user_id", "u")), join_type="left")
     max_level = max(level.values(), default=0)
     if max_level == 0:
-        return _traits_doc(query, trait_names, project)
+        return _traits_doc(query, trait_names, followups, project)
     ctes = [("traits_0", query)]
     for depth_level in range(1, max_level + 1):
         scores = [
@@ -623,13 +634,13 @@ def _traits_model(project: m.Project, trait_names: list[str], measure_set: ms.Me
         ]
         layer = exp.select("*", *scores).from_(f"traits_{depth_level - 1}")
         ctes.append((f"traits_{depth_level}", layer))
-    final = exp.select("user_id", *trait_names).from_(f"traits_{max_level}")
+    final = exp.select("user_id", *trait_names, *followups).from_(f"traits_{max_level}")
     for cte_name, cte_query in ctes:
         final = final.with_(cte_name, as_=cte_query)
-    return _traits_doc(final, trait_names, project)
+    return _traits_doc(final, trait_names, followups, project)
 
 
-def _traits_doc(query: exp.Query, trait_names: list[str], project: m.Project) -> Model:
+def _trait_docs(project: m.Project, trait_names: list[str]) -> list[ColumnDoc]:
     docs = [ColumnDoc("user_id", "A user of the universe.")]
     for name in trait_names:
         trait = project.traits[name]
@@ -637,7 +648,25 @@ def _traits_doc(query: exp.Query, trait_names: list[str], project: m.Project) ->
             docs.append(ColumnDoc(name, f"Quantile score 1-{trait.buckets} of {trait.of}; missing where {trait.of} is."))
         else:
             docs.append(ColumnDoc(name, _describe_measure(trait.measure)))
-    return Model(TRAITS, MARTS, query, "Computed traits (_traits.yml), one row per user of the universe.", columns=docs)
+    return docs
+
+
+def _traits_doc(query: exp.Query, trait_names: list[str], followups: list[str], project: m.Project) -> Model:
+    docs = _trait_docs(project, trait_names) + [ColumnDoc(f, "Follow-up events after a sequence's anchor.") for f in followups]
+    return Model(
+        USER_TRAITS_AND_FOLLOWUPS, INTERMEDIATE, query,
+        "Computed traits (_traits.yml) and the sequences' follow-up counts, one row per user of the universe.",
+        columns=docs,
+    )
+
+
+def _user_traits_model(project: m.Project, trait_names: list[str]) -> Model:
+    """``user_traits``: the traits of ``int_user_traits``, the relation a build publishes."""
+    query = exp.select("user_id", *trait_names).from_(sx.model_ref(USER_TRAITS_AND_FOLLOWUPS))
+    return Model(
+        TRAITS, MARTS, query, "Computed traits (_traits.yml), one row per user of the universe.",
+        columns=_trait_docs(project, trait_names), materialized="view",
+    )
 
 
 def _base_model(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool) -> Model:
@@ -645,19 +674,14 @@ def _base_model(catalog: m.Catalog, trait_names: list[str], measure_set: ms.Meas
     select: list[exp.Expression] = [sx.col("user_id", "u")]
     select += [sx.col(a, "u") for a in attributes]
     select += [exp.alias_(_measure_value(c, "m"), c.name) for c in measure_set.measures]
-    select += [
-        exp.alias_(exp.Coalesce(this=sx.col(c.name, "s"), expressions=[exp.Literal.number(0)]), c.name)
-        for c in measure_set.followup_columns
-    ]
+    select += [sx.col(c.name, "t") for c in measure_set.followup_columns]
     select += [exp.alias_(sx.col(t, "t"), TRAIT_PREFIX + t) for t in trait_names]
     query = exp.select(*select).from_(_aliased(sx.model_ref(UNIVERSE), "u"))
     on_user = lambda alias: exp.EQ(this=sx.col("user_id", alias), expression=sx.col("user_id", "u"))  # noqa: E731
     if has_measures:
         query = query.join(_aliased(sx.model_ref(MEASURES), "m"), on=on_user("m"), join_type="left")
-    if has_sequences:
-        query = query.join(_aliased(sx.model_ref(SEQUENCES), "s"), on=on_user("s"), join_type="left")
-    if trait_names:
-        query = query.join(_aliased(sx.model_ref(TRAITS), "t"), on=on_user("t"), join_type="left")
+    if trait_names or has_sequences:
+        query = query.join(_aliased(sx.model_ref(USER_TRAITS_AND_FOLLOWUPS), "t"), on=on_user("t"), join_type="left")
     return Model(
         BASE, INTERMEDIATE, query,
         "One row per user of the universe with every attribute, measure and trait the segments read: "

@@ -23,7 +23,7 @@ SELECT
   m.last_occurred_purchase_6e08a86a AS last_occurred_purchase_6e08a86a,
   COALESCE(m.sum_amount_purchase_0503bd92, 0) AS sum_amount_purchase_0503bd92,
   COALESCE(m.sum_amount_purchase_6cb509f7, 0) AS sum_amount_purchase_6cb509f7,
-  COALESCE(s.followups_purchase_f4e4418e, 0) AS followups_purchase_f4e4418e,
+  t.followups_purchase_f4e4418e,
   t.orders_365d AS trait_orders_365d,
   t.revenue_365d AS trait_revenue_365d,
   t.last_order_at AS trait_last_order_at,
@@ -32,7 +32,5 @@ SELECT
 FROM {{ ref('int_segment_universe') }} AS u
 LEFT JOIN {{ ref('int_user_event_measures') }} AS m
   ON m.user_id = u.user_id
-LEFT JOIN {{ ref('int_user_event_sequences') }} AS s
-  ON s.user_id = u.user_id
-LEFT JOIN {{ ref('user_traits') }} AS t
+LEFT JOIN {{ ref('int_user_traits') }} AS t
   ON t.user_id = u.user_id
