@@ -37,6 +37,8 @@ USERS, EVENTS = "stg_users", "stg_events"
 UNIVERSE = "int_segment_universe"
 MEASURES, SEQUENCES = "int_user_event_measures", "int_user_event_sequences"
 BASE, TRAITS, MEMBERSHIP = "int_segment_base", "user_traits", "segment_membership"
+#: Every segment's rule as a boolean column, one row per user of the universe.
+FLAGS = "int_segment_flags"
 #: Traits and follow-up counts per user: narrow, so the base joins one table for both.
 USER_TRAITS_AND_FOLLOWUPS = "int_user_traits"
 TRAIT_PREFIX = "trait_"
@@ -98,7 +100,11 @@ class Model:
     materialized: str | None = None
 
     def refs(self) -> set[str]:
-        return {t.meta["model"] for t in self.query.find_all(exp.Table) if "model" in t.meta}
+        return set(self.refs_all())
+
+    def refs_all(self) -> list[str]:
+        """The models this one reads, once per place it reads them."""
+        return [t.meta["model"] for t in self.query.find_all(exp.Table) if "model" in t.meta]
 
 
 @dataclass
@@ -336,6 +342,8 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     models.append(_base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
     segment_models = [_segment_model(project, spec, name) for spec, name, _ in rules]
     _check_relation_names(segment_models)
+    if rules:
+        models.append(_flags_model(rules))
     models.append(_membership_model(rules))
     models += segment_models
     sources: dict[str, list[str]] = {}
@@ -712,27 +720,39 @@ def _membership_layers(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -
     return layers
 
 
-def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model:
-    """``segment_membership``: every segment's rule as one boolean column of a single
-    pass over the base (``flags``), then one row per (segment, member).
+def _flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model:
+    """``int_segment_flags``: every segment's rule as one boolean column (named like
+    the segment's relation) of a single pass over the base, in layers (see
+    :func:`_membership_layers`).
 
     A rule is NULL-free here (COALESCE to FALSE), so that ``NOT`` of a membership
-    column is the exact complement a derived rule or a later tier needs.
+    column is the exact complement a derived rule or a later tier needs. A table, not a
+    CTE of the membership: a narrow one the membership scans once per segment, which
+    DuckDB can spill where a materialized CTE of hundreds of columns cannot.
     """
+    source = BASE
+    ctes: list[tuple[str, exp.Query]] = []
+    for index, layer in enumerate(_membership_layers(rules)):
+        columns = [
+            exp.alias_(exp.Coalesce(this=sx.paren(where.copy()), expressions=[exp.false()]), segment_model_name(name))
+            for name, where in layer
+        ]
+        relation = sx.model_ref(source) if source == BASE else exp.to_table(source)
+        ctes.append((f"layer_{index}", exp.select("*", *columns).from_(relation)))
+        source = f"layer_{index}"
+    query = exp.select("user_id", *[segment_model_name(name) for _, name, _ in rules]).from_(source)
+    for cte_name, cte_query in ctes:
+        query = query.with_(cte_name, as_=cte_query, copy=False)
+    docs = [ColumnDoc("user_id", "A user of the universe.")]
+    docs += [ColumnDoc(segment_model_name(name), f"Member of {name} (holdout included).") for _, name, _ in rules]
+    return Model(FLAGS, INTERMEDIATE, query, "Every segment's rule evaluated for every user of the universe, in one pass.", columns=docs)
+
+
+def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model:
+    """``segment_membership``: one row per (segment, member) of the flags."""
     parts: list[exp.Query] = []
     query: exp.Query
     if rules:
-        source = BASE
-        ctes: list[tuple[str, exp.Query]] = []
-        for index, layer in enumerate(_membership_layers(rules)):
-            columns = [
-                exp.alias_(exp.Coalesce(this=sx.paren(where.copy()), expressions=[exp.false()]), segment_model_name(name))
-                for name, where in layer
-            ]
-            relation = sx.model_ref(source) if source == BASE else exp.to_table(source)
-            ctes.append((f"layer_{index}", exp.select("*", *columns).from_(relation)))
-            source = f"layer_{index}"
-        flags = exp.select("user_id", *[segment_model_name(name) for _, name, _ in rules]).from_(source)
         holdout = {name: spec.holdout for spec, name, _ in rules}
         for name in sorted(holdout):
             parts.append(
@@ -741,15 +761,11 @@ def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) ->
                     "user_id",
                     exp.alias_(_holdout(name, holdout[name]), "is_holdout"),
                     exp.alias_(sx.as_of(), "as_of"),
-                ).from_("flags").where(sx.col(segment_model_name(name)))
+                ).from_(sx.model_ref(FLAGS)).where(sx.col(segment_model_name(name)))
             )
         query = parts[0]
         for part in parts[1:]:
             query = exp.union(query, part, distinct=False, copy=False)  # copying each step is quadratic
-        for cte_name, cte_query in ctes:
-            query = query.with_(cte_name, as_=cte_query, copy=False)
-        # read once per segment: computed once (engines without MATERIALIZED drop it)
-        query = query.with_("flags", as_=flags, materialized=True, copy=False)
     else:
         empty = [
             exp.alias_(exp.cast(exp.null(), exp.DataType.Type.VARCHAR), "segment_name"),
