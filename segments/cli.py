@@ -446,7 +446,7 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
     import secrets
 
     from sync.receiver import AudienceReceiver
-    from sync.store import Store
+    from sync.store import forget
 
     project = load_project(specs)
     local = sorted(name for name, d in project.destinations.items() if d.type in ("webhook", "csv"))
@@ -458,7 +458,7 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
         env = {"CRM_HOOK_URL": receiver.url, "CRM_HOOK_SECRET": secret, "SEGMENTS_EXPORT_DIR": str(exports)}
         with warehouse.connect(warehouse_file) as con:  # a fresh receiver holds nothing yet
             for name in local:
-                Store(con, project.catalog).forget(name)
+                forget(con, name)
         outcomes = []
         for name in local:
             outcomes += run_sync(specs, warehouse_file, destination=name, env=env)

@@ -31,11 +31,11 @@ from segments.engines.base import (
     Session,
     fits,
 )
-from segments.engines.duckdb_engine import connect
+from segments.engines.duckdb_engine import attached, connect
 from segments.errors import SegmentsError
 from segments.spec import model as m
 
-__all__ = ["check_inputs", "connect", "load_inputs", "members", "publish", "segment_sizes"]
+__all__ = ["attached", "check_inputs", "connect", "load_inputs", "members", "publish", "segment_sizes"]
 
 TARGET_SCHEMA = "main"  # the duckdb target's schema (profiles.yml): where DuckDB-only readers look
 SEGMENT_CATALOG = "segment_catalog"

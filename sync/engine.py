@@ -7,6 +7,10 @@ in flight at once, and checkpoints each batch as soon as the destination acknowl
 it. Everything the run needs (options, secrets, built segments) is checked before the
 first request, so bad input sends nothing. One sync per destination runs at a time:
 a lock file next to the warehouse, released by the OS if the process dies.
+
+The warehouse is held only for short reads and checkpoints, never while waiting on a
+destination: the plan is sent from the sync's own scratch database (:mod:`sync.scratch`),
+so builds and member exports run while a slow destination answers.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ from pathlib import Path
 import filelock
 import requests
 
-from segments import warehouse
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations import REGISTRY
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, is_http_url, resolve_options
 from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
+from sync.scratch import open_scratch
 from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PlanSummary, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
@@ -176,15 +180,16 @@ class Engine:
             for p in pairs
         }
         outcomes: list[Outcome] = []
-        with warehouse.connect(self.warehouse_file, read_only=dry_run) as con:
-            store = Store(con, self.project.catalog)
+        with open_scratch(self.warehouse_file, read_only=dry_run) as scratch:
+            store = Store(scratch, self.project.catalog)
             store.limit_resources(self.settings.env.get(MEMORY_LIMIT_ENV, MEMORY_LIMIT))
-            missing = sorted({p.segment for p in pairs} - store.built_segments())
-            if missing:
-                raise SegmentsError(f"not in the last build: {', '.join(missing)}; run `segments build` first")
-            if not dry_run:
-                store.ensure_tables()
-                store.flush_wal()
+            with store.hold():
+                missing = sorted({p.segment for p in pairs} - store.built_segments())
+                if missing:
+                    raise SegmentsError(f"not in the last build: {', '.join(missing)}; run `segments build` first")
+                if not dry_run:
+                    store.ensure_tables()
+                    store.flush_wal()
             for name, destination in destinations.items():
                 mine = [p for p in pairs if p.destination == name]
                 if dry_run:
@@ -238,10 +243,11 @@ class Engine:
         self, store: Store, destination: Destination, pair: Pair, target: dict[str, object], force: bool
     ) -> Outcome:
         wanted = self._wanted(destination, pair)
-        plan = store.make_plan(destination.name, wanted)
         sync_id = str(uuid.uuid4())
+        with store.hold():  # one short hold for the plan and the run's row
+            plan = store.make_plan(destination.name, wanted)
+            store.start_run(sync_id, destination.name, pair.segment, plan)
         outcome = Outcome(pair.segment, pair.destination, SUCCEEDED, plan, sync_id)
-        store.start_run(sync_id, destination.name, pair.segment, plan)
         blocked = self._blocked(destination, plan)
         if blocked and not force:
             outcome.status, outcome.message = BLOCKED, blocked

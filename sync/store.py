@@ -9,10 +9,13 @@ Three tables in the target schema, for users to query:
   applied counts, acknowledged batches, and why it stopped.
 - ``sync_errors``: per-record failures (status and message; never PII).
 
-A plan is the difference between the wanted audience and ``sync_state``, written to a
-temporary table in a fixed order and read back page by page, so memory stays flat
-however large the audience. :meth:`Store.checkpoint` applies one acknowledged batch to
-the state in one transaction: a crash loses at most the batches in flight.
+A plan is the difference between the wanted audience and ``sync_state``, computed in
+one short hold of the warehouse and written, in a fixed order, to the sync's own
+scratch database (:mod:`sync.scratch`), from which it is read back page by page while
+the warehouse is free for other commands: memory stays flat however large the
+audience. :meth:`Store.checkpoint` holds the warehouse again just long enough to apply
+one acknowledged batch to the state in one transaction: a crash loses at most the
+batches in flight.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import duckdb
@@ -30,13 +34,14 @@ from segments.compiler import models as md
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations.base import Batch, BatchResult, EncodedChanges, LazyRecords, Record, RecordFailure
+from sync.scratch import WAREHOUSE, Scratch, table
 
 SCHEMA = warehouse.TARGET_SCHEMA
 STATE, RUNS, ERRORS = "sync_state", "sync_runs", "sync_errors"
-PLAN = "sync_plan"  # a temporary table, one pair at a time
+PLAN = "sync_plan"  # in the scratch database, one pair at a time
 
 # DuckDB's memory for a sync (its default is 80% of the machine's RAM): beyond it the
-# plan and the state spill to a temporary folder beside the warehouse, so a sync's
+# plan and the state spill to a temporary folder beside the scratch database, so a sync's
 # footprint does not grow with the audience. SEGMENTS_SYNC_MEMORY_LIMIT overrides it.
 MEMORY_LIMIT = "64MB"
 MEMORY_LIMIT_ENV = "SEGMENTS_SYNC_MEMORY_LIMIT"
@@ -47,20 +52,25 @@ THREADS = 1
 ENCODE_ROWS = 10_000  # plan rows one query encodes (Store._encode)
 
 _DDL = (
-    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{STATE} (
+    f"""CREATE TABLE IF NOT EXISTS {WAREHOUSE}.{SCHEMA}.{STATE} (
         destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL, user_id VARCHAR NOT NULL,
         remote_id VARCHAR, synced_at TIMESTAMP NOT NULL, sync_id VARCHAR NOT NULL)""",
-    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{RUNS} (
+    f"""CREATE TABLE IF NOT EXISTS {WAREHOUSE}.{SCHEMA}.{RUNS} (
         sync_id VARCHAR NOT NULL, destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL,
         started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, status VARCHAR NOT NULL,
         planned_adds BIGINT NOT NULL, planned_removes BIGINT NOT NULL,
         added BIGINT NOT NULL DEFAULT 0, removed BIGINT NOT NULL DEFAULT 0,
         failed BIGINT NOT NULL DEFAULT 0, batches BIGINT NOT NULL DEFAULT 0, message VARCHAR)""",
-    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{ERRORS} (
+    f"""CREATE TABLE IF NOT EXISTS {WAREHOUSE}.{SCHEMA}.{ERRORS} (
         sync_id VARCHAR NOT NULL, destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL,
         user_id VARCHAR NOT NULL, operation VARCHAR NOT NULL, status_code INTEGER,
         message VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)""",
 )
+
+
+def _wh(name: str) -> str:
+    """A sync table of the warehouse, as SQL text for the scratch connection."""
+    return f"{WAREHOUSE}.{SCHEMA}.{name}"
 
 
 def _now() -> dt.datetime:
@@ -117,13 +127,28 @@ class PlanSummary:
         return 100.0 * self.removes / self.audience if self.audience else 0.0
 
 
-class Store:
-    """Sync bookkeeping over one open warehouse connection."""
+def forget(con: duckdb.DuckDBPyConnection, destination: str) -> None:
+    """Drop what we know a destination holds (``con``: the warehouse's own
+    connection): the next sync sends everything again."""
+    if con.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                   [SCHEMA, STATE]).fetchone()[0]:
+        con.execute(f"DELETE FROM {SCHEMA}.{STATE} WHERE destination = ?", [destination])
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, catalog: m.Catalog):
-        self.con = con
+
+class Store:
+    """Sync bookkeeping in a scratch database that holds the warehouse only briefly:
+    every method that reads or writes the warehouse holds it for its own duration
+    (or shares the caller's :meth:`hold`)."""
+
+    def __init__(self, scratch: Scratch, catalog: m.Catalog):
+        self.scratch = scratch
+        self.con = scratch.con
         self.catalog = catalog
         self.memory_limit: str | None = None
+
+    def hold(self) -> AbstractContextManager[None]:
+        """Hold the warehouse across several calls (see :meth:`Scratch.hold`)."""
+        return self.scratch.hold()
 
     def limit_resources(self, memory_limit: str) -> None:
         """DuckDB's memory and threads for a sync (:data:`MEMORY_LIMIT`, :data:`THREADS`).
@@ -141,29 +166,29 @@ class Store:
     # ---- set-up ------------------------------------------------------------------------
 
     def ensure_tables(self) -> None:
-        for statement in _DDL:
-            self.con.execute(statement)
+        with self.hold():
+            for statement in _DDL:
+                self.con.execute(statement)
 
     def flush_wal(self) -> None:
         """Write what the write-ahead log holds to the warehouse file. After a crash
         it holds the state the dead sync recorded, replayed into memory on opening:
         written out, it no longer takes the plan's room under the memory limit."""
-        self.con.execute("CHECKPOINT")
+        with self.hold():
+            self.con.execute(f"CHECKPOINT {WAREHOUSE}")
 
-    def _has(self, table: str) -> bool:
+    def _has(self, name: str) -> bool:
+        assert self.scratch.holding, "read the warehouse while holding it"
         return bool(self.con.execute(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [SCHEMA, table]
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
+            [WAREHOUSE, SCHEMA, name],
         ).fetchone()[0])
 
-    def forget(self, destination: str) -> None:
-        """Drop what we know a destination holds: the next sync sends everything again."""
-        if self._has(STATE):
-            self.con.execute(f"DELETE FROM {SCHEMA}.{STATE} WHERE destination = ?", [destination])
-
     def built_segments(self) -> set[str]:
-        if not self._has(warehouse.SEGMENT_CATALOG):
-            raise SegmentsError("the warehouse has no build yet: run `segments build` before `segments sync`")
-        rows = self.con.execute(f"SELECT segment_name FROM {SCHEMA}.{warehouse.SEGMENT_CATALOG}").fetchall()
+        with self.hold():
+            if not self._has(warehouse.SEGMENT_CATALOG):
+                raise SegmentsError("the warehouse has no build yet: run `segments build` before `segments sync`")
+            rows = self.con.execute(f"SELECT segment_name FROM {_wh(warehouse.SEGMENT_CATALOG)}").fetchall()
         return {r[0] for r in rows}
 
     # ---- the plan ----------------------------------------------------------------------
@@ -181,9 +206,9 @@ class Store:
         user_id = exp.cast(exp.column(users.key, table="u", quoted=True), exp.DataType.Type.VARCHAR)
         query = (
             exp.select(exp.alias_(user_id, "user_id"))
-            .from_(exp.alias_(exp.table_(md.MEMBERSHIP, db=SCHEMA), "m"))
+            .from_(exp.alias_(table(md.MEMBERSHIP, SCHEMA), "m"))
             .join(
-                exp.alias_(exp.table_(users.relation.name, db=users.relation.schema or SCHEMA, quoted=True), "u"),
+                exp.alias_(table(users.relation.name, users.relation.schema or SCHEMA, quoted=True), "u"),
                 on=exp.EQ(this=user_id, expression=exp.column("user_id", table="m")),
             )
             .where(exp.EQ(this=exp.column("segment_name", table="m"), expression=exp.Literal.string(wanted.segment)))
@@ -205,14 +230,15 @@ class Store:
             ).where(exp.false())
         return (
             exp.select("user_id", "remote_id")
-            .from_(exp.table_(STATE, db=SCHEMA))
+            .from_(table(STATE, SCHEMA))
             .where(exp.EQ(this=exp.column("destination"), expression=exp.Literal.string(destination)))
             .where(exp.EQ(this=exp.column("segment_name"), expression=exp.Literal.string(segment)))
         )
 
     def make_plan(self, destination: str, wanted: Wanted) -> PlanSummary:
-        """Write the changes for one pair to the temporary plan table, in user order
-        (the row at ``rowid`` n is the plan's n-th change, from 0)."""
+        """Write the changes for one pair to the scratch database's plan table, in
+        user order (the row at ``rowid`` n is the plan's n-th change, from 0), holding
+        the warehouse only while reading it."""
         fields = [f"f_{i}" for i in range(len(wanted.fields))]
         not_in = lambda a, b: exp.not_(exp.Exists(this=exp.select("1").from_(b).where(  # noqa: E731
             exp.EQ(this=exp.column("user_id", table=b), expression=exp.column("user_id", table=a)))))
@@ -225,27 +251,29 @@ class Store:
             exp.column("remote_id", table="s"), *[exp.alias_(exp.null(), f) for f in fields],
         ).from_("s").where(not_in("s", "w"))
         changes = exp.union(adds, removes, distinct=False)
-        ordered = (
-            exp.select("op", "user_id", "remote_id", *fields)
-            .from_(exp.alias_(exp.Subquery(this=changes), "c"))
-            .with_("w", as_=self._wanted_query(wanted))
-            .with_("s", as_=self._state_query(destination, wanted.segment))
-            .order_by("user_id", "op")
-        )
-        self.con.execute(f"DROP TABLE IF EXISTS {PLAN}")
+        self.drop_plan()
         # Rows go in in plan order, so a row's rowid is its place in the plan (one sort,
         # which spills under the memory limit; a row_number() window ran out of it).
         self.con.execute("SET preserve_insertion_order = true")
-        try:
-            self.con.execute(f"CREATE TEMP TABLE {PLAN} AS {_sql(ordered)}")
-        except duckdb.OutOfMemoryException:
-            raise SegmentsError(
-                f"planning {wanted.segment} -> {destination} needs more memory than DuckDB's limit "
-                f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
+        with self.hold():
+            state = self._state_query(destination, wanted.segment)
+            ordered = (
+                exp.select("op", "user_id", "remote_id", *fields)
+                .from_(exp.alias_(exp.Subquery(this=changes), "c"))
+                .with_("w", as_=self._wanted_query(wanted))
+                .with_("s", as_=state)
+                .order_by("user_id", "op")
+            )
+            try:
+                self.con.execute(f"CREATE TABLE {PLAN} AS {_sql(ordered)}")
+            except duckdb.OutOfMemoryException:
+                raise SegmentsError(
+                    f"planning {wanted.segment} -> {destination} needs more memory than DuckDB's limit "
+                    f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
+            audience = self.con.execute(f"SELECT COUNT(*) FROM ({_sql(state)})").fetchone()[0]
         adds_n, removes_n = self.con.execute(
             f"SELECT COUNT(*) FILTER (WHERE op = 'add'), COUNT(*) FILTER (WHERE op = 'remove') FROM {PLAN}"
         ).fetchone()
-        audience = self.con.execute(f"SELECT COUNT(*) FROM ({_sql(self._state_query(destination, wanted.segment))})").fetchone()[0]
         sample = lambda op: tuple(r[0] for r in self.con.execute(  # noqa: E731
             f"SELECT user_id FROM {PLAN} WHERE op = ? ORDER BY rowid LIMIT 5", [op]).fetchall())
         return PlanSummary(adds_n, removes_n, audience, sample("add"), sample("remove"))
@@ -318,10 +346,11 @@ class Store:
         (a destination that sends SPEC 4.1's JSON), the warehouse encodes each batch
         and its records are read only if asked for: no Python object per record.
         """
-        done = self.con.execute(
-            f"SELECT COALESCE(SUM(batches), 0) FROM {SCHEMA}.{RUNS} WHERE destination = ? AND segment_name = ?",
-            [destination, segment],
-        ).fetchone()[0]
+        with self.hold():
+            done = self.con.execute(
+                f"SELECT COALESCE(SUM(batches), 0) FROM {_wh(RUNS)} WHERE destination = ? AND segment_name = ?",
+                [destination, segment],
+            ).fetchone()[0]
         encode = encode and self._json_encodable(fields)
         json_page = self._json_page_sql(fields)
         for number, first in enumerate(range(0, total, size)):
@@ -343,36 +372,45 @@ class Store:
 
     def start_run(self, sync_id: str, destination: str, segment: str, plan: PlanSummary) -> None:
         # We hold the destination's lock: a 'running' row of it is a run that died.
-        self.con.execute(
-            f"UPDATE {SCHEMA}.{RUNS} SET status = 'interrupted' WHERE destination = ? AND status = 'running'",
-            [destination],
-        )
-        self.con.execute(
-            f"INSERT INTO {SCHEMA}.{RUNS} (sync_id, destination, segment_name, started_at, status, planned_adds, planned_removes) "
-            "VALUES (?, ?, ?, ?, 'running', ?, ?)",
-            [sync_id, destination, segment, _now(), plan.adds, plan.removes],
-        )
+        with self.hold():
+            self.con.execute(
+                f"UPDATE {_wh(RUNS)} SET status = 'interrupted' WHERE destination = ? AND status = 'running'",
+                [destination],
+            )
+            self.con.execute(
+                f"INSERT INTO {_wh(RUNS)} (sync_id, destination, segment_name, started_at, status, planned_adds, planned_removes) "
+                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                [sync_id, destination, segment, _now(), plan.adds, plan.removes],
+            )
 
     def finish_run(self, sync_id: str, status: str, message: str | None = None) -> None:
-        self.con.execute(
-            f"UPDATE {SCHEMA}.{RUNS} SET status = ?, finished_at = ?, message = ? WHERE sync_id = ?",
-            [status, _now(), message, sync_id],
-        )
+        with self.hold():
+            self.con.execute(
+                f"UPDATE {_wh(RUNS)} SET status = ?, finished_at = ?, message = ? WHERE sync_id = ?",
+                [status, _now(), message, sync_id],
+            )
 
     def checkpoint(self, batch: Batch, first: int, last: int, result: BatchResult) -> tuple[int, int]:
-        """Apply an acknowledged batch to the state, log its failures: one transaction.
+        """Apply an acknowledged batch to the state, log its failures: one transaction,
+        in one short hold of the warehouse.
 
         Returns (added, removed) as applied.
         """
         failed_adds = [f.user_id for f in result.failures if f.operation == "add"]
         failed_removes = [f.user_id for f in result.failures if f.operation == "remove"]
+        with self.hold():
+            return self._apply(batch, first, last, result, failed_adds, failed_removes)
+
+    def _apply(
+        self, batch: Batch, first: int, last: int, result: BatchResult, failed_adds: list[str], failed_removes: list[str]
+    ) -> tuple[int, int]:
         ids = list(result.remote_ids.items())
         now = _now()
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(
-                f"INSERT INTO {SCHEMA}.{STATE} "
+                f"INSERT INTO {_wh(STATE)} "
                 f"SELECT ?, ?, p.user_id, r.remote_id, ?, ? FROM {PLAN} p "
                 "LEFT JOIN (SELECT UNNEST(?::VARCHAR[]) AS user_id, UNNEST(?::VARCHAR[]) AS remote_id) r ON r.user_id = p.user_id "
                 "WHERE p.rowid BETWEEN ? AND ? AND p.op = 'add' AND NOT list_contains(?::VARCHAR[], p.user_id)",
@@ -381,14 +419,14 @@ class Store:
             )
             if batch.removed:
                 con.execute(
-                    f"DELETE FROM {SCHEMA}.{STATE} WHERE destination = ? AND segment_name = ? AND user_id IN ("
+                    f"DELETE FROM {_wh(STATE)} WHERE destination = ? AND segment_name = ? AND user_id IN ("
                     f"SELECT user_id FROM {PLAN} WHERE rowid BETWEEN ? AND ? AND op = 'remove' "
                     "AND NOT list_contains(?::VARCHAR[], user_id))",
                     [batch.destination, batch.segment, first, last, failed_removes],
                 )
             added, removed = len(batch.added) - len(failed_adds), len(batch.removed) - len(failed_removes)
             con.execute(
-                f"UPDATE {SCHEMA}.{RUNS} SET added = added + ?, removed = removed + ?, failed = failed + ?, "
+                f"UPDATE {_wh(RUNS)} SET added = added + ?, removed = removed + ?, failed = failed + ?, "
                 "batches = batches + 1 WHERE sync_id = ?",
                 [added, removed, len(result.failures), batch.sync_id],
             )
@@ -402,7 +440,7 @@ class Store:
 
     def _log_failures(self, batch: Batch, failures: list[RecordFailure], at: dt.datetime) -> None:
         self.con.executemany(
-            f"INSERT INTO {SCHEMA}.{ERRORS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {_wh(ERRORS)} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [[batch.sync_id, batch.destination, batch.segment, f.user_id, f.operation, f.status, f.message, at]
              for f in failures],
         )

@@ -367,17 +367,19 @@ def test_refused_credentials_stop_the_destination_instead_of_failing_every_recor
 
 
 def _plan_batches(project, warehouse, fields, size, encode, state=()):
-    from segments import warehouse as wh
+    from sync.scratch import open_scratch
     from sync.store import Store, Wanted
 
-    with wh.connect(warehouse) as con:
-        store = Store(con, project.catalog)
+    with open_scratch(warehouse) as scratch:
+        store = Store(scratch, project.catalog)
         store.ensure_tables()
-        for user in state:
-            con.execute("INSERT INTO main.sync_state VALUES ('hook', 'vip', ?, ?, now(), 's0')", [user, f"r-{user}"])
+        with duckdb.connect(str(warehouse)) as con:
+            for user in state:
+                con.execute("INSERT INTO main.sync_state VALUES ('hook', 'vip', ?, ?, now(), 's0')", [user, f"r-{user}"])
         plan = store.make_plan("hook", Wanted("vip", fields))
         batches = [b for b, _, _ in store.batches("hook", "vip", "s1", fields, size, plan.adds + plan.removes, encode)]
         records = [(tuple(b.added), tuple(b.removed)) for b in batches]  # read while the plan is there
+    with duckdb.connect(str(warehouse)) as con:
         con.execute("DELETE FROM main.sync_state")
     return batches, records
 

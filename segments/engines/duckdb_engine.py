@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,15 +30,63 @@ def connect(
         config = {k: str(v) for k, v in (settings or {}).items() if k.lower() != "timezone"}
         con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as error:
-        if "lock" in str(error).lower():
-            # DuckDB has one writer per file: another build, load or sync holds it.
-            raise SegmentsError(f"warehouse {path} is busy: another segments command is using it; run again when it has finished") from None
-        raise SegmentsError(f"cannot open warehouse {path}: {error}") from None
+        raise _open_error(path, error) from None
     try:
         con.execute("SET TimeZone = 'UTC'")
         yield con
     finally:
         con.close()
+
+
+def _is_busy(error: duckdb.Error) -> bool:
+    # DuckDB has one writer per file: another build, load or sync holds it.
+    return "lock" in str(error).lower()
+
+
+def _open_error(path: Path, error: duckdb.Error) -> SegmentsError:
+    if _is_busy(error):
+        return SegmentsError(f"warehouse {path} is busy: another segments command is using it; run again when it has finished")
+    return SegmentsError(f"cannot open warehouse {path}: {error}")
+
+
+@contextmanager
+def attached(
+    con: duckdb.DuckDBPyConnection, path: Path, alias: str, read_only: bool = False,
+    wait: float = 10.0, pause: float = 0.05,
+) -> Iterator[None]:
+    """``path`` attached to ``con`` as ``alias`` for a short hold, then detached: only
+    while attached does this process hold the file (DuckDB's one writer per file).
+
+    While another process holds the file, the attach is retried every ``pause``
+    seconds for up to ``wait`` seconds. A transaction left open by an error is rolled
+    back before detaching.
+
+    Raises:
+        SegmentsError: the file stayed busy, or cannot be opened.
+    """
+    if read_only and not path.exists():
+        raise SegmentsError(f"no warehouse at {path}: run `segments load` and `segments build` first")
+    attach = exp.Attach(
+        this=exp.alias_(exp.Literal.string(str(path)), alias), exists=False,
+        expressions=[exp.AttachOption(this=exp.var("READ_ONLY"))] if read_only else [],
+    )
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            con.execute(attach.sql(dialect="duckdb"))
+            break
+        except duckdb.Error as error:
+            if not _is_busy(error) or time.monotonic() >= deadline:
+                raise _open_error(path, error) from None
+            time.sleep(pause)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")  # an error inside a transaction: nothing of it is kept
+        raise
+    finally:
+        con.execute(exp.Detach(this=exp.to_identifier(alias), exists=False).sql(dialect="duckdb"))
 
 
 class DuckDBEngine(Engine):
