@@ -913,9 +913,11 @@ def test_events_are_read_once(project, full):
 def test_membership_reads_the_base_once(full):
     """Every segment is a column of one pass over the base, derived ones and tiers
     included, and the per-segment models only filter the membership."""
-    membership = full.model("segment_membership").query
-    bases = [t for t in membership.find_all(exp.Table) if t.meta.get("model") == "int_segment_base"]
+    flags = full.model("int_segment_flags").query
+    bases = [t for t in flags.find_all(exp.Table) if t.meta.get("model") == "int_segment_base"]
     assert len(bases) == 1
+    membership = full.model("segment_membership").query
+    assert {t.meta.get("model") for t in membership.find_all(exp.Table)} == {"int_segment_flags"}
     for model in full.models:
         if model.name.startswith("seg_"):
             assert {t.meta.get("model") for t in model.query.find_all(exp.Table)} == {"segment_membership"}
