@@ -34,7 +34,7 @@ def _published(warehouse: Path) -> dict[str, int]:
             "SELECT c.segment_name, COUNT(m.user_id) FROM main.segment_catalog c "
             "LEFT JOIN main.segment_membership m USING (segment_name) GROUP BY 1"
         ).fetchall()
-        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE view_name LIKE 'seg_%'").fetchall()}
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND view_name LIKE 'seg_%'").fetchall()}
     assert views == {f"seg_{name}" for name, _ in rows}
     return dict(rows)
 

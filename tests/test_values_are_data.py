@@ -30,7 +30,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
@@ -76,7 +76,8 @@ def _normalized(text: str, form: str | None) -> str:
 
 _SHORT = st.builds(_normalized, st.lists(_CHUNK, min_size=1, max_size=6).map("".join), st.sampled_from([None, "NFC", "NFD", "NFKC", "NFKD"]))
 _LONG = st.builds(lambda chunk, times: (chunk * times)[:6000], _CHUNK, st.integers(300, 3000))
-VALUES = st.lists(st.one_of(_SHORT, _SHORT, _LONG), min_size=2, max_size=2, unique=True)
+# a value is somewhere a name: all-blank text is a validation error there, not data
+VALUES = st.lists(st.one_of(_SHORT, _SHORT, _LONG).filter(str.strip), min_size=2, max_size=2, unique=True)
 
 #: position -> (segment name prefix, the spec's rule for value v)
 RULES = {
@@ -192,7 +193,9 @@ def wh(request, tmp_path_factory) -> Iterator[Warehouse]:
 _examples = iter(range(10**6))
 
 
-@settings(max_examples=3, deadline=None, database=None,
+# derandomized: CI runs the same examples every time; no shrinking, which can take
+# minutes on values that each need a dbt build
+@settings(max_examples=3, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 @example(values=[ATTACKS[0], ATTACKS[2]])
 @example(values=[ATTACKS[1] + " é", ATTACKS[3] + "\\' e\u0301"])
