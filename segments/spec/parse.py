@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import difflib
 import math
+import os
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -1552,12 +1553,40 @@ def _check_segments(infos: list[_SpecInfo]) -> None:
 # ---- entry point -----------------------------------------------------------------------------
 
 
+def _spec_files(specs_dir: Path) -> list[Path]:
+    """Every YAML file of the specs folder and its subfolders (teams group specs by
+    owner), in a stable order; names starting with ``.`` are hidden, and folders whose
+    names start with ``_`` or ``.`` are skipped (``_drafts/``, ``.git/``).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("_catalog.yml", "a.yml", "growth/b.yaml", "growth/notes.txt",
+    ...              "_drafts/c.yml", ".hidden/d.yml", ".e.yml", "uploads/vip.csv"):
+    ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
+    ...     _ = (root / name).write_text("")
+    >>> [p.relative_to(root).as_posix() for p in _spec_files(root)]
+    ['_catalog.yml', 'a.yml', 'growth/b.yaml']
+    """
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(specs_dir, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+        found.extend(
+            Path(folder) / name
+            for name in names
+            if Path(name).suffix in YAML_SUFFIXES
+            and not name.startswith(".")
+            and (Path(folder) / name).is_file()
+        )
+    return sorted(found, key=lambda p: (p.parent != specs_dir, p.relative_to(specs_dir).as_posix()))
+
+
 def load_project(specs_dir: Path) -> m.Project:
     """Parse and validate every file of a specs directory.
 
     Args:
         specs_dir: The directory holding ``_catalog.yml``, optional ``_traits.yml``
-            and ``_destinations.yml``, and one ``<name>.yml`` per segment.
+            and ``_destinations.yml``, and one ``<name>.yml`` per segment, there or
+            in any subfolder (names stay unique across folders).
 
     Returns:
         The validated project; segments sorted by name.
@@ -1569,11 +1598,7 @@ def load_project(specs_dir: Path) -> m.Project:
     if not specs_dir.is_dir():
         where = m.Location(str(specs_dir), 1, 1)
         raise SpecErrors([SpecError(where, "specs directory not found")])
-    files = sorted(
-        p
-        for p in specs_dir.iterdir()
-        if p.suffix in YAML_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+    files = _spec_files(specs_dir)
     contexts: list[_Ctx] = []
 
     def open_file(path: Path) -> tuple[_Ctx, Node | None]:
@@ -1583,8 +1608,18 @@ def load_project(specs_dir: Path) -> m.Project:
 
     config: dict[str, list[Path]] = {}
     for path in files:
-        if path.name.startswith("_"):
-            config.setdefault(path.stem, []).append(path)
+        if not path.name.startswith("_"):
+            continue
+        if path.parent != specs_dir:
+            ctx = _Ctx(str(path))
+            contexts.append(ctx)
+            ctx.error(
+                None,
+                f"configuration files (names starting with '_') belong at the top of "
+                f"{specs_dir}, not in a subfolder: move it there or rename it",
+            )
+            continue
+        config.setdefault(path.stem, []).append(path)
     for stem, paths in config.items():
         for path in paths[1:]:
             ctx = _Ctx(str(path))
