@@ -323,6 +323,13 @@ WINDOW_CASES = [
     ("login_none_within_1d", "{event: login, within: 1d, count: {is: 0}}", {"u01", "u03", "u06", "u07", "u08", "u09", "u10"}),
     ("login_not_within_1d", "{not: {event: login, within: 1d}}", {"u01", "u03", "u06", "u07", "u08", "u09", "u10"}),
     ("login_count_is_0", "{event: login, count: {is: 0}}", {"u03", "u09"}),
+    # is: true / false, as chat platforms phrase "did the event": count >= 1 / count is 0
+    ("login_is_true", "{event: login, is: true}", {"u01", "u02", "u04", "u06", "u07", "u08", "u10"}),
+    ("login_is_false", "{event: login, is: false}", {"u03", "u09"}),
+    ("login_is_true_within_1d", "{event: login, within: 1d, is: true}", {"u02", "u04"}),
+    ("login_is_false_within_1d", "{event: login, within: 1d, is: false}", {"u01", "u03", "u06", "u07", "u08", "u09", "u10"}),
+    ("not_login_is_false", "{not: {event: login, is: false}}", {"u01", "u02", "u04", "u06", "u07", "u08", "u10"}),
+    ("cart_is_true_followed", "{event: cart_add, is: true, followed_by: {event: checkout, within: 24h}}", {"u01", "u02", "u08"}),
     ("login_none_after", "{event: login, after: now - 1d, count: {is: 0}}", {"u01", "u03", "u06", "u07", "u08", "u09", "u10"}),
 ]
 

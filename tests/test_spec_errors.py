@@ -510,6 +510,31 @@ CASES: list[tuple[str, dict[str, str | None], str, str]] = [
         "belong at the top of",
     ),
     (
+        "event_is_not_boolean",
+        segment("where: {event: login, is: 1}\n"),
+        "s.yml:2:27",
+        "is on an event condition takes true (occurred) or false (never), got number 1; "
+        "to test how many times, write count: {gte: 1}",
+    ),
+    (
+        "event_is_and_count",
+        segment("where: {event: login, is: true, count: {gte: 2}}\n"),
+        "s.yml:2:33",
+        "an event condition has at most one measure: found 'is' and 'count'",
+    ),
+    (
+        "event_is_false_and_sequence",
+        segment("where: {event: login, is: false, followed_by: {event: buy}}\n"),
+        "s.yml:2:23",
+        "is: false (never occurred) cannot be combined with followed_by",
+    ),
+    (
+        "event_is_string",
+        segment("where: {event: login, is: 'yes please'}\n"),
+        "s.yml:2:27",
+        "write count: {gte: 1}",
+    ),
+    (
         "tier_name_collides",
         {"engagement__high.yml": "name: engagement__high\nwhere: {segment: buyers}\n"},
         "engagement__high.yml:1:7",

@@ -281,6 +281,8 @@ SEQUENCE = Mapping(
         Key("where", Ref("property_condition"), "A condition on the follow-up events' properties."),
     ),
 )
+# The measure written, or ``is: true/false`` (did the event occur): at most one.
+EVENT_TEST_KEYS = m.MEASURE_KINDS + ("is",)
 FILTER_KEYS = (
     Key("event", OneOrMany(Text()), "The event name, or a list of names.", required=True),
     Key("where", Ref("property_condition"), "A condition on the events' properties."),
@@ -299,10 +301,12 @@ EVENT = Mapping(
         for kind in m.MEASURE_KINDS
     )
     + (
+        Key("is", Boolean(), "true: the event occurred at least once (the default, count >= 1); "
+            "false: it never occurred (count is 0)."),
         Key("followed_by", Ref("sequence"), "Holds when a follow-up event came after the latest qualifying one."),
         Key("not_followed_by", Ref("sequence"), "Holds when no follow-up event came after the latest qualifying one."),
     ),
-    (Group(WINDOW_KEYS), Group(m.MEASURE_KINDS), Group(SEQUENCE_KEYS)),
+    (Group(WINDOW_KEYS), Group(EVENT_TEST_KEYS), Group(SEQUENCE_KEYS)),
 )
 CONDITION = OneOf(
     "condition",

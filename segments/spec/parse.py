@@ -64,6 +64,7 @@ CHECK_KEYS = grammar.CHECKS.names
 IGNORE_CASE_OPS = m.EQUALITY_OPS + m.STRING_OPS
 
 DEFAULT_TEST = m.Test("gte", 1, "number")
+NEVER_TEST = m.Test("is", 0, "number")  # an event condition's ``is: false``
 MAX_DEPTH = 64  # nesting of conditions or raw options; deeper is certainly a mistake
 # YAML aliases can expand a small file into billions of conditions; no real spec has
 # anywhere near this many.
@@ -838,14 +839,38 @@ def _sequence(ctx: _Ctx, key: str, node: Node, env: _Env) -> m.Sequence | None:
     return m.Sequence(key == "followed_by", events, where, within)
 
 
+def _occurred(ctx: _Ctx, entries: Entries) -> m.Test | None:
+    """``is: true`` (occurred at least once, the default) or ``is: false`` (never)."""
+    node = entries["is"][1]
+    if _kind(node) == "boolean":
+        return DEFAULT_TEST if _CONSTRUCTOR.construct_yaml_bool(node) else NEVER_TEST
+    ctx.error(
+        node,
+        f"is on an event condition takes true (occurred) or false (never), got {_describe(node)}; "
+        "to test how many times, write count: {gte: 1}",
+    )
+    return None
+
+
 def _event_condition(ctx: _Ctx, node: Node, entries: Entries, env: _Env) -> m.EventCondition | None:
     """An event condition (SPEC 1.4): filter, at most one measure, at most one sequence."""
     mark = ctx.mark()
     _check_keys(ctx, entries, EVENT_KEYS)
     event_filter = _event_filter(ctx, node, entries, env)
-    kind = _one_of(ctx, entries, m.MEASURE_KINDS, "an event condition has at most one measure")
-    prop, test = _measure_test(ctx, kind, entries[kind][1], env) if kind else (None, DEFAULT_TEST)
+    kind = _one_of(ctx, entries, grammar.EVENT_TEST_KEYS, "an event condition has at most one measure")
+    never = False
+    if kind == "is":
+        kind, prop, test = None, None, _occurred(ctx, entries)
+        never = test == NEVER_TEST
+    else:
+        prop, test = _measure_test(ctx, kind, entries[kind][1], env) if kind else (None, DEFAULT_TEST)
     seq_key = _one_of(ctx, entries, SEQUENCE_KINDS, "use followed_by or not_followed_by, not both")
+    if seq_key and never:
+        ctx.error(
+            entries["is"][0],
+            f"is: false (never occurred) cannot be combined with {seq_key}: a user with no "
+            "qualifying event has none to follow; write {not: {event: ...}} around the condition instead",
+        )
     sequence = _sequence(ctx, seq_key, entries[seq_key][1], env) if seq_key else None
     if ctx.failed_since(mark) or event_filter is None or test is None:
         return None
