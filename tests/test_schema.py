@@ -145,6 +145,8 @@ ACCEPTED = [
     "name: ok\nwhere: {event: purchase, is: true}\n",
     "name: ok\nwhere: {event: purchase, within: 30d, is: false}\n",
     "name: ok\nwhere: {event: cart_add, is: true, not_followed_by: {event: purchase}}\n",
+    "name: ok\nwhere: {attribute: signup_at, between: [2024-01-01, now - 7d]}\n",
+    "name: ok\nwhere: {attribute: lifetime_value, between: [10, 20.5]}\n",
 ]
 
 

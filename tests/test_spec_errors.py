@@ -535,6 +535,24 @@ CASES: list[tuple[str, dict[str, str | None], str, str]] = [
         "write count: {gte: 1}",
     ),
     (
+        "timestamp_between_three",
+        segment("where: {attribute: signup_at, between: [2024-01-01, now, now]}\n"),
+        "s.yml:2:40",
+        "'between' on attribute 'signup_at' takes exactly 2 values [start, end], got 3",
+    ),
+    (
+        "timestamp_between_number",
+        segment("where: {attribute: signup_at, between: [1, now]}\n"),
+        "s.yml:2:41",
+        "(timestamp)",
+    ),
+    (
+        "boolean_between",
+        segment("where: {attribute: is_vip, between: [true, false]}\n"),
+        "s.yml:2:28",
+        "operator 'between' does not apply to attribute 'is_vip' (boolean)",
+    ),
+    (
         "tier_name_collides",
         {"engagement__high.yml": "name: engagement__high\nwhere: {segment: buyers}\n"},
         "engagement__high.yml:1:7",

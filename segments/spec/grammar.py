@@ -196,7 +196,7 @@ OPERATOR_VALUES: dict[str, Value] = {
     "is_set": Boolean(),
     **{op: Text() for op in m.STRING_OPS},
     **{op: Number() for op in ("gt", "gte", "lt", "lte")},
-    "between": ListOf(Number(), 2, 2),
+    "between": ListOf(Either((Number(), Time())), 2, 2),
     **{op: Time() for op in ("before", "after")},
     **{op: Duration() for op in ("within", "not_within")},
 }
@@ -214,7 +214,8 @@ OPERATOR_DOCS: dict[str, str] = {
     "gte": "Greater than or equal.",
     "lt": "Less than.",
     "lte": "Less than or equal.",
-    "between": "[low, high], both included.",
+    "between": "Numbers: [low, high], both included. Times: [start, end), the start "
+    "included and the end not, as an event window's between.",
     "before": "Strictly before this time.",
     "after": "Strictly after this time.",
     "within": "In (as_of - duration, as_of].",

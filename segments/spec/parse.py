@@ -539,7 +539,8 @@ def _operand(ctx: _Ctx, op: str, node: Node, subject: _Subject, ignore_case: boo
         if items is None:
             return None
         if op == "between" and len(items) != 2:
-            ctx.error(node, f"{what} takes exactly 2 values [low, high], got {len(items)}")
+            shape = "[start, end]" if subject.type == "timestamp" else "[low, high]"
+            ctx.error(node, f"{what} takes exactly 2 values {shape}, got {len(items)}")
             return None
         values = []
         for item in items:
