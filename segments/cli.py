@@ -24,7 +24,7 @@ from segments import engines, paths, pipeline, spreadsheet, warehouse
 from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.parse import load_project
-from segments.spec.timeparse import parse_instant
+from segments.spec.timeparse import parse_as_of
 
 app = typer.Typer(
     add_completion=False,
@@ -52,7 +52,7 @@ WarehouseOption = Annotated[
     ),
 ]
 AsOfOption = Annotated[
-    Optional[str], typer.Option("--as-of", help="Evaluate at this UTC instant (ISO date or date-time).", show_default="now")
+    Optional[str], typer.Option("--as-of", help="Evaluate at this UTC instant: an ISO date or date-time, now, or now - 7d (as in specs).", show_default="now")
 ]
 TargetOption = Annotated[
     str,
@@ -61,10 +61,12 @@ TargetOption = Annotated[
 
 
 def _as_of(value: str | None) -> dt.datetime:
+    """``--as-of``: the times of specs (``now - 7d``, ``2026-01-31``), ``now`` the clock."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     if value is None:
-        return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        return now
     try:
-        return parse_instant(value)
+        return parse_as_of(value, now)
     except ValueError as error:
         raise SegmentsError(f"--as-of: {error}") from None
 

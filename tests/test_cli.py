@@ -148,6 +148,18 @@ def test_preview_matches_the_build(capsys, built, specs_copy):
     assert [line.strip() for line in out.splitlines()[1:]] == first
 
 
+def test_as_of_takes_the_relative_forms_of_specs(capsys, built, specs_copy):
+    # measured back from the wall clock, a relative --as-of lands (a few seconds
+    # late at most) on the demo data's anchor: the same members as the absolute one
+    seconds = int((dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - ANCHOR).total_seconds())
+    exact = run(capsys, "preview", "abandoned_cart", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", AS_OF)
+    relative = run(capsys, "preview", "abandoned_cart", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", f"now - {seconds}s")
+    assert exact[0] == 0 and relative[0] == 0, exact[2] + relative[2]
+    assert relative[1] == exact[1] and " 0 members" not in exact[1]
+    future = run(capsys, "preview", "abandoned_cart", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", "now + 3650d")
+    assert future[0] == 0 and "abandoned_cart: 0 members" in future[1]
+
+
 def test_preview_unknown_segment_suggests(capsys, built, specs_copy):
     code, out, err = run(capsys, "preview", "abandoned_carts", "--specs", str(specs_copy), "--warehouse", str(built))
     assert code == 1 and "did you mean 'abandoned_cart'" in err and "Traceback" not in err
@@ -264,6 +276,9 @@ def test_load_honours_offsets_and_is_all_or_nothing(capsys, tmp_path, specs_copy
     "argv, message",
     [
         (["build", "--as-of", "yesterday-ish"], "--as-of"),
+        (["build", "--as-of", "now - 7days"], "--as-of: invalid time 'now - 7days': the offset after 'now -' must be"),
+        (["preview", "x", "--as-of", "now -"], "--as-of: invalid time"),
+        (["review", "--base", "HEAD", "--as-of", "2026-02-30"], "--as-of: invalid time '2026-02-30'"),
         (["build", "--target", "oracle"], "--target 'oracle'"),
         (["compile", "--dialect", "cobol"], "--dialect 'cobol'"),
         (["validate", "--specs", "/nonexistent/specs"], "no such specs directory"),
