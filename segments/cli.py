@@ -24,7 +24,7 @@ from segments import engines, paths, pipeline, spreadsheet, warehouse
 from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.parse import load_project
-from segments.spec.timeparse import parse_instant
+from segments.spec.timeparse import parse_as_of
 
 app = typer.Typer(
     add_completion=False,
@@ -52,7 +52,7 @@ WarehouseOption = Annotated[
     ),
 ]
 AsOfOption = Annotated[
-    Optional[str], typer.Option("--as-of", help="Evaluate at this UTC instant (ISO date or date-time).", show_default="now")
+    Optional[str], typer.Option("--as-of", help="Evaluate at this UTC instant: an ISO date or date-time, now, or now - 7d (as in specs).", show_default="now")
 ]
 TargetOption = Annotated[
     str,
@@ -61,10 +61,12 @@ TargetOption = Annotated[
 
 
 def _as_of(value: str | None) -> dt.datetime:
+    """``--as-of``: the times of specs (``now - 7d``, ``2026-01-31``), ``now`` the clock."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     if value is None:
-        return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        return now
     try:
-        return parse_instant(value)
+        return parse_as_of(value, now)
     except ValueError as error:
         raise SegmentsError(f"--as-of: {error}") from None
 
@@ -236,24 +238,38 @@ def build(
 
 @app.command()
 def preview(
-    name: Annotated[str, typer.Argument(help="Segment name (tiers: <spec>__<tier>).")],
+    name: Annotated[str, typer.Argument(help="Segment name (tiers: <spec>__<tier>; a tiered spec's name: all its tiers).")],
     specs: SpecsOption = None,
     project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Sample size.")] = 10,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Sample size (per tier).")] = 10,
     target: TargetOption = "duckdb",
-    show_sql: Annotated[bool, typer.Option("--sql", help="Print the query too.")] = False,
+    columns: Annotated[
+        Optional[str], typer.Option("--columns", help="Users attributes to show beside the ids, comma-separated (e.g. city,plan).")
+    ] = None,
+    show_pii: Annotated[bool, typer.Option("--show-pii", help="Allow PII attributes (pii: true) named in --columns.")] = False,
+    show_sql: Annotated[bool, typer.Option("--sql", help="Print the segment's own query too: its rule over the base.")] = False,
+    sql_full: Annotated[bool, typer.Option("--sql-full", help="Print the whole query run, every model as a CTE.")] = False,
 ) -> None:
     """Size and sample members of one segment, without a full build."""
     _project(project_dir)
     warehouse_file = _warehouse(target, warehouse_path)
-    result = pipeline.preview(_specs(specs), warehouse_file, name, _as_of(as_of), limit, target)
-    if show_sql:
+    chosen = tuple(c.strip() for c in columns.split(",") if c.strip()) if columns is not None else ()
+    if columns is not None and not chosen:
+        raise SegmentsError("--columns: name at least one users attribute, e.g. --columns city,plan")
+    result = pipeline.preview(
+        _specs(specs), warehouse_file, name, _as_of(as_of), limit, target,
+        columns=chosen, show_pii=show_pii, full_sql=sql_full,
+    )
+    if show_sql or sql_full:
         out.print(result.sql, markup=False, highlight=False)
-    out.print(f"{result.segment}: {result.size:,} members ({result.holdout:,} in holdout)")
-    for user_id in result.sample:
-        out.print(f"  {user_id}", markup=False, highlight=False)
+    for part in result.segments:
+        out.print(f"{part.segment}: {part.size:,} members ({part.holdout:,} in holdout)", markup=False, highlight=False)
+        if result.columns and part.rows:
+            out.print("  " + "\t".join(("user_id", *result.columns)), markup=False, highlight=False)
+        for row in part.rows:
+            out.print("  " + "\t".join(row), markup=False, highlight=False)
 
 
 @app.command()

@@ -130,12 +130,76 @@ def build(
 
 
 @dataclass(frozen=True)
-class Preview:
+class SegmentSample:
+    """One segment of a preview: its size, holdout count and first members."""
+
     segment: str
     size: int
     holdout: int
-    sample: list[str]
+    #: the first members by user_id: the id, then the chosen columns as text
+    rows: list[tuple[str, ...]]
+
+    @property
+    def sample(self) -> list[str]:
+        return [row[0] for row in self.rows]
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What ``preview NAME`` shows: every segment NAME means (a tiered spec: its tiers)."""
+
+    name: str
+    segments: list[SegmentSample]
+    columns: tuple[str, ...]
+    #: each segment's own query (its rule over the base), or the whole query
     sql: str
+
+    @property
+    def size(self) -> int:
+        return sum(part.size for part in self.segments)
+
+
+def preview_segments(project: Project, name: str) -> list[str]:
+    """The segments ``name`` means: a segment, or every tier of a tiered spec.
+
+    Raises:
+        SegmentsError: for an unknown name, with the closest one.
+    """
+    for spec in project.segments:
+        if spec.name == name and spec.tiers:
+            return list(spec.segment_names())
+    if name in project.segment_names():
+        return [name]
+    from difflib import get_close_matches
+
+    names = list(project.segment_names()) + [spec.name for spec in project.segments if spec.tiers]
+    close = get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SegmentsError(f"unknown segment {name!r}{hint}")
+
+
+def preview_columns(project: Project, columns: tuple[str, ...], show_pii: bool) -> tuple[str, ...]:
+    """The users attributes ``--columns`` names, checked: PII only with ``show_pii``.
+
+    Raises:
+        SegmentsError: for an unknown column (naming the valid ones), or a PII column
+            without ``show_pii``.
+    """
+    attributes = project.catalog.users.attributes
+    valid = [a for a in attributes if a != "user_id"]
+    for column in columns:
+        if column not in valid:
+            raise SegmentsError(
+                f"--columns: unknown users attribute {column!r}; the attributes of _catalog.yml are: "
+                f"{', '.join(valid) or '(none)'}"
+            )
+    pii = [c for c in columns if attributes[c].pii]
+    if pii and not show_pii:
+        raise SegmentsError(
+            f"--columns: {', '.join(pii)} {'is' if len(pii) == 1 else 'are'} PII (pii: true in _catalog.yml); "
+            "add --show-pii to print it"
+        )
+    return tuple(dict.fromkeys(columns))
 
 
 def preview(
@@ -145,41 +209,90 @@ def preview(
     as_of: dt.datetime,
     limit: int = 10,
     target: str = engines.DEFAULT_TARGET,
+    columns: tuple[str, ...] = (),
+    show_pii: bool = False,
+    full_sql: bool = False,
 ) -> Preview:
-    """Size and sample of one segment, by running its compiled SQL directly on the
-    target's engine: only the measures this segment needs, no dbt, nothing written."""
-    project = load_project(specs_dir)
-    if segment not in project.segment_names():
-        from difflib import get_close_matches
+    """Size and sample of one segment (a tiered spec: each of its tiers), by running
+    its compiled SQL directly on the target's engine: only the measures it needs, no
+    dbt, nothing written.
 
-        close = get_close_matches(segment, project.segment_names(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SegmentsError(f"unknown segment {segment!r}{hint}")
+    Args:
+        columns: users attributes shown beside each member's id (PII ones only with
+            ``show_pii``).
+        full_sql: ``sql`` is the whole query run, every model as a CTE, rather than
+            each segment's rule over the base.
+    """
+    project = load_project(specs_dir)
+    wanted = preview_segments(project, segment)
+    shown = preview_columns(project, columns, show_pii)
     engine = engines.get(target, warehouse_file)
-    compiled = md.compile_project(project, only=[segment])
+    compiled = md.compile_project(project, only=wanted)
 
     def source(schema: str, table: str) -> exp.Table:
         return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
 
-    members = render.standalone_query(compiled, md.segment_model_name(segment), as_of, source)
-    sql = dialects.render(members, engine.dialect, pretty=True)
-    # one pass: the sample's rows carry the segment's size and holdout count
-    user = engine.sort_key(exp.column("user_id"))
-    held = exp.Sum(this=exp.Case(ifs=[exp.If(this=exp.column("is_holdout"), true=exp.Literal.number(1))], default=exp.Literal.number(0)))
-    sample = (
-        exp.select("user_id", exp.Window(this=exp.Count(this=exp.Star())), exp.Window(this=held))
-        .from_(exp.Subquery(this=members, alias=exp.TableAlias(this=exp.to_identifier("members"))))
-        .order_by(user)
-        .limit(max(limit, 1))
+    def col(name: str, table: str) -> exp.Column:
+        return exp.column(name, table=table)
+
+    def by_segment(aggregate: exp.Expression) -> exp.Window:
+        return exp.Window(this=aggregate, partition_by=[col("segment_name", "m")])
+
+    held = exp.Case(ifs=[exp.If(this=col("is_holdout", "m"), true=exp.Literal.number(1))], default=exp.Literal.number(0))
+    ranked = exp.select(
+        col("segment_name", "m"),
+        col("user_id", "m"),
+        *[col(c, "u") for c in shown],
+        exp.alias_(by_segment(exp.Count(this=exp.Star())), "segment_size"),
+        exp.alias_(by_segment(exp.Sum(this=held)), "segment_holdout"),
+        exp.alias_(
+            exp.Window(
+                this=exp.RowNumber(),
+                partition_by=[col("segment_name", "m")],
+                order=exp.Order(expressions=[exp.Ordered(this=engine.sort_key(col("user_id", "m")))]),
+            ),
+            "row_in_segment",
+        ),
+    ).from_(exp.Table(this=exp.to_identifier(md.MEMBERSHIP), alias=exp.TableAlias(this=exp.to_identifier("m"))))
+    if shown:
+        universe = exp.Table(this=exp.to_identifier(md.UNIVERSE), alias=exp.TableAlias(this=exp.to_identifier("u")))
+        ranked = ranked.join(universe, on=exp.EQ(this=col("user_id", "u"), expression=col("user_id", "m")), join_type="left")
+    ranked = ranked.where(exp.In(this=col("segment_name", "m"), expressions=[exp.Literal.string(w) for w in wanted]))
+    final = (
+        exp.select("*")
+        .from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this=exp.to_identifier("ranked"))))
+        .where(exp.LTE(this=exp.column("row_in_segment"), expression=exp.Literal.number(max(limit, 1))))
+        .order_by("segment_name", "row_in_segment")
     )
+    query = render.standalone_query(
+        compiled, md.MEMBERSHIP, as_of, source, select=final, also=(md.UNIVERSE,) if shown else ()
+    )
+    if full_sql:
+        sql = dialects.render(query, engine.dialect, pretty=True)
+    else:
+        parts_sql = []
+        for name in wanted:
+            rule = render.rule_query(compiled, name, as_of)
+            reads = sorted({c.name for c in rule.find_all(exp.Column) if c.name.startswith(md.SEGMENT_PREFIX)})
+            note = f"\n-- {', '.join(reads)}: the flags of the segments it reads ({md.FLAGS})" if reads else ""
+            parts_sql.append(
+                f"-- {name}: its rule over {md.BASE} (one row per user of the universe; "
+                f"--sql-full prints the whole query){note}\n" + dialects.render(rule, engine.dialect, pretty=True)
+            )
+        sql = "\n\n".join(parts_sql)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, project.catalog)
         try:
-            rows = session.rows(sample)
+            rows = session.rows(query)
         except EngineError as error:
             raise SegmentsError(f"preview of {segment} failed on {engine.describe()}: {error}") from None
-    size, holdout = (int(rows[0][1]), int(rows[0][2])) if rows else (0, 0)
-    return Preview(segment, size, holdout, [str(r[0]) for r in rows[:limit]], sql)
+    parts = []
+    for name in wanted:
+        mine = [row for row in rows if row[0] == name]
+        size, holdout = (int(mine[0][-3]), int(mine[0][-2] or 0)) if mine else (0, 0)
+        sample = [tuple("" if v is None else str(v) for v in row[1 : 2 + len(shown)]) for row in mine[:limit]]
+        parts.append(SegmentSample(name, size, holdout, sample))
+    return Preview(segment, parts, shown, sql)
 
 
 def materialize(

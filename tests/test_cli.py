@@ -148,6 +148,85 @@ def test_preview_matches_the_build(capsys, built, specs_copy):
     assert [line.strip() for line in out.splitlines()[1:]] == first
 
 
+def test_as_of_takes_the_relative_forms_of_specs(capsys, built, specs_copy):
+    # measured back from the wall clock, a relative --as-of lands (a few seconds
+    # late at most) on the demo data's anchor: the same members as the absolute one
+    seconds = int((dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - ANCHOR).total_seconds())
+    exact = run(capsys, "preview", "abandoned_cart", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", AS_OF)
+    relative = run(capsys, "preview", "abandoned_cart", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", f"now - {seconds}s")
+    assert exact[0] == 0 and relative[0] == 0, exact[2] + relative[2]
+    assert relative[1] == exact[1] and " 0 members" not in exact[1]
+    future = run(capsys, "preview", "abandoned_cart", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", "now + 3650d")
+    assert future[0] == 0 and "abandoned_cart: 0 members" in future[1]
+
+
+def test_preview_of_a_tiered_spec_shows_each_tier(capsys, built, specs_copy):
+    code, out, err = run(capsys, "preview", "engagement", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", AS_OF, "--limit", "2")
+    assert code == 0, err
+    con = duckdb.connect(str(built), read_only=True)
+    sizes = dict(con.execute(
+        "SELECT segment_name, COUNT(*) FROM segment_membership WHERE segment_name LIKE 'engagement__%' GROUP BY 1"
+    ).fetchall())
+    con.close()
+    headers = [line for line in out.splitlines() if not line.startswith("  ")]
+    tiers = ["engagement__high", "engagement__moderate", "engagement__low", "engagement__inactive"]
+    assert headers == [f"{tier}: {sizes.get(tier, 0):,} members (0 in holdout)" for tier in tiers]
+    assert len([line for line in out.splitlines() if line.startswith("  ")]) == sum(min(2, n) for n in sizes.values())
+
+
+def test_preview_sql_is_the_segments_own_rule(capsys, built, specs_copy):
+    common = ("--specs", str(specs_copy), "--warehouse", str(built), "--as-of", AS_OF, "--limit", "1")
+    code, out, err = run(capsys, "preview", "win_back", "--sql", *common)
+    assert code == 0, err
+    assert "WITH" not in out and "FROM int_segment_base" in out and "stg_users" not in out
+    assert "-- seg_vip_upload: the flags of the segments it reads (int_segment_flags)" in out
+    assert "CAST('2026-01-15 00:00:00' AS TIMESTAMP) - INTERVAL 90 DAY" in out  # now is the as_of
+    code, full, err = run(capsys, "preview", "win_back", "--sql-full", *common)
+    assert code == 0, err
+    assert full.startswith("WITH stg_users AS") and "int_segment_flags AS" in full
+    assert full.splitlines()[-2:] == out.splitlines()[-2:]  # the same members either way
+
+
+def test_preview_columns_beside_the_ids(capsys, built, specs_copy):
+    code, out, err = run(capsys, "preview", "regional_offer", "--columns", "city, plan", "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", AS_OF, "--limit", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split() == ["user_id", "city", "plan"]
+    rows = [line.split() for line in lines[2:]]  # tab-separated; the console expands tabs
+    con = duckdb.connect(str(built), read_only=True)
+    expected = con.execute(
+        "SELECT user_id, city, plan FROM raw.users WHERE user_id IN (SELECT user_id FROM seg_regional_offer) ORDER BY user_id LIMIT 3"
+    ).fetchall()
+    con.close()
+    assert [tuple(row) for row in rows] == [tuple(r) for r in expected]
+    assert len(expected) == 3 and all(r[1] in ("Mumbai", "Pune", "Nagpur") for r in expected)
+
+
+def test_preview_pii_columns_need_show_pii(capsys, built, specs_copy):
+    common = ("--specs", str(specs_copy), "--warehouse", str(built), "--as-of", AS_OF, "--limit", "1")
+    code, out, err = run(capsys, "preview", "regional_offer", "--columns", "city,email", *common)
+    assert code == 1 and out == "" and "email is PII" in err and "--show-pii" in err
+    code, out, err = run(capsys, "preview", "regional_offer", "--columns", "email", "--show-pii", *common)
+    assert code == 0, err
+    assert "@" in out.splitlines()[2]
+    # --show-pii alone shows nothing more: PII only when named
+    code, out, err = run(capsys, "preview", "regional_offer", "--show-pii", *common)
+    assert code == 0 and "@" not in out
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ("cty", "--columns: unknown users attribute 'cty'; the attributes of _catalog.yml are: email, phone,"),
+        ("city,user_id", "unknown users attribute 'user_id'"),
+        (" , ", "--columns: name at least one users attribute"),
+    ],
+)
+def test_preview_bad_columns_exit_1(capsys, specs_copy, columns, message):
+    code, out, err = run(capsys, "preview", "regional_offer", "--columns", columns, "--specs", str(specs_copy))
+    assert code == 1 and message in err and out == "" and "Traceback" not in err
+
+
 def test_preview_unknown_segment_suggests(capsys, built, specs_copy):
     code, out, err = run(capsys, "preview", "abandoned_carts", "--specs", str(specs_copy), "--warehouse", str(built))
     assert code == 1 and "did you mean 'abandoned_cart'" in err and "Traceback" not in err
@@ -264,6 +343,9 @@ def test_load_honours_offsets_and_is_all_or_nothing(capsys, tmp_path, specs_copy
     "argv, message",
     [
         (["build", "--as-of", "yesterday-ish"], "--as-of"),
+        (["build", "--as-of", "now - 7days"], "--as-of: invalid time 'now - 7days': the offset after 'now -' must be"),
+        (["preview", "x", "--as-of", "now -"], "--as-of: invalid time"),
+        (["review", "--base", "HEAD", "--as-of", "2026-02-30"], "--as-of: invalid time '2026-02-30'"),
         (["build", "--target", "oracle"], "--target 'oracle'"),
         (["compile", "--dialect", "cobol"], "--dialect 'cobol'"),
         (["validate", "--specs", "/nonexistent/specs"], "no such specs directory"),

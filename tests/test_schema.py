@@ -113,6 +113,8 @@ BROKEN = [
     ("bad.yml", "name: bad\nwhere: {event: purchase, count: 3}\n"),
     ("bad.yml", "name: bad\nwhere: {event: purchase, sum: {gte: 3}}\n"),
     ("bad.yml", "name: bad\nwhere: {within: 7d, count: {gte: 1}}\n"),
+    ("bad.yml", "name: bad\nwhere: {event: purchase, is: 1}\n"),
+    ("bad.yml", "name: bad\nwhere: {event: purchase, is: true, count: {gte: 2}}\n"),
     ("bad.yml", "name: bad\nwhere: {event: cart_add, followed_by: {event: purchase}, not_followed_by: {event: purchase}}\n"),
     ("bad.yml", "name: bad\nwhere: {event: cart_add, not_followed_by: {event: purchase, within: soon}}\n"),
     ("bad.yml", "name: bad\nwhere: {event: page_view, where: {attribute: city, is: Pune}}\n"),
@@ -137,6 +139,24 @@ BROKEN = [
     ("_traits.yml", "traits:\n  orders: {event: purchase, count: true}\n  score: {quantile: orders, buckets: 0}\n"),
     ("_traits.yml", "traits:\n  Orders: {event: purchase, count: true}\n"),
 ]
+
+
+ACCEPTED = [
+    "name: ok\nwhere: {event: purchase, is: true}\n",
+    "name: ok\nwhere: {event: purchase, within: 30d, is: false}\n",
+    "name: ok\nwhere: {event: cart_add, is: true, not_followed_by: {event: purchase}}\n",
+    "name: ok\nwhere: {attribute: signup_at, between: [2024-01-01, now - 7d]}\n",
+    "name: ok\nwhere: {attribute: lifetime_value, between: [10, 20.5]}\n",
+]
+
+
+@pytest.mark.parametrize("text", ACCEPTED)
+def test_accepted_specs_pass_validator_and_schema(tmp_path, text):
+    specs = tmp_path / "specs"
+    shutil.copytree(paths.SPECS_DIR, specs)
+    (specs / "ok.yml").write_text(text)
+    assert load_project(specs).spec("ok")
+    assert schema_errors("segment", text) == []
 
 
 @pytest.mark.parametrize(("name", "text"), BROKEN, ids=[f"{i:02d}-{n}" for i, (n, _) in enumerate(BROKEN)])

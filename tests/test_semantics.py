@@ -268,6 +268,12 @@ ATTRIBUTE_CASES = [
     ("signup_in", "{attribute: signup_at, in: [now, 2023-01-01]}", {"u02", "u10"}),
     ("signup_not_before", "{not: {attribute: signup_at, before: now}}", {"u02", "u03", "u06", "u09"}),
     ("signup_is_set_false", "{attribute: signup_at, is_set: false}", {"u03", "u09"}),
+    # between on times is [start, end), as an event window's: u02 at as_of = end is out
+    ("signup_between_date_now", "{attribute: signup_at, between: [2024-06-29, now]}", {"u01", "u04", "u08"}),
+    ("signup_between_1s", "{attribute: signup_at, between: ['2024-06-29T12:00:00Z', '2024-06-29T12:00:01Z']}", {"u01"}),
+    ("signup_between_relative", "{attribute: signup_at, between: [now - 1d, now + 1d]}", {"u01", "u02", "u04", "u06"}),
+    ("signup_between_empty", "{attribute: signup_at, between: [now, now]}", set()),
+    ("signup_not_between", "{not: {attribute: signup_at, between: [2024-06-29, now]}}", {"u02", "u03", "u06", "u07", "u09", "u10"}),
     # boolean: is_vip
     ("vip_is_true", "{attribute: is_vip, is: true}", {"u01", "u04", "u09"}),
     ("vip_is_false", "{attribute: is_vip, is: false}", {"u02", "u06", "u08", "u10"}),
@@ -323,6 +329,13 @@ WINDOW_CASES = [
     ("login_none_within_1d", "{event: login, within: 1d, count: {is: 0}}", {"u01", "u03", "u06", "u07", "u08", "u09", "u10"}),
     ("login_not_within_1d", "{not: {event: login, within: 1d}}", {"u01", "u03", "u06", "u07", "u08", "u09", "u10"}),
     ("login_count_is_0", "{event: login, count: {is: 0}}", {"u03", "u09"}),
+    # is: true / false, as chat platforms phrase "did the event": count >= 1 / count is 0
+    ("login_is_true", "{event: login, is: true}", {"u01", "u02", "u04", "u06", "u07", "u08", "u10"}),
+    ("login_is_false", "{event: login, is: false}", {"u03", "u09"}),
+    ("login_is_true_within_1d", "{event: login, within: 1d, is: true}", {"u02", "u04"}),
+    ("login_is_false_within_1d", "{event: login, within: 1d, is: false}", {"u01", "u03", "u06", "u07", "u08", "u09", "u10"}),
+    ("not_login_is_false", "{not: {event: login, is: false}}", {"u01", "u02", "u04", "u06", "u07", "u08", "u10"}),
+    ("cart_is_true_followed", "{event: cart_add, is: true, followed_by: {event: checkout, within: 24h}}", {"u01", "u02", "u08"}),
     ("login_none_after", "{event: login, after: now - 1d, count: {is: 0}}", {"u01", "u03", "u06", "u07", "u08", "u09", "u10"}),
 ]
 
@@ -365,6 +378,7 @@ MEASURE_CASES = [
     ("last_within_1d", "{event: purchase, last_occurred: {within: 1d}}", {"u06"}),
     ("last_after", "{event: purchase, last_occurred: {after: '2024-06-10T23:59:59Z'}}", {"u01", "u02", "u03", "u06"}),
     ("last_not_within_7d", "{event: purchase, last_occurred: {not_within: 7d}}", {"u01", "u02", "u04", "u07", "u08", "u09", "u10"}),
+    ("last_between", "{event: purchase, last_occurred: {between: [2024-06-04, 2024-06-11]}}", {"u09"}),  # u01's 06-11: the end, out
     ("last_is", "{event: purchase, last_occurred: {is: '2024-06-11T00:00:00Z'}}", {"u01"}),
     ("last_window", "{event: purchase, before: 2024-06-11, last_occurred: {after: 2024-06-10}}", {"u01"}),
     # property filters on the measured events

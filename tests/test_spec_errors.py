@@ -480,6 +480,79 @@ CASES: list[tuple[str, dict[str, str | None], str, str]] = [
         "duplicate segment name 'buyers' (also defined at",
     ),
     (
+        "duplicate_name_across_folders",
+        {"growth/buyers.yml": BUYERS},
+        "growth/buyers.yml:1:7",
+        "duplicate segment name 'buyers' (also defined at buyers.yml:1:7)",
+    ),
+    (
+        "duplicate_name_in_two_subfolders",
+        {"growth/s.yml": "name: s\nwhere: {segment: buyers}\n", "crm/s.yml": "name: s\nwhere: {segment: buyers}\n"},
+        "growth/s.yml:1:7",
+        "duplicate segment name 's' (also defined at crm/s.yml:1:7)",
+    ),
+    (
+        "subfolder_name_is_the_stem",
+        {"growth/s.yml": "name: t\nwhere: {segment: buyers}\n"},
+        "growth/s.yml:1:7",
+        "name 't' must equal the file name stem 's'",
+    ),
+    (
+        "subfolder_spec_is_checked",
+        {"growth/s.yml": "name: s\nwhere: {segment: buyrs}\n"},
+        "growth/s.yml:2:18",
+        "unknown segment 'buyrs' (did you mean 'buyers'?)",
+    ),
+    (
+        "config_file_in_subfolder",
+        {"growth/_traits.yml": TRAITS},
+        "growth/_traits.yml:1:1",
+        "belong at the top of",
+    ),
+    (
+        "event_is_not_boolean",
+        segment("where: {event: login, is: 1}\n"),
+        "s.yml:2:27",
+        "is on an event condition takes true (occurred) or false (never), got number 1; "
+        "to test how many times, write count: {gte: 1}",
+    ),
+    (
+        "event_is_and_count",
+        segment("where: {event: login, is: true, count: {gte: 2}}\n"),
+        "s.yml:2:33",
+        "an event condition has at most one measure: found 'is' and 'count'",
+    ),
+    (
+        "event_is_false_and_sequence",
+        segment("where: {event: login, is: false, followed_by: {event: buy}}\n"),
+        "s.yml:2:23",
+        "is: false (never occurred) cannot be combined with followed_by",
+    ),
+    (
+        "event_is_string",
+        segment("where: {event: login, is: 'yes please'}\n"),
+        "s.yml:2:27",
+        "write count: {gte: 1}",
+    ),
+    (
+        "timestamp_between_three",
+        segment("where: {attribute: signup_at, between: [2024-01-01, now, now]}\n"),
+        "s.yml:2:40",
+        "'between' on attribute 'signup_at' takes exactly 2 values [start, end], got 3",
+    ),
+    (
+        "timestamp_between_number",
+        segment("where: {attribute: signup_at, between: [1, now]}\n"),
+        "s.yml:2:41",
+        "(timestamp)",
+    ),
+    (
+        "boolean_between",
+        segment("where: {attribute: is_vip, between: [true, false]}\n"),
+        "s.yml:2:28",
+        "operator 'between' does not apply to attribute 'is_vip' (boolean)",
+    ),
+    (
         "tier_name_collides",
         {"engagement__high.yml": "name: engagement__high\nwhere: {segment: buyers}\n"},
         "engagement__high.yml:1:7",
@@ -775,6 +848,25 @@ def test_base_project_is_valid(tmp_path: Path) -> None:
     # Every case above is the base plus one mistake: the base itself must pass.
     project = load_project(write(tmp_path, {}))
     assert project.segment_names() == ("buyers", "engagement__high", "engagement__low")
+
+
+def test_specs_in_subfolders_are_read_and_underscore_folders_skipped(tmp_path: Path) -> None:
+    project = load_project(
+        write(
+            tmp_path,
+            {
+                "growth/churn/late.yml": "name: late\nwhere: {segment: buyers}\n",
+                "crm/vip.yaml": "name: vip\nwhere: {attribute: is_vip, is: true}\n",
+                # Skipped, as before: drafts, hidden folders and files, and CSVs.
+                "_drafts/broken.yml": "name: nope\n: [\n",
+                ".git/x.yml": "not: a spec\n",
+                "crm/.wip.yml": "name: wip\n",
+            },
+        )
+    )
+    assert project.segment_names() == ("buyers", "engagement__high", "engagement__low", "late", "vip")
+    late = project.spec("late")
+    assert late.path.parts[-3:] == ("growth", "churn", "late.yml")
 
 
 def test_every_file_reports_in_one_run(tmp_path: Path) -> None:

@@ -86,6 +86,16 @@ AGO_7D = m.RelativeTime(m.Duration(7, "d"), -1)
 
 CONDITIONS: list[tuple[str, str, m.Condition]] = [
     ("default_measure", "{event: login}", count("login")),
+    ("event_is_true", "{event: login, is: true}", count("login")),  # the default
+    ("event_is_false", "{event: login, within: 7d, is: false}",
+     count("login", window=m.WithinWindow(m.Duration(7, "d")), test=m.Test("is", 0, "number"))),
+    ("event_is_false_same_as_count_is_0", "{event: login, is: false}",
+     count("login", test=m.Test("is", 0, "number"))),
+    (
+        "timestamp_between",
+        "{attribute: signup_at, between: [2024-06-23, now - 7d]}",
+        m.AttributeCondition("signup_at", m.Test("between", (AT(JUNE_23), AGO_7D), "timestamp")),
+    ),
     ("event_list_sorted_unique", "{event: [page_view, login, login]}", count("login", "page_view")),
     (
         "string_is",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
 from segments.spec.model import AbsoluteTime, Duration, RelativeTime
-from segments.spec.timeparse import parse_duration, parse_instant, parse_time
+from segments.spec.timeparse import parse_as_of, parse_duration, parse_instant, parse_time
 
 
 @pytest.mark.parametrize(
@@ -107,3 +108,39 @@ def test_instant(text: str, expected: dt.datetime) -> None:
 def test_bad_instant(text: str) -> None:
     with pytest.raises(ValueError, match="invalid instant"):
         parse_instant(text)
+
+
+CLOCK = dt.datetime(2026, 1, 15, 9, 30, 15)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", CLOCK),
+        (" now ", CLOCK),
+        ("now - 7d", dt.datetime(2026, 1, 8, 9, 30, 15)),
+        ("now-90m", dt.datetime(2026, 1, 15, 8, 0, 15)),
+        ("now + 1h", dt.datetime(2026, 1, 15, 10, 30, 15)),
+        ("now - 2w", dt.datetime(2026, 1, 1, 9, 30, 15)),
+        ("now - 15s", dt.datetime(2026, 1, 15, 9, 30)),
+        ("2024-06-23", dt.datetime(2024, 6, 23)),
+        ("2024-06-23T12:00:00+02:00", dt.datetime(2024, 6, 23, 10)),
+    ],
+)
+def test_as_of(text: str, expected: dt.datetime) -> None:
+    assert parse_as_of(text, CLOCK) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("yesterday", "invalid time 'yesterday'"),
+        ("now - 7", "the offset after 'now -' must be"),
+        ("now - 7days", "the offset after 'now -' must be"),
+        ("now - 99999999w", "out of the range of dates"),
+        ("2024-13-01", "invalid time '2024-13-01'"),
+    ],
+)
+def test_bad_as_of(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_as_of(text, CLOCK)

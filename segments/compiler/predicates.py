@@ -125,6 +125,13 @@ def _positive(op: str, spec_test: m.Test, x: exp.Expression) -> exp.Expression:
         return comparisons[op](this=subject, expression=operand(v))
     if op == "between":
         lo, hi = v  # type: ignore[misc]
+        if spec_test.value_type == "timestamp":
+            # [start, end), as an event window's between (SPEC 1.4): back-to-back
+            # periods never share an instant.
+            return sx.and_(
+                exp.GTE(this=subject, expression=operand(lo)),
+                exp.LT(this=subject.copy(), expression=operand(hi)),
+            )
         return exp.Between(this=subject, low=operand(lo), high=operand(hi))
     if op == "within":
         return within(subject, v)  # type: ignore[arg-type]

@@ -196,7 +196,7 @@ OPERATOR_VALUES: dict[str, Value] = {
     "is_set": Boolean(),
     **{op: Text() for op in m.STRING_OPS},
     **{op: Number() for op in ("gt", "gte", "lt", "lte")},
-    "between": ListOf(Number(), 2, 2),
+    "between": ListOf(Either((Number(), Time())), 2, 2),
     **{op: Time() for op in ("before", "after")},
     **{op: Duration() for op in ("within", "not_within")},
 }
@@ -214,7 +214,8 @@ OPERATOR_DOCS: dict[str, str] = {
     "gte": "Greater than or equal.",
     "lt": "Less than.",
     "lte": "Less than or equal.",
-    "between": "[low, high], both included.",
+    "between": "Numbers: [low, high], both included. Times: [start, end), the start "
+    "included and the end not, as an event window's between.",
     "before": "Strictly before this time.",
     "after": "Strictly after this time.",
     "within": "In (as_of - duration, as_of].",
@@ -281,6 +282,8 @@ SEQUENCE = Mapping(
         Key("where", Ref("property_condition"), "A condition on the follow-up events' properties."),
     ),
 )
+# The measure written, or ``is: true/false`` (did the event occur): at most one.
+EVENT_TEST_KEYS = m.MEASURE_KINDS + ("is",)
 FILTER_KEYS = (
     Key("event", OneOrMany(Text()), "The event name, or a list of names.", required=True),
     Key("where", Ref("property_condition"), "A condition on the events' properties."),
@@ -299,10 +302,12 @@ EVENT = Mapping(
         for kind in m.MEASURE_KINDS
     )
     + (
+        Key("is", Boolean(), "true: the event occurred at least once (the default, count >= 1); "
+            "false: it never occurred (count is 0)."),
         Key("followed_by", Ref("sequence"), "Holds when a follow-up event came after the latest qualifying one."),
         Key("not_followed_by", Ref("sequence"), "Holds when no follow-up event came after the latest qualifying one."),
     ),
-    (Group(WINDOW_KEYS), Group(m.MEASURE_KINDS), Group(SEQUENCE_KEYS)),
+    (Group(WINDOW_KEYS), Group(EVENT_TEST_KEYS), Group(SEQUENCE_KEYS)),
 )
 CONDITION = OneOf(
     "condition",

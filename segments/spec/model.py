@@ -92,7 +92,8 @@ OPS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "string": EQUALITY_OPS + ("is_set",) + STRING_OPS,
     "number": EQUALITY_OPS + ("is_set",) + NUMBER_OPS,
     "boolean": EQUALITY_OPS + ("is_set",),
-    "timestamp": EQUALITY_OPS + ("is_set",) + TIMESTAMP_OPS,
+    # between on times is [start, end), like an event window's (SPEC 1.4)
+    "timestamp": EQUALITY_OPS + ("is_set",) + TIMESTAMP_OPS + ("between",),
 }
 # Each negative operator is the exact complement of its positive twin.
 NEGATIVE_OPS: dict[str, str] = {
@@ -110,7 +111,8 @@ class Test:
     ``value`` by operator:
       - ``is``/``is_not``/``contains``/...: one scalar of the column's type;
       - ``in``/``not_in``: a tuple of scalars;
-      - ``between``: a 2-tuple ``(lo, hi)``, inclusive;
+      - ``between``: a 2-tuple ``(lo, hi)``: inclusive on numbers, ``[lo, hi)`` on
+        timestamps (as an event window's ``between``);
       - ``before``/``after``: a :data:`TimeValue`;
       - ``within``/``not_within``: a :class:`Duration`;
       - ``is_set``: a bool.

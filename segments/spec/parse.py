@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import difflib
 import math
+import os
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -63,6 +64,7 @@ CHECK_KEYS = grammar.CHECKS.names
 IGNORE_CASE_OPS = m.EQUALITY_OPS + m.STRING_OPS
 
 DEFAULT_TEST = m.Test("gte", 1, "number")
+NEVER_TEST = m.Test("is", 0, "number")  # an event condition's ``is: false``
 MAX_DEPTH = 64  # nesting of conditions or raw options; deeper is certainly a mistake
 # YAML aliases can expand a small file into billions of conditions; no real spec has
 # anywhere near this many.
@@ -537,7 +539,8 @@ def _operand(ctx: _Ctx, op: str, node: Node, subject: _Subject, ignore_case: boo
         if items is None:
             return None
         if op == "between" and len(items) != 2:
-            ctx.error(node, f"{what} takes exactly 2 values [low, high], got {len(items)}")
+            shape = "[start, end]" if subject.type == "timestamp" else "[low, high]"
+            ctx.error(node, f"{what} takes exactly 2 values {shape}, got {len(items)}")
             return None
         values = []
         for item in items:
@@ -837,14 +840,38 @@ def _sequence(ctx: _Ctx, key: str, node: Node, env: _Env) -> m.Sequence | None:
     return m.Sequence(key == "followed_by", events, where, within)
 
 
+def _occurred(ctx: _Ctx, entries: Entries) -> m.Test | None:
+    """``is: true`` (occurred at least once, the default) or ``is: false`` (never)."""
+    node = entries["is"][1]
+    if _kind(node) == "boolean":
+        return DEFAULT_TEST if _CONSTRUCTOR.construct_yaml_bool(node) else NEVER_TEST
+    ctx.error(
+        node,
+        f"is on an event condition takes true (occurred) or false (never), got {_describe(node)}; "
+        "to test how many times, write count: {gte: 1}",
+    )
+    return None
+
+
 def _event_condition(ctx: _Ctx, node: Node, entries: Entries, env: _Env) -> m.EventCondition | None:
     """An event condition (SPEC 1.4): filter, at most one measure, at most one sequence."""
     mark = ctx.mark()
     _check_keys(ctx, entries, EVENT_KEYS)
     event_filter = _event_filter(ctx, node, entries, env)
-    kind = _one_of(ctx, entries, m.MEASURE_KINDS, "an event condition has at most one measure")
-    prop, test = _measure_test(ctx, kind, entries[kind][1], env) if kind else (None, DEFAULT_TEST)
+    kind = _one_of(ctx, entries, grammar.EVENT_TEST_KEYS, "an event condition has at most one measure")
+    never = False
+    if kind == "is":
+        kind, prop, test = None, None, _occurred(ctx, entries)
+        never = test == NEVER_TEST
+    else:
+        prop, test = _measure_test(ctx, kind, entries[kind][1], env) if kind else (None, DEFAULT_TEST)
     seq_key = _one_of(ctx, entries, SEQUENCE_KINDS, "use followed_by or not_followed_by, not both")
+    if seq_key and never:
+        ctx.error(
+            entries["is"][0],
+            f"is: false (never occurred) cannot be combined with {seq_key}: a user with no "
+            "qualifying event has none to follow; write {not: {event: ...}} around the condition instead",
+        )
     sequence = _sequence(ctx, seq_key, entries[seq_key][1], env) if seq_key else None
     if ctx.failed_since(mark) or event_filter is None or test is None:
         return None
@@ -1552,12 +1579,40 @@ def _check_segments(infos: list[_SpecInfo]) -> None:
 # ---- entry point -----------------------------------------------------------------------------
 
 
+def _spec_files(specs_dir: Path) -> list[Path]:
+    """Every YAML file of the specs folder and its subfolders (teams group specs by
+    owner), in a stable order; names starting with ``.`` are hidden, and folders whose
+    names start with ``_`` or ``.`` are skipped (``_drafts/``, ``.git/``).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("_catalog.yml", "a.yml", "growth/b.yaml", "growth/notes.txt",
+    ...              "_drafts/c.yml", ".hidden/d.yml", ".e.yml", "uploads/vip.csv"):
+    ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
+    ...     _ = (root / name).write_text("")
+    >>> [p.relative_to(root).as_posix() for p in _spec_files(root)]
+    ['_catalog.yml', 'a.yml', 'growth/b.yaml']
+    """
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(specs_dir, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+        found.extend(
+            Path(folder) / name
+            for name in names
+            if Path(name).suffix in YAML_SUFFIXES
+            and not name.startswith(".")
+            and (Path(folder) / name).is_file()
+        )
+    return sorted(found, key=lambda p: (p.parent != specs_dir, p.relative_to(specs_dir).as_posix()))
+
+
 def load_project(specs_dir: Path) -> m.Project:
     """Parse and validate every file of a specs directory.
 
     Args:
         specs_dir: The directory holding ``_catalog.yml``, optional ``_traits.yml``
-            and ``_destinations.yml``, and one ``<name>.yml`` per segment.
+            and ``_destinations.yml``, and one ``<name>.yml`` per segment, there or
+            in any subfolder (names stay unique across folders).
 
     Returns:
         The validated project; segments sorted by name.
@@ -1569,11 +1624,7 @@ def load_project(specs_dir: Path) -> m.Project:
     if not specs_dir.is_dir():
         where = m.Location(str(specs_dir), 1, 1)
         raise SpecErrors([SpecError(where, "specs directory not found")])
-    files = sorted(
-        p
-        for p in specs_dir.iterdir()
-        if p.suffix in YAML_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+    files = _spec_files(specs_dir)
     contexts: list[_Ctx] = []
 
     def open_file(path: Path) -> tuple[_Ctx, Node | None]:
@@ -1583,8 +1634,18 @@ def load_project(specs_dir: Path) -> m.Project:
 
     config: dict[str, list[Path]] = {}
     for path in files:
-        if path.name.startswith("_"):
-            config.setdefault(path.stem, []).append(path)
+        if not path.name.startswith("_"):
+            continue
+        if path.parent != specs_dir:
+            ctx = _Ctx(str(path))
+            contexts.append(ctx)
+            ctx.error(
+                None,
+                f"configuration files (names starting with '_') belong at the top of "
+                f"{specs_dir}, not in a subfolder: move it there or rename it",
+            )
+            continue
+        config.setdefault(path.stem, []).append(path)
     for stem, paths in config.items():
         for path in paths[1:]:
             ctx = _Ctx(str(path))

@@ -107,7 +107,7 @@ def parse_time(value: str | dt.datetime | dt.date) -> TimeValue:
 
 
 def parse_instant(value: str | dt.datetime | dt.date) -> dt.datetime:
-    """Parse an absolute instant, as the command line's ``--as-of`` takes.
+    """Parse an absolute instant, as a run's ``as_of`` tag holds (no ``now`` forms).
 
     Args:
         value: An ISO date or date-time (``Z``, an offset, or naive meaning UTC).
@@ -137,6 +137,43 @@ def parse_instant(value: str | dt.datetime | dt.date) -> dt.datetime:
             f"invalid instant {value!r}: expected an absolute time such as "
             "2026-01-31 or 2026-01-31T12:00:00Z"
         ) from None
+
+
+def parse_as_of(value: str, now: dt.datetime) -> dt.datetime:
+    """Parse ``--as-of``: the spec language's times, ``now`` being the wall clock.
+
+    Args:
+        value: ``now``, ``now - D``, ``now + D``, an ISO date or date-time.
+        now: The current instant, naive UTC.
+
+    Returns:
+        A naive datetime in UTC.
+
+    Raises:
+        ValueError: If ``value`` is not a time, or falls outside the years 1-9999.
+
+    Examples:
+        >>> clock = dt.datetime(2026, 1, 15, 9, 30)
+        >>> parse_as_of("now - 7d", clock)
+        datetime.datetime(2026, 1, 8, 9, 30)
+        >>> parse_as_of("now+1h", clock), parse_as_of("now", clock)
+        (datetime.datetime(2026, 1, 15, 10, 30), datetime.datetime(2026, 1, 15, 9, 30))
+        >>> parse_as_of("2024-06-23T14:30:00+02:00", clock)
+        datetime.datetime(2024, 6, 23, 12, 30)
+        >>> parse_as_of("last week", clock)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: invalid time 'last week': expected now, now - 7d, now + 1h, 2026-01-31 or ...
+    """
+    parsed = parse_time(value)
+    if isinstance(parsed, AbsoluteTime):
+        return parsed.at
+    if parsed.offset is None:
+        return now
+    try:
+        return now + parsed.sign * dt.timedelta(seconds=parsed.offset.seconds)
+    except OverflowError:
+        raise ValueError(f"invalid time {value!r}: out of the range of dates") from None
 
 
 def _parse_absolute(value: str) -> dt.datetime:
