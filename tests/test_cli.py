@@ -91,12 +91,12 @@ def test_compile_check_fails_on_stale_models_with_a_diff(capsys, specs_copy):
         code, out, err = run(capsys, "compile", "--specs", str(specs_copy), "--check")
         assert code == 1
         # a unified diff of each stale file, one clause per line, then the list of them:
-        # every rule is a column of the membership's one pass, named after its segment
-        assert "--- a/models/marts/segment_membership.sql" in out
+        # every rule is a column of the flags' one pass, named after its segment
+        assert "--- a/models/intermediate/int_segment_flags.sql" in out
         old, new = (f"    COALESCE(city IN ('Mumbai', 'Pune', '{c}'), FALSE) AS seg_regional_offer,\n" for c in ("Nagpur", "Nashik"))
         assert f"-{old}+{new}" in out
         assert "1 generated file(s)" in err and "stale" in err
-        assert "changed  models/marts/segment_membership.sql" in err
+        assert "changed  models/intermediate/int_segment_flags.sql" in err
     finally:
         spec.write_text(original)
 

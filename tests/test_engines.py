@@ -220,22 +220,23 @@ def _published(opened: Session) -> list[tuple]:
     return opened.rows(query)
 
 
-def _rename(opened: Session, table: exp.Table, to: exp.Table) -> None:
-    opened.execute(exp.Alter(this=table.copy(), kind="TABLE", actions=[exp.AlterRename(this=to.copy())]))
+def _rename(opened: Session, table: exp.Table, to: exp.Table, kind: str = "TABLE") -> None:
+    opened.execute(exp.Alter(this=table.copy(), kind=kind, actions=[exp.AlterRename(this=to.copy())]))
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_a_failed_publish_changes_nothing(built, specs, target):
-    """The build's membership is emptied and its traits table removed: publishing
+    """The build's membership is emptied and its traits (a view) removed: publishing
     copies the (empty) membership, then fails on the traits. Nothing may show."""
     project = load_project(specs)
     with built[target].engine.connect() as opened:
         engine = opened.engine
         before = _published(opened)
         build = {name: engine.table(name, engine.build_schema) for name in (md.MEMBERSHIP, md.TRAITS)}
+        kind = {md.MEMBERSHIP: "TABLE", md.TRAITS: "VIEW"}
         aside = {name: engine.table(f"{name}_aside", engine.build_schema) for name in build}
         for name in build:
-            _rename(opened, build[name], aside[name])
+            _rename(opened, build[name], aside[name], kind[name])
         empty = exp.select("*").from_(aside[md.MEMBERSHIP]).where(exp.false())
         opened.apply([ReplaceTable(build[md.MEMBERSHIP], empty)])
         try:
@@ -245,7 +246,7 @@ def test_a_failed_publish_changes_nothing(built, specs, target):
         finally:
             opened.execute(drop("TABLE", build[md.MEMBERSHIP]))
             for name in build:
-                _rename(opened, aside[name], build[name])
+                _rename(opened, aside[name], build[name], kind[name])
         assert _published(opened) == before and before
         assert not opened.columns(engine.target_schema, md.MEMBERSHIP + "__segments_next")
 
