@@ -237,7 +237,7 @@ def test_generated_values_mean_their_literal_text(wh: Warehouse, values: list[st
 
 #: The only Jinja the generated files may hold: our macro calls, and the escaped brace.
 OWN_JINJA = [
-    "{{ segments_as_of() }}", "{{ segments_watermark() }}", "{{ target.schema }}", "{{ '{' }}",
+    "{{ segments_as_of() }}", "{{ target.schema }}", "{{ '{' }}",
 ]
 
 
