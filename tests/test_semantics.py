@@ -976,3 +976,51 @@ def test_full_compile_agrees_with_alone(full):
     finally:
         con.close()
     check_membership(result)
+
+
+# ---- the catalog's timezone ------------------------------------------------------------------
+
+#: Los Angeles is UTC-7 in June: u01's purchases of 06-10 10:00 and 06-10 23:59:59 and
+#: 06-11 00:00 UTC are all on 06-10 there; a date such as 2024-06-15 starts at 07:00 UTC.
+TIMEZONE_CASES = [
+    ("tz_days_gte_2", "{event: purchase, active_days: {gte: 2}}", {"u09"}),  # UTC: u01 too
+    ("tz_days_is_1", "{event: purchase, active_days: {is: 1}}", {"u01", "u02", "u03", "u06", "u07"}),
+    ("tz_login_before", "{event: login, before: 2024-06-15}", {"u06", "u07", "u08", "u10"}),  # u07: 06-15 00:00 UTC
+    ("tz_login_between", "{event: login, between: [2024-06-01, '2024-06-15']}", {"u07", "u08"}),  # u06: 06-01 00:00 UTC
+    # a date-time with Z keeps its meaning
+    ("tz_login_between_z", "{event: login, between: ['2024-06-01T00:00:00Z', 2024-06-15]}", {"u06", "u07", "u08"}),
+]
+
+
+@pytest.fixture(scope="module")
+def zoned_project(tmp_path_factory: pytest.TempPathFactory) -> m.Project:
+    specs = write_project(
+        tmp_path_factory.mktemp("zoned") / "specs", {name: f"where: {where}\n" for name, where, _ in TIMEZONE_CASES}
+    )
+    (specs / "_catalog.yml").write_text(CATALOG + "timezone: America/Los_Angeles\n", encoding="utf-8")
+    return load_project(specs)
+
+
+@pytest.mark.parametrize(("name", "where", "expected"), _params(TIMEZONE_CASES))
+def test_catalog_timezone(warehouse, zoned_project, name, where, expected):
+    assert members(warehouse, zoned_project, name) == expected
+
+
+def test_catalog_timezone_days_of_traits(zoned_project):
+    """The full compile (the dbt models) counts the traits' days in the zone too."""
+    con = _load_rows(duckdb.connect(":memory:"))
+    try:
+        _materialize(con, compile_project(zoned_project))
+        days = dict(con.execute("SELECT user_id, buy_days FROM user_traits").fetchall())
+    finally:
+        con.close()
+    assert (days["u01"], days["u02"], days["u09"]) == (1, 1, 3)  # UTC: 2, 1, 3
+
+
+def test_utc_catalog_timezone_compiles_as_none(tmp_path):
+    specs = write_project(tmp_path / "specs", {"s": "where: {event: purchase, active_days: {gte: 2}}\n"})
+    plain = compile_project(load_project(specs))
+    (specs / "_catalog.yml").write_text(CATALOG + "timezone: Etc/UTC\n", encoding="utf-8")
+    utc = load_project(specs)
+    assert utc.catalog.timezone is None
+    assert [x.query.sql() for x in compile_project(utc).models] == [x.query.sql() for x in plain.models]

@@ -222,14 +222,31 @@ def scan_groups(columns: list[MeasureColumn], limit: int = MAX_AGGREGATES_PER_SC
     return [group for group in groups if group]
 
 
-#: The columns of the active-days scan: the UTC day of an event, and per measure
+#: The columns of the active-days scan: the day of an event, and per measure
 #: whether some event of that user and day qualified.
 EVENT_DAY = "event_day"
 
 
-def day_of(occurred: exp.Expression) -> exp.Expression:
-    """The UTC calendar day of an event (the unit of ``active_days``)."""
-    return exp.cast(occurred, exp.DataType.Type.DATE)
+def day_of(occurred: exp.Expression, timezone: str | None = None) -> exp.Expression:
+    """The calendar day of an event (the unit of ``active_days``) in ``timezone``.
+
+    ``occurred`` is a naive UTC instant. With no ``timezone`` (UTC) the day is its
+    date; otherwise it is converted to the zone's wall clock first, a node every
+    engine's dialect spells (see :mod:`segments.compiler.dialects`). The zone name is
+    the catalog's, already checked against the time zone database, and goes into the
+    SQL only as a string literal.
+
+    >>> day_of(exp.column("occurred_at")).sql("duckdb")
+    'CAST(occurred_at AS DATE)'
+    >>> day_of(exp.column("occurred_at"), "Asia/Kolkata").sql("spark")
+    "CAST(CONVERT_TIMEZONE('UTC', 'Asia/Kolkata', occurred_at) AS DATE)"
+    """
+    if timezone is None:
+        return exp.cast(occurred, exp.DataType.Type.DATE)
+    local = exp.ConvertTimezone(
+        source_tz=exp.Literal.string("UTC"), target_tz=exp.Literal.string(timezone), timestamp=occurred
+    )
+    return exp.cast(local, exp.DataType.Type.DATE)
 
 
 def _day_flag(column: MeasureColumn) -> str:
@@ -248,7 +265,7 @@ def active_days_query(columns: list[MeasureColumn], events: exp.Expression, reso
     days = (
         exp.select(
             "user_id",
-            exp.alias_(day_of(sx.col("occurred_at")), EVENT_DAY),
+            exp.alias_(day_of(sx.col("occurred_at"), resolver.catalog.timezone), EVENT_DAY),
             *[
                 exp.alias_(exp.Max(this=exp.Case(ifs=[exp.If(this=qualify[c.name], true=one.copy())], default=zero.copy())), _day_flag(c))
                 for c in columns
@@ -258,7 +275,7 @@ def active_days_query(columns: list[MeasureColumn], events: exp.Expression, reso
         .where(exp.Not(this=exp.Is(this=sx.col("user_id"), expression=exp.null())))
         .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
         .where(sx.or_(*[sx.paren(q.copy()) for q in qualify.values()]))
-        .group_by("user_id", day_of(sx.col("occurred_at")))
+        .group_by("user_id", day_of(sx.col("occurred_at"), resolver.catalog.timezone))
     )
     counts = [
         exp.alias_(

@@ -178,6 +178,9 @@ TIER_NAME = r"[a-z][a-z0-9_]*"
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 RELATION = rf"{IDENTIFIER}(\.{IDENTIFIER})?"
 MATCH_ON = ("user_id", "email", "phone")
+#: The shape of an IANA time zone name (``Asia/Kolkata``); the parser checks the name
+#: against the time zone database.
+TIMEZONE = r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*"
 HOLDOUT = Number(0, 50)
 # The patterns accept what the parser accepts, surrounding spaces included.
 DURATION_PATTERN = rf"\s*{timeparse.DURATION_RE.pattern}\s*"
@@ -411,6 +414,8 @@ CATALOG = Mapping(
     (
         Key("users", Ref("users"), "The users table.", required=True),
         Key("events", Ref("events"), "The events table.", required=True),
+        Key("timezone", Text(TIMEZONE),
+            "IANA time zone of day boundaries (active_days, dates written without a time); UTC by default."),
     ),
 )
 

@@ -173,6 +173,9 @@ class Catalog:
     users: UsersTable
     events: EventsTable
     location: Location | None = None
+    #: The IANA time zone of day boundaries (``active_days``, dates without a time);
+    #: None for UTC, which also stands for any name of UTC itself.
+    timezone: str | None = None
 
 
 # ---- conditions (SPEC 1.3, 1.4) --------------------------------------------------

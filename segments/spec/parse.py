@@ -16,6 +16,7 @@ Conventions used throughout:
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import difflib
 import math
 import os
@@ -23,6 +24,7 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -90,6 +92,7 @@ class _Ctx:
     errors: list[SpecError] = field(default_factory=list)
     misspelt: set[int] = field(default_factory=set)  # ids of key nodes reported unknown
     conditions: int = 0  # conditions read so far, against MAX_CONDITIONS
+    zone: dt.tzinfo | None = None  # the catalog's timezone: where a date's day starts
 
     def loc(self, node: Node | None) -> m.Location:
         """The 1-based location of ``node`` (the file's start when there is none)."""
@@ -416,11 +419,11 @@ def _time(ctx: _Ctx, node: Node | None, what: str) -> m.TimeValue | None:
     try:
         if kind == "time":
             try:  # the YAML loader knows every timestamp shape YAML allows
-                return parse_time(_CONSTRUCTOR.construct_yaml_timestamp(node))
+                return parse_time(_CONSTRUCTOR.construct_yaml_timestamp(node), ctx.zone)
             except (ValueError, AttributeError, TypeError):
-                return parse_time(node.value)  # explains what is wrong with it
+                return parse_time(node.value, ctx.zone)  # explains what is wrong with it
         if kind == "text":
-            return parse_time(node.value)
+            return parse_time(node.value, ctx.zone)
     except ValueError as exc:
         ctx.error(node, f"{what}: {exc}")
         return None
@@ -946,6 +949,43 @@ def _columns(
     return columns
 
 
+#: Names of UTC itself: a catalog naming one is a catalog without a timezone.
+UTC_NAMES = frozenset(
+    prefix + name
+    for prefix in ("", "Etc/")
+    for name in ("UTC", "UCT", "Universal", "Zulu", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich")
+)
+
+
+def _timezone(ctx: _Ctx, node: Node | None) -> str | None:
+    """The catalog's ``timezone``: an IANA name the time zone database knows.
+
+    Returns the name, or None when absent, UTC or wrong (reported).
+    """
+    name = _text(ctx, node, "timezone")
+    if name is None:
+        return None
+    known = available_timezones()
+    if name in known or (not known and _loads_zone(name)):
+        return None if name in UTC_NAMES else name
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    if not close:  # a city alone (``Kolkata``), or its case (``asia/kolkata``)
+        folded = name.casefold().replace(" ", "_")
+        close = [z for z in sorted(known) if z.casefold() == folded or z.casefold().endswith("/" + folded)][:1]
+    hint = f" (did you mean '{close[0]}'?)" if close else " (expected an IANA name such as Europe/Paris or Asia/Kolkata)"
+    ctx.error(node, f"unknown timezone '{name}'{hint}")
+    return None
+
+
+def _loads_zone(name: str) -> bool:
+    """Whether zoneinfo loads ``name`` (only asked when it lists no zones at all)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
 @dataclass
 class _CatalogResult:
     catalog: m.Catalog | None
@@ -982,9 +1022,10 @@ def _catalog(ctx: _Ctx, root: Node | None) -> _CatalogResult:
         ]
         properties = _columns(ctx, _value_of(events, "properties"), "properties", "property")
         events_table = m.EventsTable(relation, *names, properties)  # type: ignore[arg-type]
+    timezone = _timezone(ctx, _value_of(entries, "timezone"))
     if ctx.failed_since(mark):
         return _CatalogResult(None, attributes, properties)
-    catalog = m.Catalog(users_table, events_table, ctx.loc(root))  # type: ignore[arg-type]
+    catalog = m.Catalog(users_table, events_table, ctx.loc(root), timezone)  # type: ignore[arg-type]
     return _CatalogResult(catalog, attributes, properties)
 
 
@@ -1626,9 +1667,10 @@ def load_project(specs_dir: Path) -> m.Project:
         raise SpecErrors([SpecError(where, "specs directory not found")])
     files = _spec_files(specs_dir)
     contexts: list[_Ctx] = []
+    zone: dt.tzinfo | None = None  # the catalog's, once read
 
     def open_file(path: Path) -> tuple[_Ctx, Node | None]:
-        ctx = _Ctx(str(path))
+        ctx = _Ctx(str(path), zone=zone)
         contexts.append(ctx)
         return ctx, _compose(ctx, path)
 
@@ -1673,6 +1715,8 @@ def load_project(specs_dir: Path) -> m.Project:
         catalog = _CatalogResult(None, None, None)
     else:
         catalog = _catalog(*catalog_file)
+    if catalog.catalog is not None and catalog.catalog.timezone is not None:
+        zone = ZoneInfo(catalog.catalog.timezone)
     env = _Env(catalog.attributes, catalog.properties, traits={})
     traits: dict[str, m.Trait] = {}
     traits_file = config_root(TRAITS_FILE)

@@ -1,9 +1,10 @@
 """Durations and times of the spec language (SPEC 1.3).
 
 Durations are a whole number and one unit (``90m``, ``48h``, ``7d``, ``2w``). Times
-are ``now``, ``now - D``, ``now + D``, an ISO date (midnight UTC) or an ISO
-date-time (``Z``, an offset, or naive meaning UTC). Every absolute result is a
-naive ``datetime`` in UTC, so the compiler never has to think about time zones.
+are ``now``, ``now - D``, ``now + D``, an ISO date (midnight UTC, or midnight in
+the catalog's ``timezone``) or an ISO date-time (``Z``, an offset, or naive meaning
+UTC). Every absolute result is a naive ``datetime`` in UTC, so the compiler never has
+to think about time zones.
 """
 
 from __future__ import annotations
@@ -56,12 +57,14 @@ def parse_duration(text: str) -> Duration:
     return Duration(int(match.group(1)), match.group(2))  # type: ignore[arg-type]
 
 
-def parse_time(value: str | dt.datetime | dt.date) -> TimeValue:
+def parse_time(value: str | dt.datetime | dt.date, zone: dt.tzinfo | None = None) -> TimeValue:
     """Parse a time of the spec language.
 
     Args:
         value: ``now``, ``now - D``, ``now + D`` (spaces optional), an ISO date or
             date-time, or a ``datetime``/``date`` already read by the YAML loader.
+        zone: The time zone a date without a time starts its day in (the catalog's
+            ``timezone``); None for UTC. Date-times are not affected.
 
     Returns:
         A :class:`RelativeTime` for ``now`` forms, else an :class:`AbsoluteTime`
@@ -81,13 +84,18 @@ def parse_time(value: str | dt.datetime | dt.date) -> TimeValue:
         '2026-01-31 00:00:00'
         >>> str(parse_time("2026-01-31T12:00:00+02:00"))
         '2026-01-31 10:00:00'
+        >>> from zoneinfo import ZoneInfo
+        >>> str(parse_time("2026-01-31", ZoneInfo("Asia/Kolkata")))
+        '2026-01-30 18:30:00'
+        >>> str(parse_time("2026-01-31T12:00:00Z", ZoneInfo("Asia/Kolkata")))
+        '2026-01-31 12:00:00'
         >>> parse_time("yesterday")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: invalid time 'yesterday': expected now, now - 7d, now + 1h, 2026-01-31 or ...
     """
     if isinstance(value, (dt.datetime, dt.date)):
-        return AbsoluteTime(_to_naive_utc(value))
+        return AbsoluteTime(_to_naive_utc(value, zone))
     if not isinstance(value, str):
         raise ValueError(f"invalid time {value!r}: expected {_TIME_HELP}")
     text = value.strip()
@@ -103,7 +111,7 @@ def parse_time(value: str | dt.datetime | dt.date) -> TimeValue:
                 f"invalid time {value!r}: the offset after 'now {sign}' must be {_DURATION_HELP}"
             ) from None
         return RelativeTime(offset, 1 if sign == "+" else -1)
-    return AbsoluteTime(_parse_absolute(value))
+    return AbsoluteTime(_parse_absolute(value, zone))
 
 
 def parse_instant(value: str | dt.datetime | dt.date) -> dt.datetime:
@@ -176,7 +184,7 @@ def parse_as_of(value: str, now: dt.datetime) -> dt.datetime:
         raise ValueError(f"invalid time {value!r}: out of the range of dates") from None
 
 
-def _parse_absolute(value: str) -> dt.datetime:
+def _parse_absolute(value: str, zone: dt.tzinfo | None = None) -> dt.datetime:
     """Parse an ISO date or date-time into a naive UTC datetime.
 
     A regular expression picks the accepted shapes first because
@@ -186,7 +194,7 @@ def _parse_absolute(value: str) -> dt.datetime:
     text = value.strip() if isinstance(value, str) else ""
     try:
         if DATE_RE.fullmatch(text):
-            return dt.datetime.fromisoformat(text)
+            return _to_naive_utc(dt.date.fromisoformat(text), zone)
         match = DATETIME_RE.fullmatch(text)
         if match is not None:
             date, clock, zone = match.groups()
@@ -197,10 +205,19 @@ def _parse_absolute(value: str) -> dt.datetime:
     raise ValueError(f"invalid time {value!r}: expected {_TIME_HELP}")
 
 
-def _to_naive_utc(value: dt.datetime | dt.date) -> dt.datetime:
-    """A naive UTC datetime: aware values are converted, naive ones taken as UTC."""
+def _to_naive_utc(value: dt.datetime | dt.date, zone: dt.tzinfo | None = None) -> dt.datetime:
+    """A naive UTC datetime: aware values are converted, naive ones taken as UTC.
+
+    A date is its midnight in ``zone`` (UTC when None).
+    """
     if not isinstance(value, dt.datetime):
-        return dt.datetime(value.year, value.month, value.day)
+        midnight = dt.datetime(value.year, value.month, value.day)
+        if zone is None:
+            return midnight
+        try:
+            return midnight.replace(tzinfo=zone).astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError(f"invalid time '{value}': out of the range of dates") from None
     if value.tzinfo is not None:
         return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
