@@ -742,6 +742,36 @@ CASES: list[tuple[str, dict[str, str | None], str, str]] = [
         "_catalog.yml:16:9",
         "invalid name 'event-name'",
     ),
+    (
+        "catalog_timezone_misspelt",
+        {"_catalog.yml": CATALOG + "timezone: Asia/Kolkatta\n"},
+        f"_catalog.yml:{CATALOG.count(chr(10)) + 1}:11",
+        "unknown timezone 'Asia/Kolkatta' (did you mean 'Asia/Kolkata'?)",
+    ),
+    (
+        "catalog_timezone_city_alone",
+        {"_catalog.yml": CATALOG + "timezone: kolkata\n"},
+        f"_catalog.yml:{CATALOG.count(chr(10)) + 1}:11",
+        "unknown timezone 'kolkata' (did you mean 'Asia/Kolkata'?)",
+    ),
+    (
+        "catalog_timezone_not_a_zone",
+        {"_catalog.yml": CATALOG + "timezone: \"'; DROP TABLE x; --\"\n"},
+        f"_catalog.yml:{CATALOG.count(chr(10)) + 1}:11",
+        "unknown timezone ''; DROP TABLE x; --' (expected an IANA name such as Europe/Paris",
+    ),
+    (
+        "catalog_timezone_path",
+        {"_catalog.yml": CATALOG + "timezone: ../../etc/passwd\n"},
+        f"_catalog.yml:{CATALOG.count(chr(10)) + 1}:11",
+        "unknown timezone '../../etc/passwd'",
+    ),
+    (
+        "catalog_timezone_number",
+        {"_catalog.yml": CATALOG + "timezone: 5\n"},
+        f"_catalog.yml:{CATALOG.count(chr(10)) + 1}:11",
+        "timezone must be text, got number 5",
+    ),
     # --- _traits.yml -----------------------------------------------------------------------------
     (
         "trait_unknown_quantile",

@@ -419,6 +419,35 @@ def test_catalog(tmp_path: Path) -> None:
     assert (catalog.events.name, catalog.events.timestamp) == ("event_name", "occurred_at")
 
 
+def test_catalog_timezone(tmp_path: Path) -> None:
+    """No timezone is UTC; a zone moves dates without a time to its midnight, and only those."""
+    assert project_of(tmp_path / "utc", {}).catalog.timezone is None
+    files = {
+        "_catalog.yml": CATALOG + "timezone: Asia/Kolkata\n",
+        "s.yml": "name: s\nwhere: {event: login, between: [2026-01-31, '2026-02-01T00:00:00Z']}\n",
+        "t.yml": "name: t\nwhere: {event: login, after: '2026-01-31'}\n",
+        "u.yml": "name: u\nwhere: {event: login, before: 2026-01-31 12:00:00}\n",
+    }
+    project = project_of(tmp_path / "zoned", files)
+    assert project.catalog.timezone == "Asia/Kolkata"
+    utc = dt.datetime
+    assert project.spec("s").where.measure.filter.window == m.BetweenWindow(
+        m.AbsoluteTime(utc(2026, 1, 30, 18, 30)), m.AbsoluteTime(utc(2026, 2, 1))
+    )
+    assert project.spec("t").where.measure.filter.window == m.AfterWindow(m.AbsoluteTime(utc(2026, 1, 30, 18, 30)))
+    assert project.spec("u").where.measure.filter.window == m.BeforeWindow(m.AbsoluteTime(utc(2026, 1, 31, 12)))
+    # the traits file reads the catalog's zone too
+    assert project.traits["last_order_at"].measure.filter.window == m.BeforeWindow(
+        m.AbsoluteTime(utc(2024, 5, 31, 18, 30))
+    )
+
+
+@pytest.mark.parametrize("name", ["UTC", "Etc/UTC", "Zulu", "GMT"])
+def test_catalog_timezone_utc_is_none(tmp_path: Path, name: str) -> None:
+    files = {"_catalog.yml": CATALOG + f"timezone: {name}\n"}
+    assert project_of(tmp_path, files).catalog.timezone is None
+
+
 def test_traits(tmp_path: Path) -> None:
     traits = project_of(tmp_path, {}).traits
     types = {name: trait.type for name, trait in traits.items()}
