@@ -265,3 +265,38 @@ def test_republishing_replaces_tables_and_drops_views_of_removed_segments(built,
         assert opened.columns(view.db, view.name)
         assert _published(opened) == before
         assert not opened.columns(opened.engine.target_schema, md.MEMBERSHIP + "__segments_next")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_local_days_of_a_catalog_timezone(target, postgres_env, spark_dir, monkeypatch):
+    """``active_days``' day of a naive UTC instant in the catalog's zone, as each engine
+    runs it: 2026-01-31 20:00 UTC is 2026-02-01 in Kolkata (UTC+5:30), 18:29:59 is not;
+    05:00 UTC is still 2026-01-30 in Los Angeles. No zone keeps the UTC date."""
+    from segments.compiler.measures import day_of
+    from segments.compiler.sqlexpr import timestamp_literal
+
+    for name, value in postgres_env.items():
+        monkeypatch.setenv(name, value)
+    instants = [dt.datetime(2026, 1, 31, 20), dt.datetime(2026, 1, 31, 18, 29, 59), dt.datetime(2026, 1, 31, 5)]
+    at = exp.column("occurred_at")
+    rows = exp.union(
+        *[exp.select(exp.Literal.number(i).as_("n"), timestamp_literal(t).as_("occurred_at")) for i, t in enumerate(instants)],
+        distinct=False,
+    )
+    query = (
+        exp.select(
+            "n",
+            day_of(at.copy(), "Asia/Kolkata").as_("kolkata"),
+            day_of(at.copy(), "America/Los_Angeles").as_("los_angeles"),
+            day_of(at.copy()).as_("utc"),
+        )
+        .from_(rows.subquery("t"))
+        .order_by("n")
+    )
+    with engines.get(target).connect() as opened:
+        got = [tuple(str(v) for v in row[1:]) for row in opened.rows(query)]
+    assert got == [
+        ("2026-02-01", "2026-01-31", "2026-01-31"),
+        ("2026-01-31", "2026-01-31", "2026-01-31"),
+        ("2026-01-31", "2026-01-30", "2026-01-31"),
+    ]

@@ -26,22 +26,22 @@ from segments.compiler import render
 from segments.compiler import sqlexpr as sx
 from segments.engines.base import Session
 from segments.spec.parse import load_project
-from test_semantics import AS_OF, TRAIT_VALUES, UNIVERSE, _all_segments, _load_rows, check_membership, write_project
+from test_semantics import AS_OF, TIMEZONE_CASES, TRAIT_VALUES, UNIVERSE, _all_segments, _load_rows, check_membership, write_project, zoned_project  # noqa: F401 - a fixture
 
 SCHEMA, RAW = "semantics", "semantics_raw"
 
 
-def materialize(session: Session, compiled: md.CompiledProject) -> None:
+def materialize(session: Session, compiled: md.CompiledProject, schema: str = SCHEMA) -> None:
     def relation(node: exp.Table) -> exp.Table:
         if "model" in node.meta:
-            return exp.table_(node.meta["model"], db=SCHEMA)
+            return exp.table_(node.meta["model"], db=schema)
         return exp.table_(node.meta["source"][1], db=RAW)
 
-    session.execute(exp.Create(kind="SCHEMA", exists=True, this=exp.Table(this=exp.to_identifier(SCHEMA))))
+    session.execute(exp.Create(kind="SCHEMA", exists=True, this=exp.Table(this=exp.to_identifier(schema))))
     for model in compiled.models:
         query = render.substitute(model.query, relation, sx.timestamp_literal(AS_OF))
         kind = "VIEW" if model.folder == md.STAGING else "TABLE"
-        session.execute(exp.Create(kind=kind, this=exp.table_(model.name, db=SCHEMA), expression=query))
+        session.execute(exp.Create(kind=kind, this=exp.table_(model.name, db=schema), expression=query))
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,15 @@ def test_every_trait_has_the_expected_values(materialized):
     assert {r[0] for r in rows} == UNIVERSE
     got = {trait: {r[0]: r[i] for r in rows} for i, trait in enumerate(names) if i}
     assert {t: v for t, v in got.items() if v != TRAIT_VALUES[t]} == {}
+
+
+def test_a_catalog_timezone_counts_local_days(engine_session, zoned_project):
+    """The catalog's timezone cases of test_semantics.py (days and dates of Los Angeles)."""
+    materialize(engine_session, md.compile_project(zoned_project), schema="semantics_tz")
+    rows = engine_session.rows(exp.select("segment_name", "user_id").from_(exp.table_(md.MEMBERSHIP, db="semantics_tz")))
+    got: dict[str, set[str]] = {}
+    for segment, user in rows:
+        got.setdefault(segment, set()).add(user)
+    assert {name: got.get(name, set()) for name, _, _ in TIMEZONE_CASES} == {n: e for n, _, e in TIMEZONE_CASES}
+    days = dict(engine_session.rows(exp.select("user_id", "buy_days").from_(exp.table_(md.TRAITS, db="semantics_tz"))))
+    assert (days["u01"], days["u02"], days["u09"]) == (1, 1, 3)
