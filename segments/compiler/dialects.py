@@ -19,7 +19,9 @@ node                   meaning                             rewritten for
                                                            ``TIMESTAMP`` is zoned)
 =====================  ==================================  =============================
 
-Everything else (intervals, ``FILTER`` clauses, ``STRPOS``, ``REGEXP_REPLACE`` of every
+Everything else (intervals, ``FILTER`` clauses, ``ConvertTimezone`` from UTC for the
+catalog's ``timezone`` (``AT TIME ZONE`` twice on duckdb and postgres, spark's
+``CONVERT_TIMEZONE`` on its ``TIMESTAMP_NTZ``), ``STRPOS``, ``REGEXP_REPLACE`` of every
 match, ``VALUES`` lists, text types) is sqlglot's own transpilation.
 """
 
