@@ -218,8 +218,6 @@ def segment_sizes(session: Session) -> list[tuple[str, int, int]]:
 def last_builds(session: Session) -> dict[str, tuple[int, dt.datetime | None]]:
     """Segment -> (members, when its membership was last published), for the
     published segments; empty before the first build."""
-    from segments import history
-
     engine = session.engine
     if not session.columns(engine.target_schema, SEGMENT_CATALOG):
         return {}

@@ -113,6 +113,9 @@ class CompiledProject:
     sources: dict[str, list[str]]  # source (schema) -> tables
     catalog: m.Catalog
     segments: list[str]  # segment names, in spec order
+    #: each segment's rule over the base (a derived rule reads the flags of the
+    #: segments it names), as ``int_segment_flags`` evaluates it
+    rules: dict[str, exp.Expression] = field(default_factory=dict)
 
     def model(self, name: str) -> Model:
         for model in self.models:
@@ -351,7 +354,7 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
         tables = sources.setdefault(relation.schema or TARGET_SCHEMA_SOURCE, [])
         if relation.name not in tables:
             tables.append(relation.name)
-    return CompiledProject(models, sources, catalog, names)
+    return CompiledProject(models, sources, catalog, names, {name: where for _, name, where in rules})
 
 
 def _check_collisions(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, segments: list[str]) -> None:
