@@ -23,7 +23,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from orchestration.project import dbt_project
 from orchestration.resources import Warehouse
 from orchestration.translator import SegmentsTranslator, model_key, segment_nodes, source_key
-from segments import dbtrun, engines, history, paths, pipeline
+from segments import dbtrun, engines, history, paths, pipeline, uploads
 from segments import warehouse as wh
 from segments.compiler import models as md
 from segments.compiler import writer
@@ -114,6 +114,9 @@ def segments_build(context: AssetExecutionContext, dbt: DbtCliResource, warehous
     as_of = run_as_of(context.run.tags)
     compiled = _fresh_compile()
     context.log.info(f"building at as_of {format_as_of(as_of)}")
+    if uploads.needs_lists(compiled.project):  # the specs' upload files: into the warehouse, never the SQL
+        with engines.get("duckdb", warehouse.file).connect() as session:
+            uploads.prepare(session, compiled.project)
     # dbt's artifacts go to a directory of their own, removed after the run (dagster-dbt
     # would otherwise keep one per run under dbt_project/target).
     with tempfile.TemporaryDirectory(prefix="segments-dbt-") as target, dbtrun.environment(dbtrun.as_of_env(as_of)):

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from segments import engines, paths, pipeline, spreadsheet, warehouse
+from segments import engines, keys, paths, pipeline, spreadsheet, uploads, warehouse
 from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.parse import load_project
@@ -266,6 +266,10 @@ def preview(
         out.print(result.sql, markup=False, highlight=False)
     for part in result.segments:
         out.print(f"{part.segment}: {part.size:,} members ({part.holdout:,} in holdout)", markup=False, highlight=False)
+        if part.matches is not None:
+            matched, unmatched = part.matches
+            counts = "unknown (no users table)" if matched is None else f"{matched:,} users matched, {unmatched:,} listed keys unmatched"
+            out.print(f"  uploaded list: {counts}", markup=False, highlight=False)
         if result.columns and part.rows:
             out.print("  " + "\t".join(("user_id", *result.columns)), markup=False, highlight=False)
         for row in part.rows:
@@ -289,6 +293,37 @@ def load(
         counts = warehouse.load_inputs(session, project.catalog, users, events)
     for table, rows in counts.items():
         out.print(f"loaded {rows:,} rows into {table}")
+
+
+@app.command()
+def upload(
+    name: Annotated[str, typer.Argument(help="The upload segment (a spec with upload: {match_on: ...}).")],
+    file: Annotated[Path, typer.Argument(help="CSV (with a header row) or Parquet file holding the match_on column.")],
+    append: Annotated[bool, typer.Option("--append", help="Add the file's keys to the list.")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Take the file's keys out of the list.")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="The file becomes the list (the default).")] = False,
+    default_country: Annotated[
+        Optional[str], typer.Option("--default-country", help="Region of phones without a country code (ISO 3166 alpha-2).",
+                                    show_default="the catalog's default_country")
+    ] = None,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
+    warehouse_path: WarehouseOption = None,
+    target: TargetOption = "duckdb",
+) -> None:
+    """Load an uploaded list into the warehouse, in one transaction."""
+    if replace + append + remove > 1:
+        raise typer.BadParameter("give one of --replace, --append, --remove")
+    if default_country is not None and not keys.valid_country(default_country):
+        raise SegmentsError(f"--default-country: unknown region {default_country!r} (expected an ISO 3166 alpha-2 code such as IN)")
+    _project(project_dir)
+    engine = _engine(target, warehouse_path)
+    project = pipeline.compile_specs(_specs(specs)).project
+    mode = "append" if append else "remove" if remove else "replace"
+    with engine.connect() as session:
+        report = uploads.upload(session, project, name, file, mode, default_country)
+    for line in report.lines():
+        out.print(line, highlight=False)
 
 
 @app.command()

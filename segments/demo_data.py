@@ -335,8 +335,8 @@ def generate(users: int = 5000, seed: int = 7, anchor: dt.datetime | None = None
 
     User attributes depend on ``seed`` and the user's position only: they stay put
     when the anchor moves, and a larger demo extends a smaller one (the first 5,000
-    users of ``generate(users=20_000)`` have the emails of ``generate(users=5_000)``,
-    which ``segment_specs/uploads/vip_list.csv`` relies on). Events are drawn for all
+    users of ``generate(users=20_000)`` are those of ``generate(users=5_000)``,
+    whose ids ``segment_specs/uploads/vip_list.csv`` lists). Events are drawn for all
     users at once and follow the anchor.
 
     Args:

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import dbtrun, engines, paths, publish_guard, warehouse
+from segments import dbtrun, engines, paths, publish_guard, uploads, warehouse
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
 from segments.engines.base import EngineError
@@ -121,6 +121,9 @@ def build(
         on_compiled(result)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, result.project.catalog)
+    if uploads.needs_lists(result.project):
+        with engine.connect() as session:
+            uploads.prepare(session, result.project)  # the specs' files: into the warehouse, never the SQL
     args = ["build", "--full-refresh"] if full_refresh else ["build"]
     dbtrun.run_dbt(result.project_dir, args, engine, as_of, on_node=on_node)
     with engine.connect() as session:
@@ -138,6 +141,8 @@ class SegmentSample:
     holdout: int
     #: the first members by user_id: the id, then the chosen columns as text
     rows: list[tuple[str, ...]]
+    #: an upload segment's (users whose key is listed, listed keys no user has)
+    matches: tuple[int | None, int | None] | None = None
 
     @property
     def sample(self) -> list[str]:
@@ -229,7 +234,11 @@ def preview(
     engine = engines.get(target, warehouse_file)
     compiled = md.compile_project(project, only=wanted)
 
+    lists: exp.Table | None = None  # the uploaded lists as the specs' files make them
+
     def source(schema: str, table: str) -> exp.Table:
+        if lists is not None and (schema, table) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
+            return lists.copy()
         return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
 
     def col(name: str, table: str) -> exp.Column:
@@ -264,9 +273,22 @@ def preview(
         .where(exp.LTE(this=exp.column("row_in_segment"), expression=exp.Literal.number(max(limit, 1))))
         .order_by("segment_name", "row_in_segment")
     )
-    query = render.standalone_query(
-        compiled, md.MEMBERSHIP, as_of, source, select=final, also=(md.UNIVERSE,) if shown else ()
-    )
+    read_lists = md.UPLOAD_KEYS in {model.name for model in compiled.models}
+    # a temporary table of the uploaded lists needs a writable session on PostgreSQL
+    with engine.connect(read_only=not (read_lists and engine.target == "postgres")) as session:
+        warehouse.check_inputs(session, project.catalog)
+        with uploads.overlay(session, project, compiled.segments if read_lists else []) as lists:
+            query = render.standalone_query(
+                compiled, md.MEMBERSHIP, as_of, source, select=final, also=(md.UNIVERSE,) if shown else ()
+            )
+            try:
+                rows = session.rows(query)
+            except EngineError as error:
+                raise SegmentsError(f"preview of {segment} failed on {engine.describe()}: {error}") from None
+            matches = {
+                name: uploads.match_counts(session, project, name, lists)
+                for name in wanted if name in project.segment_names() and _is_upload(project, name)
+            }
     if full_sql:
         sql = dialects.render(query, engine.dialect, pretty=True)
     else:
@@ -280,25 +302,27 @@ def preview(
                 f"--sql-full prints the whole query){note}\n" + dialects.render(rule, engine.dialect, pretty=True)
             )
         sql = "\n\n".join(parts_sql)
-    with engine.connect(read_only=True) as session:
-        warehouse.check_inputs(session, project.catalog)
-        try:
-            rows = session.rows(query)
-        except EngineError as error:
-            raise SegmentsError(f"preview of {segment} failed on {engine.describe()}: {error}") from None
     parts = []
     for name in wanted:
         mine = [row for row in rows if row[0] == name]
         size, holdout = (int(mine[0][-3]), int(mine[0][-2] or 0)) if mine else (0, 0)
         sample = [tuple("" if v is None else str(v) for v in row[1 : 2 + len(shown)]) for row in mine[:limit]]
-        parts.append(SegmentSample(name, size, holdout, sample))
+        parts.append(SegmentSample(name, size, holdout, sample, matches.get(name)))
     return Preview(segment, parts, shown, sql)
 
 
+def _is_upload(project: Project, segment: str) -> bool:
+    spec = next((s for s in project.segments if segment in s.segment_names()), None)
+    return spec is not None and spec.upload is not None
+
+
 def materialize(
-    con: duckdb.DuckDBPyConnection, compiled: md.CompiledProject, model: str, as_of: dt.datetime, table: str
+    con: duckdb.DuckDBPyConnection, compiled: md.CompiledProject, model: str, as_of: dt.datetime, table: str,
+    lists: exp.Table | None = None,
 ) -> exp.Select:
-    """Run a compiled model's SQL directly (no dbt) into the temporary table ``table``.
+    """Run a compiled model's SQL directly (no dbt) into the temporary table ``table``;
+    ``lists`` is read in place of the warehouse's uploaded lists (see
+    :func:`segments.uploads.overlay`).
 
     Returns:
         The standalone query that was run.
@@ -306,7 +330,12 @@ def materialize(
     Raises:
         SegmentsError: when the warehouse cannot run it.
     """
-    query = render.standalone_query(compiled, model, as_of)
+    def source(schema: str, name: str) -> exp.Table:
+        if lists is not None and (schema, name) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
+            return lists.copy()
+        return exp.table_(name, db=schema)
+
+    query = render.standalone_query(compiled, model, as_of, source)
     create = exp.Create(
         kind="TABLE", this=exp.to_table(table), expression=query,
         properties=exp.Properties(expressions=[exp.TemporaryProperty()]),

@@ -33,7 +33,7 @@ from typing import Literal
 import duckdb
 from sqlglot import exp
 
-from segments import engines, gitref, pipeline, warehouse
+from segments import engines, gitref, pipeline, uploads, warehouse
 from segments.compiler import models as md
 from segments.compiler import dialects, render
 from segments.errors import SegmentsError, SpecErrors
@@ -75,6 +75,8 @@ class SegmentChange:
     left: int = 0
     sample_entered: tuple[str, ...] = ()
     sample_left: tuple[str, ...] = ()
+    #: an upload segment after the change: (users whose key is listed, listed keys no user has)
+    matches: tuple[int | None, int | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,32 +131,32 @@ def review(specs_dir: Path, base: str, warehouse_file: Path, as_of: dt.datetime)
     root = gitref.repository_root(specs_dir)
     revision = gitref.resolve(root, base)
     shown = specs_dir.relative_to(root).as_posix() if specs_dir != root else "."
-    with tempfile.TemporaryDirectory(prefix="segments-review-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="segments-review-") as tmp:  # the base's upload files, until measured
         exported = gitref.export_directory(root, revision, specs_dir, Path(tmp))
         before = _NO_SIDE if exported is None else _side(_load_at(exported, revision, tmp))
         changes = _classify(before, head, as_of, revision)
-    spec_paths = {c.spec: (before.spec_of.get(c.name) or head.spec_of[c.name])[1] for c in changes}
-    spec_files = {
-        spec: change
-        for spec, path in sorted(spec_paths.items())
-        if (change := _file_change(shown, path, before, head)) is not None
-    }
-    uploads = head.uploads | before.uploads
-    others = sorted(p for p in set(before.files) | set(head.files) if p.startswith("_") or p in uploads)
-    result = Review(
-        base=revision.label,
-        head="working tree",
-        as_of=as_of,
-        warehouse=warehouse_file.name,
-        changes=changes,
-        unchanged=len(set(before.spec_of) & set(head.spec_of)) - sum(c.status in ("changed", "edited") for c in changes),
-        spec_files=spec_files,
-        other_files=[c for p in others if (c := _file_change(shown, p, before, head)) is not None],
-        note=f"`{shown}/` does not exist at {revision.label}: every segment is new." if exported is None else "",
-    )
-    if not changes:
-        return result
-    return _measure(result, before, head, warehouse_file, revision)
+        spec_paths = {c.spec: (before.spec_of.get(c.name) or head.spec_of[c.name])[1] for c in changes}
+        spec_files = {
+            spec: change
+            for spec, path in sorted(spec_paths.items())
+            if (change := _file_change(shown, path, before, head)) is not None
+        }
+        uploads = head.uploads | before.uploads
+        others = sorted(p for p in set(before.files) | set(head.files) if p.startswith("_") or p in uploads)
+        result = Review(
+            base=revision.label,
+            head="working tree",
+            as_of=as_of,
+            warehouse=warehouse_file.name,
+            changes=changes,
+            unchanged=len(set(before.spec_of) & set(head.spec_of)) - sum(c.status in ("changed", "edited") for c in changes),
+            spec_files=spec_files,
+            other_files=[c for p in others if (c := _file_change(shown, p, before, head)) is not None],
+            note=f"`{shown}/` does not exist at {revision.label}: every segment is new." if exported is None else "",
+        )
+        if not changes:
+            return result
+        return _measure(result, before, head, warehouse_file, revision)
 
 
 def _load_at(exported: Path, revision: gitref.Revision, tmp: str) -> Project:
@@ -198,43 +200,39 @@ def _side(project: Project) -> _Side:
 
 @dataclass(frozen=True)
 class _Query:
-    sql: str  # what runs
-    shown: str  # what the report shows: uploaded keys left out
+    sql: str  # what runs, and a digest of each uploaded file it reads
+    shown: str  # what the report shows
 
 
 def _queries(side: _Side, names: set[str], as_of: dt.datetime) -> dict[str, _Query]:
-    """The standalone query of each of ``names``, each spec compiled on its own."""
+    """The standalone query of each of ``names``, each spec compiled on its own.
+
+    Uploaded lists are rows of the warehouse, not SQL: a digest of each file a query
+    reads (never its keys) stands beside it, so that a changed list is a changed query.
+    """
     assert side.project is not None
+    project = side.project
     out: dict[str, _Query] = {}
-    for spec in side.project.segments:
+    for spec in project.segments:
         if names.isdisjoint(spec.segment_names()):
             continue
-        compiled = md.compile_project(side.project, only=spec.segment_names())
+        compiled = md.compile_project(project, only=spec.segment_names())
+        files = sorted(
+            s.upload.file for s in map(project.spec, compiled.segments) if s.upload is not None and s.upload.file is not None
+        )
+        notes = "".join(
+            f"-- uploaded list {path.relative_to(project.specs_dir).as_posix()}: "
+            f"digest {hashlib.sha256(path.read_bytes()).hexdigest()[:8]}\n"
+            for path in files
+        )
         for name in spec.segment_names():
-            query = render.standalone_query(compiled, md.segment_model_name(name), as_of)
-            out[name] = _Query(_pretty(query), _pretty(query.transform(_hide_uploaded_keys)))
+            sql = notes + _pretty(render.standalone_query(compiled, md.segment_model_name(name), as_of))
+            out[name] = _Query(sql, sql)
     return out
 
 
 def _pretty(query: exp.Expression) -> str:
     return dialects.render(query, "duckdb", pretty=True)
-
-
-def _hide_uploaded_keys(node: exp.Expression) -> exp.Expression:
-    """An uploaded list's rows (emails, phones) become one row saying how many
-    there are and a digest that changes with them.
-
-    >>> rows = exp.values([("a@x.io",), ("b@x.io",)], alias=md.UPLOADED, columns=["k"])
-    >>> _hide_uploaded_keys(rows).sql()
-    "(VALUES ('2 uploaded keys, not shown; digest 41f1753d')) AS uploaded(k)"
-    """
-    if not isinstance(node, exp.Values) or node.alias != md.UPLOADED:
-        return node
-    digest = hashlib.sha256(repr([row.sql() for row in node.expressions]).encode()).hexdigest()[:8]
-    hidden = node.copy()
-    text = f"{len(node.expressions)} uploaded keys, not shown; digest {digest}"
-    hidden.set("expressions", [exp.Tuple(expressions=[exp.Literal.string(text)])])
-    return hidden
 
 
 def _is_config(path: Path, base: Path) -> bool:
@@ -330,7 +328,13 @@ def _measure(result: Review, before: _Side, head: _Side, warehouse_file: Path, r
     with engines.get("duckdb", warehouse_file).connect(read_only=True) as session:
         con = session.con  # the review runs the compiled SQL on DuckDB
         warehouse.check_inputs(session, head.project.catalog)
-        pipeline.materialize(con, md.compile_project(head.project), md.MEMBERSHIP, result.as_of, AFTER)
+        compiled = md.compile_project(head.project)
+        with uploads.overlay(session, head.project, compiled.segments, "segments_review_lists_after") as lists:
+            pipeline.materialize(con, compiled, md.MEMBERSHIP, result.as_of, AFTER, lists)
+            matches = {
+                spec.name: uploads.match_counts(session, head.project, spec.name, lists)
+                for spec in head.project.segments if spec.upload is not None and spec.name in moved
+            }
         if at_base:
             assert before.project is not None
             try:
@@ -338,7 +342,9 @@ def _measure(result: Review, before: _Side, head: _Side, warehouse_file: Path, r
             except SegmentsError as error:
                 raise SegmentsError(f"the specs at {revision.label}: {error}") from None
         base_project = before.project or head.project  # with nothing to run, any project compiles to no rows
-        pipeline.materialize(con, md.compile_project(base_project, only=at_base), md.MEMBERSHIP, result.as_of, BEFORE)
+        compiled = md.compile_project(base_project, only=at_base)
+        with uploads.overlay(session, base_project, compiled.segments, "segments_review_lists_before") as lists:
+            pipeline.materialize(con, compiled, md.MEMBERSHIP, result.as_of, BEFORE, lists)
         try:
             sizes_before, sizes_after = _sizes(con, BEFORE), _sizes(con, AFTER)
             _moves(con, moved)
@@ -364,6 +370,7 @@ def _measure(result: Review, before: _Side, head: _Side, warehouse_file: Path, r
             left=left,
             sample_entered=tuple(sorted(examples.get((change.name, True), []))),
             sample_left=tuple(sorted(examples.get((change.name, False), []))),
+            matches=matches.get(change.name),
         ))
     return replace(
         result, changes=changes, sizes_after={n: s.members for n, s in sizes_after.items()}, overlap=overlap
@@ -613,6 +620,9 @@ def _segment_section(change: SegmentChange) -> list[str]:
             lines.append(f"- {label}: {', '.join(_code(s) for s in sample)}{more}")
     if change.sample_entered or change.sample_left:
         lines.append("")
+    if change.matches is not None and change.matches[0] is not None:
+        matched, unmatched = change.matches
+        lines += [f"Uploaded list: {matched:,} users matched, {unmatched:,} listed keys match no user.", ""]
     if not change.sql:
         return lines
     what, language = ("Compiled SQL", "sql") if change.status == "added" else ("Compiled SQL diff", "diff")

@@ -338,9 +338,8 @@ def test_a_size_jump_blocks_only_that_segments_consumers(code, refreshed, tmp_pa
     warehouse = copy_of(refreshed, tmp_path)
     vip_list = paths.SPECS_DIR / "uploads" / "vip_list.csv"
     con = duckdb.connect(str(warehouse))
-    con.execute(  # the VIPs' emails change: the uploaded list matches nobody any more
-        "UPDATE raw.users SET email = 'former.' || email WHERE lower(trim(email)) IN "
-        "(SELECT lower(trim(email)) FROM read_csv(?, header = true))",
+    con.execute(  # the VIPs leave: the uploaded list matches nobody any more
+        "DELETE FROM raw.users WHERE user_id IN (SELECT trim(user_id) FROM read_csv(?, header = true, all_varchar = true))",
         [str(vip_list)],
     )
     con.close()

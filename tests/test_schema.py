@@ -124,7 +124,6 @@ BROKEN = [
     ("bad.yml", "name: bad\ntiers:\n  - {where: {attribute: city, is: Pune}}\n"),
     ("bad.yml", "name: bad\ntiers:\n  - {name: Top, where: {attribute: city, is: Pune}}\n"),
     ("bad.yml", "name: bad\nupload: {file: uploads/vip_list.csv, match_on: mobile}\n"),
-    ("bad.yml", "name: bad\nupload: {match_on: email}\n"),
     ("bad.yml", "name: bad\nupload: {file: uploads/vip_list.csv, match_on: email}\ntiers:\n  - {name: all}\n"),
     ("bad.yml", "name: bad\nwhere: {attribute: city, is: Pune}\nsync:\n  - {tag: x}\n"),
     ("_catalog.yml", CATALOG.read_text().replace("users:", "people:", 1)),

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from segments import keys
 from segments.compiler import measures as ms
 from segments.compiler import predicates as pr
 from segments.compiler import sqlexpr as sx
@@ -243,33 +244,44 @@ def _segment_refs(condition: m.Condition) -> list[str]:
     return []
 
 
-# Uploaded keys and the users' column are normalized by the same expression.
-def _normalized_key(match_on: str, value: exp.Expression) -> exp.Expression:
-    if match_on == "email":
-        return exp.Lower(this=exp.Trim(this=value))
-    if match_on == "phone":
-        # every match: sqlglot adds the 'g' flag for the engines that need it
-        return exp.RegexpReplace(this=value, expression=exp.Literal.string("[^0-9]"), replacement=exp.Literal.string(""))
-    return exp.Trim(this=value)
+#: The keys uploaded lists are matched on, per user: computed once per build.
+UPLOAD_KEYS = "int_upload_keys"
+#: The warehouse table of every uploaded list (:mod:`segments.uploads`), a dbt source.
+UPLOADS_TABLE = "segment_uploads"
 
 
-#: The alias of an uploaded list's rows in a query, for readers that must not show them.
-UPLOADED = "uploaded"
+def upload_key_column(match_on: str) -> str:
+    return f"{match_on}_key"
 
 
-def _upload_predicate(upload: m.Upload) -> exp.Expression:
-    """Users whose normalized key is one of the upload's non-empty normalized keys."""
-    if not upload.keys:
-        return exp.false()
-    user_column = "user_id" if upload.match_on == "user_id" else upload.match_on
-    uploaded = exp.values([(key,) for key in upload.keys], alias=UPLOADED, columns=["upload_key"])
-    key = _normalized_key(upload.match_on, sx.col("upload_key"))
-    keys = (
-        exp.select(exp.alias_(key, "upload_key"))
-        .from_(uploaded)
-        .where(exp.NEQ(this=key.copy(), expression=exp.Literal.string("")))
+def _upload_predicate(segment: str, upload: m.Upload) -> exp.Expression:
+    """Users whose normalized key is in the segment's list in the warehouse: a
+    semi-join, no key of the list in the SQL."""
+    keys, listed = _aliased(sx.model_ref(UPLOAD_KEYS), "k"), _aliased(sx.source_ref(TARGET_SCHEMA_SOURCE, UPLOADS_TABLE), "l")
+    members = (
+        exp.select(sx.col("user_id", "k"))
+        .from_(keys)
+        .join(listed, on=exp.EQ(this=sx.col("upload_key", "l"), expression=sx.col(upload_key_column(upload.match_on), "k")))
+        .where(exp.EQ(this=sx.col("segment_name", "l"), expression=sx.literal(segment)))
+        .where(exp.EQ(this=sx.col("match_on", "l"), expression=sx.literal(upload.match_on)))
     )
-    return _normalized_key(upload.match_on, sx.col(user_column)).isin(query=keys)
+    return sx.col("user_id").isin(query=members)
+
+
+def _upload_keys_model(catalog: m.Catalog, match_ons: list[str]) -> Model:
+    """``int_upload_keys``: each user's key for every ``match_on`` an upload uses,
+    normalized as uploaded keys are (:mod:`segments.keys`)."""
+    columns = [
+        exp.alias_(keys.sql_key(match_on, sx.col(match_on), catalog.default_country), upload_key_column(match_on))
+        for match_on in match_ons
+    ]
+    query = exp.select("user_id", *columns).from_(sx.model_ref(USERS))
+    return Model(
+        UPLOAD_KEYS, INTERMEDIATE, query,
+        "Every user's keys uploaded lists match on (emails trimmed and lower-cased, phones as E.164 for the "
+        "catalog's default_country, else their digits), computed once per build.",
+        columns=[ColumnDoc("user_id", "The user's key.")],
+    )
 
 
 def _holdout(segment: str, percent: float | None) -> exp.Expression:
@@ -287,7 +299,7 @@ def _segment_queries(spec: m.SegmentSpec, resolver: _BaseResolver) -> list[tuple
     """Each segment a spec defines with its predicate over the base."""
     narrow = pr.predicate(spec.where, resolver) if spec.where is not None else None
     if spec.upload is not None:
-        narrow = sx.and_(_upload_predicate(spec.upload), *(p for p in [narrow] if p is not None))
+        narrow = sx.and_(_upload_predicate(spec.name, spec.upload), *(p for p in [narrow] if p is not None))
     if not spec.tiers:
         return [(spec.name, narrow if narrow is not None else exp.true())]
     out: list[tuple[str, exp.Expression]] = []
@@ -343,6 +355,9 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     models.append(_traits_model(project, trait_names, measure_set, has_measures, has_sequences))
     models.append(_user_traits_model(project, trait_names))
     models.append(_base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
+    match_ons = sorted({spec.upload.match_on for spec, _, _ in rules if spec.upload is not None})
+    if match_ons:
+        models.append(_upload_keys_model(catalog, match_ons))
     segment_models = [_segment_model(project, spec, name) for spec, name, _ in rules]
     _check_relation_names(segment_models)
     if rules:
@@ -354,6 +369,8 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
         tables = sources.setdefault(relation.schema or TARGET_SCHEMA_SOURCE, [])
         if relation.name not in tables:
             tables.append(relation.name)
+    if match_ons:
+        sources.setdefault(TARGET_SCHEMA_SOURCE, []).append(UPLOADS_TABLE)
     return CompiledProject(models, sources, catalog, names, {name: where for _, name, where in rules})
 
 

@@ -180,9 +180,25 @@ class Session(ABC):
             con.close()
 
     @abstractmethod
+    def staged(self, source: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> AbstractContextManager[dict[str, exp.Table]]:
+        """The tables of ``source`` (a connection from :meth:`staging`) copied into
+        relations this session reads (temporary: no other session sees them), by
+        name, while the block runs."""
+
     def import_tables(self, source: duckdb.DuckDBPyConnection, tables: Mapping[exp.Table, str]) -> None:
         """Replace each target table with the rows of a table of ``source`` (a
         connection from :meth:`staging`), all at once as :meth:`apply` does."""
+        with self.staged(source, list(tables.values())) as staged:
+            self.apply([ReplaceTable(target, exp.select("*").from_(staged[name])) for target, name in tables.items()])
+
+    def scratch(self, name: str, query: exp.Query) -> exp.Table:
+        """A temporary table ``name`` of this session holding the rows of ``query``
+        (replaced if there is one), to read in a later :meth:`apply`."""
+        table = exp.to_table(name)
+        self.execute(drop("TABLE", table))
+        temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
+        self.execute(exp.Create(kind="TABLE", this=table, expression=query, properties=temporary))
+        return table
 
     def create_schemas(self, changes: Sequence[Change]) -> list[exp.Expression]:
         """``CREATE SCHEMA IF NOT EXISTS`` for the schema of every table replaced."""

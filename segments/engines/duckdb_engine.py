@@ -155,6 +155,13 @@ class DuckDBSession(Session):
     def staging(self) -> Iterator[duckdb.DuckDBPyConnection]:
         yield self.con
 
-    def import_tables(self, source: duckdb.DuckDBPyConnection, tables: Mapping[exp.Table, str]) -> None:
+    @contextmanager
+    def staged(self, source: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> Iterator[dict[str, exp.Table]]:
         assert source is self.con, "stage in this session's own connection"
-        self.apply([ReplaceTable(target, exp.select("*").from_(staged)) for target, staged in tables.items()])
+        yield {name: exp.to_table(name) for name in tables}
+
+    def scratch(self, name: str, query: exp.Query) -> exp.Table:
+        table = exp.to_table(name)
+        temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
+        self.execute(exp.Create(kind="TABLE", replace=True, this=table, expression=query, properties=temporary))
+        return table

@@ -159,10 +159,12 @@ class PostgresSession(Session):
             raise EngineError(_message(error)) from None
         return temp
 
-    def import_tables(self, source: duckdb.DuckDBPyConnection, tables: Mapping[exp.Table, str]) -> None:
+    @contextmanager
+    def staged(self, source: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> Iterator[dict[str, exp.Table]]:
         with tempfile.TemporaryDirectory(prefix="segments-load-") as folder:
-            staged = {
-                target: self._stage(source, name, exp.to_table(f"segments_load_{index}"), Path(folder))
-                for index, (target, name) in enumerate(tables.items())
-            }
-        self.apply([ReplaceTable(target, exp.select("*").from_(temp)) for target, temp in staged.items()])
+            staged = {}
+            for index, name in enumerate(tables):
+                temp = exp.to_table(f"segments_load_{index}")
+                self.execute(drop("TABLE", temp))
+                staged[name] = self._stage(source, name, temp, Path(folder))
+        yield staged

@@ -162,10 +162,13 @@ class SparkSQLSession(Session):
         assert isinstance(change, DropView)
         return [drop("VIEW", change.view)]
 
-    def import_tables(self, source: duckdb.DuckDBPyConnection, tables: Mapping[exp.Table, str]) -> None:
+    @contextmanager
+    def staged(self, source: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> Iterator[dict[str, exp.Table]]:
+        # temporary views over parquet files, read when a statement runs: the files
+        # stay until the block ends
         with tempfile.TemporaryDirectory(prefix="segments-load-", dir=self.engine.directory) as folder:
-            changes: list[Change] = []
-            for index, (target, name) in enumerate(tables.items()):
+            staged = {}
+            for index, name in enumerate(tables):
                 view = f"segments_load_{index}"
                 parquet = Path(folder) / f"{view}.parquet"
                 export(source, name, str(parquet), "parquet")
@@ -173,5 +176,13 @@ class SparkSQLSession(Session):
                     self.spark.read.parquet(str(parquet)).createOrReplaceTempView(view)
                 except _errors() as error:
                     raise EngineError(str(error).strip().splitlines()[0]) from None
-                changes.append(ReplaceTable(target, exp.select("*").from_(exp.to_table(view))))
-            self.apply(changes)
+                staged[name] = exp.to_table(view)
+            yield staged
+
+    def scratch(self, name: str, query: exp.Query) -> exp.Table:
+        # a temporary view, read when the apply writes the tables from it (Spark
+        # has no temporary tables)
+        table = exp.to_table(name)
+        temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
+        self.execute(exp.Create(kind="VIEW", replace=True, this=table, expression=query, properties=temporary))
+        return table

@@ -178,6 +178,8 @@ TIER_NAME = r"[a-z][a-z0-9_]*"
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 RELATION = rf"{IDENTIFIER}(\.{IDENTIFIER})?"
 MATCH_ON = ("user_id", "email", "phone")
+#: An ISO 3166 alpha-2 region (``IN``); the parser checks it against phonenumbers' regions.
+COUNTRY = r"[A-Z]{2}"
 #: The shape of an IANA time zone name (``Asia/Kolkata``); the parser checks the name
 #: against the time zone database.
 TIMEZONE = r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*"
@@ -329,10 +331,11 @@ CONDITION = OneOf(
 
 UPLOAD = Mapping(
     "upload",
-    "An uploaded list: members are the users whose key is in the file.",
+    "An uploaded list: members are the users whose key is in it (`segments upload`, or a committed file).",
     (
-        Key("file", Text(), "CSV file with a header row, relative to the specs directory.", required=True),
-        Key("match_on", Text(choices=MATCH_ON), "The users key the file's column of that name holds.", required=True),
+        Key("match_on", Text(choices=MATCH_ON), "The users key the list holds (the file's column of that name).", required=True),
+        Key("file", Text(), "A CSV file with a header row, relative to the specs directory, loaded into the warehouse "
+            "at every build; without it the list is loaded with `segments upload`."),
     ),
 )
 TIER = Mapping(
@@ -416,6 +419,9 @@ CATALOG = Mapping(
         Key("events", Ref("events"), "The events table.", required=True),
         Key("timezone", Text(TIMEZONE),
             "IANA time zone of day boundaries (active_days, dates written without a time); UTC by default."),
+        Key("default_country", Text(COUNTRY),
+            "ISO 3166 alpha-2 region (IN, DE) of phone numbers without a country code: uploads and the users' phone "
+            "match as E.164. Without it phones match on their digits alone."),
     ),
 )
 

@@ -176,6 +176,9 @@ class Catalog:
     #: The IANA time zone of day boundaries (``active_days``, dates without a time);
     #: None for UTC, which also stands for any name of UTC itself.
     timezone: str | None = None
+    #: ISO 3166 alpha-2 region of phone numbers written without a country code; None:
+    #: phones match on their digits alone (SPEC 1.6)
+    default_country: str | None = None
 
 
 # ---- conditions (SPEC 1.3, 1.4) --------------------------------------------------
@@ -359,11 +362,12 @@ MatchOn = Literal["user_id", "email", "phone"]
 
 @dataclass(frozen=True)
 class Upload:
-    """An uploaded list; ``keys`` are the raw cells of the ``match_on`` column."""
+    """An uploaded list, kept in the warehouse (``segments upload``); with ``file``,
+    a CSV in the specs folder that every build loads into it. Its keys never reach
+    the compiled SQL."""
 
-    file: Path
     match_on: MatchOn
-    keys: tuple[str, ...]
+    file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import difflib
 import math
@@ -1023,9 +1022,12 @@ def _catalog(ctx: _Ctx, root: Node | None) -> _CatalogResult:
         properties = _columns(ctx, _value_of(events, "properties"), "properties", "property")
         events_table = m.EventsTable(relation, *names, properties)  # type: ignore[arg-type]
     timezone = _timezone(ctx, _value_of(entries, "timezone"))
+    from segments.spec.uploads import default_country  # its own module: it reads this one's helpers
+
+    country = default_country(ctx, _value_of(entries, "default_country"))
     if ctx.failed_since(mark):
         return _CatalogResult(None, attributes, properties)
-    catalog = m.Catalog(users_table, events_table, ctx.loc(root), timezone)  # type: ignore[arg-type]
+    catalog = m.Catalog(users_table, events_table, ctx.loc(root), timezone, country)  # type: ignore[arg-type]
     return _CatalogResult(catalog, attributes, properties)
 
 
@@ -1272,94 +1274,9 @@ def _holdout(ctx: _Ctx, node: Node | None) -> int | float | None:
 
 
 def _upload(ctx: _Ctx, node: Node, specs_dir: Path, env: _Env) -> m.Upload | None:
-    """``upload: {file, match_on}``; reads the keys from the CSV now."""
-    mark = ctx.mark()
-    entries = _entries(ctx, node, "upload")
-    if entries is None:
-        return None
-    _check_keys(ctx, entries, grammar.UPLOAD.names)
-    match_node = _require(ctx, node, entries, "match_on", "upload")
-    match_on = _text(ctx, match_node, "match_on")
-    if match_on is not None and match_on not in MATCH_ON:
-        _unknown(ctx, match_node, "match_on", match_on, MATCH_ON)
-        match_on = None
-    elif (
-        match_on in ("email", "phone")
-        and env.attributes is not None
-        and match_on not in env.attributes
-    ):
-        ctx.error(
-            match_node, f"match_on: {match_on} needs a users attribute '{match_on}' in _catalog.yml"
-        )
-    file_node = _require(ctx, node, entries, "file", "upload")
-    file_text = _text(ctx, file_node, "file")
-    if file_text is None:
-        return None
-    path = _confined_upload(ctx, file_node, specs_dir, file_text)
-    if path is None:
-        return None
-    if not path.is_file():
-        siblings = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
-        ctx.error(
-            file_node,
-            f"upload file '{file_text}' not found in {specs_dir}"
-            f"{_hint(path.name, siblings, list_up_to=0)}",
-        )
-        return None
-    if match_on is None:
-        return None
-    keys = _read_upload(ctx, file_node, path, file_text, match_on)
-    if keys is None or ctx.failed_since(mark):
-        return None
-    return m.Upload(path, match_on, keys)  # type: ignore[arg-type]
+    from segments.spec import uploads  # its own module: it reads this one's helpers
 
-
-def _confined_upload(ctx: _Ctx, node: Node, specs_dir: Path, file_text: str) -> Path | None:
-    """The upload's path when it stays inside the specs folder, else None (reported).
-
-    A spec comes from whoever can open a pull request: an absolute path, ``..`` or a
-    symlink leading out would let it read any file the build can (``/proc/self/environ``,
-    keys), and its content would reach SQL and error messages.
-    """
-    relative = Path(file_text)
-    if relative.is_absolute() or relative.drive or ".." in relative.parts:
-        ctx.error(node, f"upload file '{file_text}' must be a path inside the specs folder, relative to it, without '..'")
-        return None
-    root = specs_dir.resolve()
-    path = specs_dir / relative
-    if not path.resolve().is_relative_to(root):
-        ctx.error(node, f"upload file '{file_text}' leads outside the specs folder (a symlink): uploads must live inside it")
-        return None
-    return path
-
-
-def _read_upload(
-    ctx: _Ctx, node: Node, path: Path, shown: str, column: str
-) -> tuple[str, ...] | None:
-    """The raw cells of ``column``, in file order (duplicates and empties kept)."""
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            rows = [row for row in csv.reader(handle) if row]  # [] is a blank line
-    except UnicodeDecodeError:
-        ctx.error(node, f"upload file '{shown}' is not UTF-8 text")
-        return None
-    except OSError as exc:
-        ctx.error(node, f"cannot read upload file '{shown}': {exc.strerror or type(exc).__name__}")
-        return None
-    except csv.Error:
-        # csv's messages may quote the offending text: say what, not the content.
-        ctx.error(node, f"upload file '{shown}' is not valid CSV (a NUL byte or a field over the size limit)")
-        return None
-    if not rows:
-        ctx.error(node, f"upload file '{shown}' is empty: it needs a header row naming '{column}'")
-        return None
-    header = [cell.strip() for cell in rows[0]]
-    if column not in header:
-        # Header cells are file content: never echoed (SPEC 3.2), only their count.
-        ctx.error(node, f"upload file '{shown}' has no column '{column}' in its header row ({len(header)} columns)")
-        return None
-    index = header.index(column)
-    return tuple(row[index] if index < len(row) else "" for row in rows[1:])
+    return uploads.upload(ctx, node, specs_dir, env)
 
 
 def _tiers(

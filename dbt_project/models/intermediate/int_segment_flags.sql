@@ -51,43 +51,14 @@ WITH layer_0 AS (
       FALSE
     ) AS seg_upgrade_candidates,
     COALESCE(
-      LOWER(TRIM(email)) IN (
+      user_id IN (
         SELECT
-          LOWER(TRIM(upload_key)) AS upload_key
-        FROM (VALUES
-          ('aarav.das194@example.com'),
-          ('ananya.deshmukh203@example.com'),
-          ('aarav.deshmukh326@example.com'),
-          ('ADITYA.DESHMUKH405@EXAMPLE.COM'),
-          ('Pooja.Joshi518@Example.Org'),
-          ('  nikhil.singh613@example.org '),
-          ('sanjay.gupta670@example.com'),
-          ('isha.singh711@example.com'),
-          ('nikhil.deshmukh718@example.net'),
-          ('pooja.iyer722@example.net'),
-          ('former.client@partner.example'),
-          ('ISHA.REDDY752@MAIL.EXAMPLE'),
-          ('kavya.gupta764@example.com'),
-          ('  tanvi.singh820@example.net '),
-          ('Pooja.Banerjee839@Example.Com'),
-          ('sunita.kulkarni902@example.com'),
-          ('priya.reddy908@example.com'),
-          ('manoj.pawar912@example.com'),
-          ('SNEHA.SHARMA929@EXAMPLE.COM'),
-          ('vivaan.banerjee955@example.com'),
-          ('  vikram.nair1120@example.com '),
-          ('riya.iyer1168@example.com'),
-          ('shreya.joshi1200@example.net'),
-          ('Deepak.Deshmukh1216@Mail.Example'),
-          ('vivaan.sharma1319@example.com'),
-          ('VIVAAN.SHINDE1337@EXAMPLE.COM'),
-          ('hannah.schmidt1455@example.org'),
-          ('  priya.iyer1561@example.org '),
-          ('aarav.banerjee1685@example.com'),
-          ('procurement@bigretail.example'),
-          ('')) AS uploaded(upload_key)
+          k.user_id
+        FROM {{ ref('int_upload_keys') }} AS k
+        JOIN {{ source('main', 'segment_uploads') }} AS l
+          ON l.upload_key = k.user_id_key
         WHERE
-          LOWER(TRIM(upload_key)) <> ''
+          l.segment_name = 'vip_upload' AND l.match_on = 'user_id'
       ),
       FALSE
     ) AS seg_vip_upload,

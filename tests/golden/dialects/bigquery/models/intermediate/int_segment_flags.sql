@@ -26,16 +26,14 @@ WITH layer_0 AS (
     ) AS seg_regional_offer,
     COALESCE(
       (
-        REGEXP_REPLACE(phone, '[^0-9]', '') IN (
+        user_id IN (
           SELECT
-            REGEXP_REPLACE(upload_key, '[^0-9]', '') AS upload_key
-          FROM UNNEST([
-            STRUCT('+91 98200 11111' AS upload_key),
-            STRUCT(' 098200-22222 ' AS upload_key),
-            STRUCT('' AS upload_key)
-          ]) AS uploaded
+            k.user_id
+          FROM {{ ref('int_upload_keys') }} AS k
+          JOIN {{ source('main', 'segment_uploads') }} AS l
+            ON l.upload_key = k.phone_key
           WHERE
-            REGEXP_REPLACE(upload_key, '[^0-9]', '') <> ''
+            l.segment_name = 'vip' AND l.match_on = 'phone'
         )
         AND trait_monetary_score >= 3
       ),
