@@ -273,6 +273,31 @@ def preview(
 
 
 @app.command()
+def explain(
+    name: Annotated[str, typer.Argument(help="Segment name (tiers: <spec>__<tier>; a tiered spec's name: all its tiers).")],
+    user_id: Annotated[str, typer.Argument(help="The user's id (the catalog's users key).")],
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
+    warehouse_path: WarehouseOption = None,
+    as_of: Annotated[
+        Optional[str],
+        typer.Option("--as-of", help="Evaluate at this UTC instant: an ISO date or date-time, now, or now - 7d (as in specs).",
+                     show_default="the last build's as_of, else now"),
+    ] = None,
+    target: TargetOption = "duckdb",
+) -> None:
+    """Why a user is in or out of a segment, rule by rule, with each measure's value."""
+    from segments.explain import explain_users
+
+    _project(project_dir)
+    warehouse_file = _warehouse(target, warehouse_path)
+    at = _as_of(as_of) if as_of is not None else None
+    for explanation in explain_users(_specs(specs), warehouse_file, name, [user_id], at, target):
+        for line in explanation.lines():
+            out.print(line, markup=False, highlight=False)
+
+
+@app.command()
 def load(
     users: Annotated[Optional[Path], typer.Option("--users", help="CSV or Parquet file of users.")] = None,
     events: Annotated[Optional[Path], typer.Option("--events", help="CSV or Parquet file of events.")] = None,
