@@ -104,8 +104,11 @@ def validate(specs: SpecsOption = None, project_dir: ProjectDirOption = None) ->
     """Check every spec; print every error as file:line:col: message."""
     from sync.engine import configuration_problems
 
+    from segments.spec_tests import read_tests
+
     _project(project_dir)
     result = pipeline.compile_specs(_specs(specs))
+    read_tests(result.project)  # the specs' tests: file:line:col errors too
     problems = configuration_problems(result.project)
     if problems:
         raise SegmentsError("destination options:\n  " + "\n  ".join(problems))
@@ -295,6 +298,31 @@ def explain(
     for explanation in explain_users(_specs(specs), warehouse_file, name, [user_id], at, target):
         for line in explanation.lines():
             out.print(line, markup=False, highlight=False)
+
+
+@app.command("test")
+def test_command(
+    name: Annotated[Optional[str], typer.Argument(help="Only this spec's tests (a segment or spec name).")] = None,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
+) -> None:
+    """Run the specs' segment tests (tests: blocks, <spec>.tests.yml) on an in-memory DuckDB."""
+    from segments import spec_tests
+
+    _project(project_dir)
+    project = load_project(_specs(specs))
+    if name is not None:
+        pipeline.preview_segments(project, name)  # an unknown name fails with the closest one
+    tests = spec_tests.read_tests(project, name)
+    failed = 0
+    for test in tests:
+        outcome = spec_tests.run(project, test)
+        failed += not outcome.ok
+        for line in spec_tests.report(outcome):
+            out.print(line, markup=False, highlight=False)
+    if failed:
+        raise SegmentsError(f"{failed} of {len(tests)} segment test(s) failed")
+    out.print(f"{len(tests)} segment test(s) passed" if tests else "no segment tests (add tests: to a spec)")
 
 
 @app.command()
