@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from segments import engines
+from segments import engines, uploads
 from segments.compiler import models as md
 from segments.compiler import predicates as pr
 from segments.compiler import render
@@ -259,8 +259,9 @@ class _TreeBuilder:
         nodes: list[_Node] = []
         if spec.upload is not None:
             upload = spec.upload
-            text = f"in the uploaded list {upload.file.name} (matched on {upload.match_on})"
-            nodes.append(_Node(text, _holds(md.upload_predicate(upload))))
+            listed = f" {upload.file.name}" if upload.file is not None else ""
+            text = f"in the uploaded list{listed} (matched on {upload.match_on})"
+            nodes.append(_Node(text, _holds(md.upload_predicate(spec.name, upload))))
         if spec.where is not None:
             nodes.append(self.node(spec.where))
         if spec.tiers:
@@ -401,20 +402,30 @@ def explain_users(
               on=exp.EQ(this=sx.col("user_id", "x"), expression=sx.col("asked_id", "asked")), join_type="left")
     )
 
+    lists: exp.Table | None = None  # the uploaded lists as the specs' files make them
+
     def source(schema: str, table: str) -> exp.Table:
+        if lists is not None and (schema, table) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
+            return lists.copy()
         return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
 
-    with engine.connect(read_only=True) as session:
+    read_lists = md.UPLOAD_KEYS in {model.name for model in compiled.models}
+    # a temporary table of the uploaded lists needs a writable session on PostgreSQL
+    with engine.connect(read_only=not (read_lists and engine.target == "postgres")) as session:
         warehouse.check_inputs(session, project.catalog)
         if as_of is None:
             as_of = _published_as_of(session, wanted) or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-        # the rule's own times (``within``, ``now - 7d``) read as_of as the models do
-        select = render.substitute(final, lambda node: node, sx.timestamp_literal(as_of))
-        query = render.standalone_query(compiled, md.BASE, as_of, source, select=select, also=(md.USERS, md.FLAGS))  # type: ignore[arg-type]
-        try:
-            rows = session.rows(query)
-        except EngineError as error:
-            raise SegmentsError(f"explain of {name} failed on {engine.describe()}: {error}") from None
+        with uploads.overlay(session, project, compiled.segments if read_lists else []) as lists:
+            # the rule's own times (``within``, ``now - 7d``) read as_of as the models do, and
+            # an upload's list is read where the models read it
+            select = render.substitute(
+                final, lambda node: source(*node.meta["source"]) if "source" in node.meta else node, sx.timestamp_literal(as_of)
+            )
+            query = render.standalone_query(compiled, md.BASE, as_of, source, select=select, also=(md.USERS, md.FLAGS))  # type: ignore[arg-type]
+            try:
+                rows = session.rows(query)
+            except EngineError as error:
+                raise SegmentsError(f"explain of {name} failed on {engine.describe()}: {error}") from None
     names = ["asked_id", "known_user", "in_universe", *alias.values()]
     by_user = {str(row[0]): dict(zip(names, row)) for row in rows}
     out = []

@@ -33,6 +33,7 @@ import yaml
 from sqlglot import exp
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from segments import uploads
 from segments.compiler import dialects, render
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
@@ -337,6 +338,7 @@ def run(project: m.Project, test: SegmentTest) -> Outcome:
     with duckdb.connect(":memory:") as con:
         con.execute("SET TimeZone = 'UTC'")
         load(con, project.catalog, test)
+        uploads.write_file_lists(con, project)
         rows = con.execute(dialects.render(query, "duckdb")).fetchall()
     got: dict[str, set[str]] = {}
     for segment, user in rows:

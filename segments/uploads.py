@@ -422,6 +422,20 @@ def overlay(session: Session, project: m.Project, segments: Sequence[str], name:
         yield session.scratch(name, rows)
 
 
+def write_file_lists(duck: duckdb.DuckDBPyConnection, project: m.Project) -> None:
+    """The table of lists in a DuckDB of its own (``main``), from ``project``'s files
+    (``segments test`` runs on an in-memory DuckDB; lists fed by ``segments upload``
+    are empty there)."""
+    parts: list[exp.Query] = []
+    for index, spec in enumerate(_file_specs(project)):
+        assert spec.upload is not None and spec.upload.file is not None
+        name = f"segments_file_keys_{index}"
+        read_keys(duck, name, spec.upload.file, spec.upload.match_on, project.catalog.default_country)
+        parts.append(_rows_of(spec.name, spec.upload.match_on, exp.select("upload_key").from_(name)))
+    table = exp.table_(md.UPLOADS_TABLE, db="main")
+    duck.execute(exp.Create(kind="TABLE", replace=True, this=table, expression=_union(parts, _LIST_COLUMNS)).sql("duckdb"))
+
+
 def match_counts(session: Session, project: m.Project, segment: str, lists: exp.Table | None = None) -> tuple[int | None, int | None]:
     """(users whose key is in the segment's list, keys of the list no user has),
     from the catalog's users table and ``lists`` (default: the warehouse's);

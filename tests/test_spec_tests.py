@@ -130,7 +130,8 @@ def test_derived_segments_and_uploads_are_computed_from_the_test_rows(specs):
             expect: [old_buyer]
         """)
     vip = (specs / "uploads" / "vip_list.csv").read_text().splitlines()[1].split(",")[0]
-    text = (specs / "win_back.yml").read_text().replace("ANITA.SHAH@EXAMPLE.COM", f"' {vip.upper()} '")
+    # the list holds user ids: the VIP's row carries one, with spaces the match trims
+    text = (specs / "win_back.yml").read_text().replace("user_id: old_vip", f"user_id: '{vip.strip()}'")
     (specs / "win_back.yml").write_text(text)
     project = load_project(specs)
     [test] = read_tests(project, "win_back")

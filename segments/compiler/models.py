@@ -826,9 +826,9 @@ def holdout_predicate(segment: str, percent: float | None) -> exp.Expression:
     return _holdout(segment, percent)
 
 
-def upload_predicate(upload: m.Upload) -> exp.Expression:
-    """True for a user whose key is in the uploaded list."""
-    return _upload_predicate(upload)
+def upload_predicate(segment: str, upload: m.Upload) -> exp.Expression:
+    """True for a user whose key is in the segment's uploaded list."""
+    return _upload_predicate(segment, upload)
 
 
 def describe_window(window: m.Window) -> str:
