@@ -316,6 +316,9 @@ def upload(
     if mode not in MODES:
         raise SegmentsError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     match_on = spec.upload.match_on
+    if country is not None and project.catalog.default_country is None:
+        # the users' phones are compared as digits then: E.164 keys would match no one
+        raise SegmentsError("--default-country needs a default_country in _catalog.yml, which the users' phones are read with")
     country = country or project.catalog.default_country
     with session.staging() as duck:
         read = read_keys(duck, "segments_upload_keys", path, match_on, country)
@@ -453,9 +456,9 @@ def match_counts(session: Session, project: m.Project, segment: str, lists: exp.
     column = users.key if match_on == "user_id" else users.attributes[match_on].column
     user_key = keys.sql_key(match_on, exp.cast(exp.column(column, quoted=True), "VARCHAR"), project.catalog.default_country)
     listed = exp.select("upload_key").from_(lists.copy()).where(_is("segment_name", segment)).where(_is("match_on", match_on))
-    user_keys = exp.select(exp.alias_(user_key, "k")).from_(users_table)
+    user_keys = exp.select(exp.Literal.number(1)).from_(users_table)
     matched_users = exp.select(exp.Count(this=exp.Star())).from_(users_table.copy()).where(user_key.copy().isin(query=listed))
     unmatched = exp.select(exp.Count(this=exp.Star())).from_(
         exp.Subquery(this=listed.copy(), alias=exp.TableAlias(this=exp.to_identifier("l")))
-    ).where(exp.not_(exp.Exists(this=user_keys.where(exp.column("k").eq(exp.column("upload_key", "l"))))))
+    ).where(exp.not_(exp.Exists(this=user_keys.where(user_key.copy().eq(exp.column("upload_key", "l"))))))
     return int(session.rows(matched_users)[0][0]), int(session.rows(unmatched)[0][0])

@@ -409,3 +409,16 @@ def test_bad_input_exits_1(capsys, repo, warehouse, tmp_path_factory, base, setu
     code = main(["review", "--base", base, "--specs", str(specs), "--warehouse", str(wh), "--as-of", AS_OF_TEXT])
     err = capsys.readouterr().err
     assert code == 1 and message in err and "Traceback" not in err
+
+
+def test_an_uploaded_list_shows_its_matches_and_no_key(capsys, repo, warehouse):
+    """The list is read from the file on each side, as a build would load it; the
+    report counts users matched and listed keys no user has."""
+    out = review(capsys, repo, warehouse, "HEAD~1")[1]
+    vip = section_of(out, "vip")
+    keys = {e.strip().lower() for e in VIP_V2 if e.strip()}
+    users = {u.email.strip().lower() for u in USERS}
+    matched = sum(1 for u in USERS if u.email.strip().lower() in keys)
+    assert f"Uploaded list: {matched:,} users matched, {len(keys - users):,} listed keys match no user." in vip
+    assert "-- uploaded list uploads/vip.csv: digest" in vip  # the list changed, its keys are not shown
+    assert not any(key in out.lower() for key in keys)
