@@ -29,6 +29,7 @@ import requests
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations import REGISTRY
+from sync.dry_run import Cost, cost
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, is_http_url, resolve_options
 from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
 from sync.scratch import open_scratch
@@ -61,6 +62,8 @@ class Outcome:
     removed: int = 0
     failed: int = 0
     message: str | None = None
+    #: a dry run's API calls and time (:mod:`sync.dry_run`)
+    cost: Cost | None = None
 
     @property
     def ok(self) -> bool:
@@ -212,7 +215,7 @@ class Engine:
     def _plan_only(self, store: Store, destination: Destination, pair: Pair) -> Outcome:
         plan = store.make_plan(destination.name, self._wanted(destination, pair))
         store.drop_plan()
-        outcome = Outcome(pair.segment, pair.destination, PLANNED, plan)
+        outcome = Outcome(pair.segment, pair.destination, PLANNED, plan, cost=cost(destination, plan.adds, plan.removes))
         if self._blocked(destination, plan):
             outcome.message = self._blocked(destination, plan)
         return outcome
@@ -351,6 +354,8 @@ def summary_line(outcome: Outcome) -> str:
         samples = [f"add e.g. {', '.join(p.sample_adds)}" if p.sample_adds else "",
                    f"remove e.g. {', '.join(p.sample_removes)}" if p.sample_removes else ""]
         text += "".join(f"; {s}" for s in samples if s)
+        if outcome.cost is not None:
+            text += f"; {outcome.cost.describe()}"
     else:
         text = f"{outcome.status}: added {outcome.added}, removed {outcome.removed}, failed {outcome.failed}"
     return head + text + (f" - {outcome.message}" if outcome.message else "")
