@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sync.destinations.base import Destination
+from sync.routing import admin_id
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _batches(count: int, size: int) -> int:
     return math.ceil(count / size) if count else 0
 
 
-def _intercom(d: Destination, adds: int, removes: int) -> list[Calls]:
+def _intercom(d: Destination, adds: int, removes: int, owner: str | None) -> list[Calls]:
     # the plan's batches mix adds and removes: at most one bulk tag call per batch
     bulk = min(adds, _batches(adds + removes, d.batch_size))
     return [
@@ -131,10 +132,11 @@ def _intercom(d: Destination, adds: int, removes: int) -> list[Calls]:
         Calls("contact lookups (GET /contacts/find_by_external_id, at most)", adds),
         Calls(f"bulk tag calls (POST /tags, up to {d.batch_size} contacts each)", bulk),
         Calls("untags (DELETE /contacts/{id}/tags/{tag}, one per contact)", removes),
+        Calls("owner assignments (PUT /contacts/{id} owner_id)", adds if admin_id(d.options.get("owners"), owner) else 0),
     ]
 
 
-def _chatwoot(d: Destination, adds: int, removes: int) -> list[Calls]:
+def _chatwoot(d: Destination, adds: int, removes: int, owner: str | None) -> list[Calls]:
     search = float(d.options["search_rate_limit"])  # type: ignore[arg-type]
     return [
         Calls("label checks (GET /labels, a POST if missing)", 1),
@@ -143,38 +145,39 @@ def _chatwoot(d: Destination, adds: int, removes: int) -> list[Calls]:
     ]
 
 
-def _customerio(d: Destination, adds: int, removes: int) -> list[Calls]:
+def _customerio(d: Destination, adds: int, removes: int, owner: str | None) -> list[Calls]:
     return [
         Calls(f"add_customers calls ({d.batch_size} ids each)", _batches(adds, d.batch_size)),
         Calls(f"remove_customers calls ({d.batch_size} ids each)", _batches(removes, d.batch_size)),
     ]
 
 
-def _braze(d: Destination, adds: int, removes: int) -> list[Calls]:
+def _braze(d: Destination, adds: int, removes: int, owner: str | None) -> list[Calls]:
     return [Calls(f"POST /users/track ({d.batch_size} users each)", _batches(adds + removes, d.batch_size))]
 
 
-def _wati(d: Destination, adds: int, removes: int) -> list[Calls]:
+def _wati(d: Destination, adds: int, removes: int, owner: str | None) -> list[Calls]:
     return [Calls("updateContactAttributes calls (one per contact)", adds + removes)]
 
 
-def _webhook(d: Destination, adds: int, removes: int) -> list[Calls]:
+def _webhook(d: Destination, adds: int, removes: int, owner: str | None) -> list[Calls]:
     return [Calls(f"signed POSTs ({d.batch_size} changes each)", _batches(adds + removes, d.batch_size))]
 
 
-def _csv(d: Destination, adds: int, removes: int) -> list[Calls]:
+def _csv(d: Destination, adds: int, removes: int, owner: str | None) -> list[Calls]:
     return []  # files, no API
 
 
-PLANNERS: dict[str, Callable[[Destination, int, int], list[Calls]]] = {
+PLANNERS: dict[str, Callable[[Destination, int, int, str | None], list[Calls]]] = {
     "intercom": _intercom, "chatwoot": _chatwoot, "customerio": _customerio, "braze": _braze,
     "wati": _wati, "webhook": _webhook, "csv": _csv,
 }
 
 
-def cost(destination: Destination, adds: int, removes: int) -> Cost:
-    """The calls a plan of ``adds`` and ``removes`` needs at ``destination``."""
-    calls = PLANNERS[destination.type](destination, adds, removes) if adds or removes else []
+def cost(destination: Destination, adds: int, removes: int, owner: str | None = None) -> Cost:
+    """The calls a plan of ``adds`` and ``removes`` of a segment owned by ``owner``
+    needs at ``destination``."""
+    calls = PLANNERS[destination.type](destination, adds, removes, owner) if adds or removes else []
     return Cost(destination.name, tuple(calls), DOCUMENTED.get(destination.type), destination.rate)
 
 

@@ -112,6 +112,8 @@ class FakeIntercom:
     lookups: list[str] = field(default_factory=list)  # external ids looked up, in order
     throttle_next: int = 0  # answer this many requests with 429 first
     bulk_tags: list[int] = field(default_factory=list)  # contacts per POST /tags, in order
+    owners: dict[str, str] = field(default_factory=dict)  # contact id -> owner_id (admin)
+    refuse_owner: bool = False  # answer owner updates with 400, as for an id that is no admin
 
     def install(self, server: HTTPServer) -> FakeIntercom:
         server.expect_request(re.compile(r"^/.*$")).respond_with_handler(self.handle)
@@ -144,6 +146,14 @@ class FakeIntercom:
             if external_id not in self.contacts:
                 return _error(404, "not_found", "User Not Found")
             return _json({"type": "contact", "id": self.contacts[external_id], "external_id": external_id, "role": "user"})
+        if (match := re.fullmatch(r"/contacts/([^/]+)", path)) and method == "PUT":
+            contact_id = match.group(1)
+            if contact_id not in self.contacts.values():
+                return _error(404, "not_found", "User Not Found")
+            if self.refuse_owner:
+                return _error(400, "parameter_invalid", "owner_id is not an admin")
+            self.owners[contact_id] = request.get_json()["owner_id"]
+            return _json({"type": "contact", "id": contact_id, "owner_id": self.owners[contact_id]})
         if match := re.fullmatch(r"/contacts/([^/]+)/tags(?:/([^/]+))?", path):
             contact_id, tag_id = match.groups()
             if contact_id not in self.contacts.values():

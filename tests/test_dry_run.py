@@ -33,8 +33,8 @@ def make(type_: str, **options: object):
 
 # (type, options, adds, removes, calls by kind, seconds at the documented limit)
 CASES = [
-    ("intercom", {}, 250, 40, [1, 250, 3, 40], 294 / (10_000 / 60)),
-    ("intercom", {"batch_size": 1000}, 2500, 0, [1, 2500, 3, 0], 2504 / (10_000 / 60)),
+    ("intercom", {}, 250, 40, [1, 250, 3, 40, 0], 294 / (10_000 / 60)),
+    ("intercom", {"batch_size": 1000}, 2500, 0, [1, 2500, 3, 0, 0], 2504 / (10_000 / 60)),
     ("chatwoot", {}, 30, 10, [1, 30, 80], 30 / (100 / 60)),  # the searches' own limit dominates
     ("customerio", {}, 2500, 1, [3, 1], 4 / 100),
     ("braze", {}, 150, 1, [3], None),  # no documented number in api-specs

@@ -11,6 +11,8 @@ of Intercom's OpenAPI description); if Intercom refuses it (a contact deleted si
 its lookup), the batch's contacts are tagged one by one with ``POST
 /contacts/{id}/tags`` ``{"id": tag_id}``, so only the refused ones fail. Untagging has
 no bulk form for contacts: ``DELETE /contacts/{id}/tags/{tag_id}``, one per member.
+With ``owners:`` (spec owner -> admin id), each add also sets the contact's
+``owner_id`` to the spec owner's admin (``PUT /contacts/{id}``; see :mod:`sync.routing`).
 All are idempotent, so a batch replayed after a crash does no harm.
 
 Limits (Intercom's docs): 10,000 calls a minute per app, counted over 10-second
@@ -38,6 +40,7 @@ from sync.destinations.base import (
     segment,
 )
 from sync.http import HttpClient, TerminalError
+from sync.routing import admin_id, owner_of
 
 API_VERSION = "2.16"
 
@@ -45,9 +48,10 @@ API_VERSION = "2.16"
 class IntercomAudience(ContactAudience):
     platform = "Intercom"
 
-    def __init__(self, destination: IntercomDestination, tag_name: str, tag_id: str):
+    def __init__(self, destination: IntercomDestination, tag_name: str, tag_id: str, owner_id: str | None = None):
         super().__init__(destination.contacts, tag_id)
         self.tag_name = tag_name
+        self.owner_id = owner_id  # the admin the spec's owner maps to (owners:), set on each add
         self.call = destination.call
 
     def send(self, batch: Batch) -> BatchResult:
@@ -71,16 +75,28 @@ class IntercomAudience(ContactAudience):
             self.call("POST", "/tags", body={"name": self.tag_name, "users": [{"id": c} for _, c in found]})
         except TerminalError:
             # one bad contact refuses the whole call: tag each, so only it fails
+            tagged = []
             for user_id, contact_id in found:
                 try:
                     self.mark(contact_id)
                 except TerminalError as error:
                     result.failures.append(RecordFailure(user_id, "add", error.status, str(error)))
                     continue
-                result.remote_ids[user_id] = contact_id
-            return result
-        result.remote_ids.update(dict(found))
+                tagged.append((user_id, contact_id))
+            found = tagged
+        for user_id, contact_id in found:
+            try:
+                self.route(contact_id)
+            except TerminalError as error:  # tagged, not routed: tried again next run
+                result.failures.append(RecordFailure(user_id, "add", error.status, f"setting the owner failed: {error}"))
+                continue
+            result.remote_ids[user_id] = contact_id
         return result
+
+    def route(self, contact_id: str) -> None:
+        """Make the owner's admin the contact's owner (``PUT /contacts/{id}``)."""
+        if self.owner_id is not None:
+            self.call("PUT", f"/contacts/{segment(contact_id)}", body={"owner_id": self.owner_id})
 
     def mark(self, contact_id: str) -> None:
         self.call("POST", f"/contacts/{segment(contact_id)}/tags", body={"id": self.marker})
@@ -95,6 +111,7 @@ class IntercomDestination(ApiDestination):
         Option("token", required=True, secret=True),
         Option("region", default="us"),
         Option("base_url"),
+        Option("owners", dict),  # spec owner -> Intercom admin id, set as the contact's owner_id
     )
     TARGET_OPTIONS = (Option("tag"),)
     REGIONS = {
@@ -140,4 +157,4 @@ class IntercomDestination(ApiDestination):
 
     def audience(self, segment_name: str, options: Mapping[str, object]) -> Audience:
         name = str(options.get("tag") or segment_name)
-        return IntercomAudience(self, name, self.tag_id(name))
+        return IntercomAudience(self, name, self.tag_id(name), admin_id(self.options.get("owners"), owner_of(options)))
