@@ -492,6 +492,11 @@ def run_sync(
         outcomes = engine.sync(project, warehouse_file, destination, segment, dry_run, force, settings)
     for outcome in outcomes:
         out.print(engine.summary_line(outcome), markup=False, highlight=False)
+    if dry_run:
+        from sync.dry_run import totals
+
+        for line in totals(o.cost for o in outcomes if o.cost is not None):
+            out.print(line, markup=False, highlight=False)
     return outcomes
 
 
