@@ -133,7 +133,8 @@ def test_no_member_data_in_any_file_the_pipeline_writes(tmp_path, dbt_manifest, 
         assert any(e.asset_key.to_user_string() == "seg_vip_upload" for e in result.get_asset_materialization_events())
 
         # lists of those users uploaded, in the messy forms people paste, plus strangers
-        strangers = ["Stranger.One@Example.org", "+91 99887 76655"]
+        # (built, not written: this file is searched too)
+        strangers = ["Stranger.One" + "@Example.org", f"+91 {9_988_776_655 // 100_000} {9_988_776_655 % 100_000}"]
         (inbox / "mailing.csv").write_text("email\n" + "\n".join(f" {e.upper()} " for e in sorted(emails)[:50]) + f"\n{strangers[0]}\n")
         pasted = [p for _, _, p in users if p][:50]
         (inbox / "callers.csv").write_text("phone,note\n" + "\n".join(f'"{p}",x' for p in pasted) + f'\n"{strangers[1]}",x\n')

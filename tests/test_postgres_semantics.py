@@ -20,11 +20,12 @@ import duckdb
 import pytest
 from sqlglot import exp
 
-from segments import engines
+from segments import engines, uploads
 from segments.compiler import models as md
 from segments.compiler import render
 from segments.compiler import sqlexpr as sx
 from segments.engines.base import Session
+from segments.spec import model as m
 from segments.spec.parse import load_project
 from test_semantics import AS_OF, TIMEZONE_CASES, TRAIT_VALUES, UNIVERSE, _all_segments, _load_rows, check_membership, write_project, zoned_project  # noqa: F401 - a fixture
 
@@ -45,21 +46,29 @@ def materialize(session: Session, compiled: md.CompiledProject, schema: str = SC
 
 
 @pytest.fixture(scope="module")
-def engine_session(postgres_env) -> Iterator[Session]:
+def project(tmp_path_factory) -> m.Project:
+    return load_project(write_project(tmp_path_factory.mktemp("semantics") / "specs", _all_segments()))
+
+
+@pytest.fixture(scope="module")
+def engine_session(postgres_env, project) -> Iterator[Session]:
+    """The rows, and the uploaded lists as a build loads them from the specs' files."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in postgres_env.items():
             patch.setenv(name, value)
         engine = engines.get("postgres")
         with engine.connect() as session, duckdb.connect(":memory:") as rows:
             _load_rows(rows)
-            session.import_tables(rows, {engine.table(t, RAW): f"raw.{t}" for t in ("users", "events")})
+            uploads.write_file_lists(rows, project)
+            tables = {engine.table(t, RAW): f"raw.{t}" for t in ("users", "events")}
+            tables[engine.table(md.UPLOADS_TABLE, RAW)] = f"main.{md.UPLOADS_TABLE}"
+            session.import_tables(rows, tables)
             yield session
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory) -> md.CompiledProject:
-    specs = write_project(tmp_path_factory.mktemp("semantics") / "specs", _all_segments())
-    return md.compile_project(load_project(specs))
+def full(project) -> md.CompiledProject:
+    return md.compile_project(project)
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ import duckdb
 import pytest
 from sqlglot import exp
 
+from segments import uploads
 from segments.compiler.models import (
     EVENTS as STG_EVENTS,
     MEASURES,
@@ -709,8 +710,10 @@ def _load_rows(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 
 @pytest.fixture(scope="module")
-def warehouse() -> duckdb.DuckDBPyConnection:
+def warehouse(project) -> duckdb.DuckDBPyConnection:
+    """The rows, and the uploaded lists as a build loads them from the specs' files."""
     con = _load_rows(duckdb.connect(":memory:"))
+    uploads.write_file_lists(con, project)
     yield con
     con.close()
 
@@ -966,10 +969,11 @@ def check_membership(result: list[tuple]) -> None:
         assert {u: flags[(name, u)] for u in expected} == {u: expected_holdout(name, u, percent) for u in expected}
 
 
-def test_full_compile_agrees_with_alone(full):
+def test_full_compile_agrees_with_alone(full, project):
     """Every case compiled together (shared measures and follow-ups, the dbt models in
     order) selects the same users as compiled alone."""
     con = _load_rows(duckdb.connect(":memory:"))
+    uploads.write_file_lists(con, project)
     try:
         _materialize(con, full)
         result = con.execute("SELECT segment_name, user_id, is_holdout, as_of FROM segment_membership").fetchall()
