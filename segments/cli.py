@@ -104,8 +104,11 @@ def validate(specs: SpecsOption = None, project_dir: ProjectDirOption = None) ->
     """Check every spec; print every error as file:line:col: message."""
     from sync.engine import configuration_problems
 
+    from segments.spec_tests import read_tests
+
     _project(project_dir)
     result = pipeline.compile_specs(_specs(specs))
+    read_tests(result.project)  # the specs' tests: file:line:col errors too
     problems = configuration_problems(result.project)
     if problems:
         raise SegmentsError("destination options:\n  " + "\n  ".join(problems))
@@ -273,6 +276,56 @@ def preview(
 
 
 @app.command()
+def explain(
+    name: Annotated[str, typer.Argument(help="Segment name (tiers: <spec>__<tier>; a tiered spec's name: all its tiers).")],
+    user_id: Annotated[str, typer.Argument(help="The user's id (the catalog's users key).")],
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
+    warehouse_path: WarehouseOption = None,
+    as_of: Annotated[
+        Optional[str],
+        typer.Option("--as-of", help="Evaluate at this UTC instant: an ISO date or date-time, now, or now - 7d (as in specs).",
+                     show_default="the last build's as_of, else now"),
+    ] = None,
+    target: TargetOption = "duckdb",
+) -> None:
+    """Why a user is in or out of a segment, rule by rule, with each measure's value."""
+    from segments.explain import explain_users
+
+    _project(project_dir)
+    warehouse_file = _warehouse(target, warehouse_path)
+    at = _as_of(as_of) if as_of is not None else None
+    for explanation in explain_users(_specs(specs), warehouse_file, name, [user_id], at, target):
+        for line in explanation.lines():
+            out.print(line, markup=False, highlight=False)
+
+
+@app.command("test")
+def test_command(
+    name: Annotated[Optional[str], typer.Argument(help="Only this spec's tests (a segment or spec name).")] = None,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
+) -> None:
+    """Run the specs' segment tests (tests: blocks, <spec>.tests.yml) on an in-memory DuckDB."""
+    from segments import spec_tests
+
+    _project(project_dir)
+    project = load_project(_specs(specs))
+    if name is not None:
+        pipeline.preview_segments(project, name)  # an unknown name fails with the closest one
+    tests = spec_tests.read_tests(project, name)
+    failed = 0
+    for test in tests:
+        outcome = spec_tests.run(project, test)
+        failed += not outcome.ok
+        for line in spec_tests.report(outcome):
+            out.print(line, markup=False, highlight=False)
+    if failed:
+        raise SegmentsError(f"{failed} of {len(tests)} segment test(s) failed")
+    out.print(f"{len(tests)} segment test(s) passed" if tests else "no segment tests (add tests: to a spec)")
+
+
+@app.command()
 def load(
     users: Annotated[Optional[Path], typer.Option("--users", help="CSV or Parquet file of users.")] = None,
     events: Annotated[Optional[Path], typer.Option("--events", help="CSV or Parquet file of events.")] = None,
@@ -404,6 +457,11 @@ def run_sync(
         outcomes = engine.sync(project, warehouse, destination, segment, dry_run, force, settings)
     for outcome in outcomes:
         out.print(engine.summary_line(outcome), markup=False, highlight=False)
+    if dry_run:
+        from sync.dry_run import totals
+
+        for line in totals(o.cost for o in outcomes if o.cost is not None):
+            out.print(line, markup=False, highlight=False)
     return outcomes
 
 

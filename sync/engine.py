@@ -31,6 +31,8 @@ from segments import engines
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations import REGISTRY
+from sync.dry_run import Cost, cost
+from sync.routing import OWNER, check_owners
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, is_http_url, resolve_options
 from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
 from sync.places import open_place
@@ -48,6 +50,7 @@ class Pair:
     segment: str
     destination: str
     options: Mapping[str, object] = field(default_factory=dict)
+    owner: str | None = None  # the spec's owner, routed where the destination says (sync.routing)
 
 
 @dataclass
@@ -63,6 +66,8 @@ class Outcome:
     removed: int = 0
     failed: int = 0
     message: str | None = None
+    #: a dry run's API calls and time (:mod:`sync.dry_run`)
+    cost: Cost | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,7 +118,7 @@ def select_pairs(project: m.Project, destination: str | None = None, segment: st
                 continue
             for target in spec.sync:
                 if destination is None or target.destination == destination:
-                    pairs.append(Pair(name, target.destination, target.options))
+                    pairs.append(Pair(name, target.destination, target.options, spec.owner))
     return pairs
 
 
@@ -182,6 +187,9 @@ class Engine:
                                f"segment {p.segment}: sync to {p.destination}", self.settings.env)
             for p in pairs
         }
+        for name, destination in destinations.items():
+            routed = [(p.segment, p.owner) for p in pairs if p.destination == name]
+            check_owners(name, destination.options.get("owners"), routed)
         outcomes: list[Outcome] = []
         with open_place(self.warehouse, read_only=dry_run) as place:
             store = Store(place, self.project.catalog)
@@ -208,7 +216,7 @@ class Engine:
     def _plan_only(self, store: Store, destination: Destination, pair: Pair) -> Outcome:
         plan = store.make_plan(destination.name, self._wanted(destination, pair))
         store.drop_plan()
-        outcome = Outcome(pair.segment, pair.destination, PLANNED, plan)
+        outcome = Outcome(pair.segment, pair.destination, PLANNED, plan, cost=cost(destination, plan.adds, plan.removes, pair.owner))
         if self._blocked(destination, plan):
             outcome.message = self._blocked(destination, plan)
         return outcome
@@ -279,7 +287,7 @@ class Engine:
         progress = self.settings.progress
         total = plan.adds + plan.removes
         progress.start(pair, total)
-        audience: Audience = destination.audience(pair.segment, target)
+        audience: Audience = destination.audience(pair.segment, {**target, OWNER: pair.owner})
         batches = store.batches(destination.name, pair.segment, outcome.sync_id or "", wanted.fields,
                                 destination.batch_size, total, encode=destination.JSON_CHANGES)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
@@ -347,6 +355,8 @@ def summary_line(outcome: Outcome) -> str:
         samples = [f"add e.g. {', '.join(p.sample_adds)}" if p.sample_adds else "",
                    f"remove e.g. {', '.join(p.sample_removes)}" if p.sample_removes else ""]
         text += "".join(f"; {s}" for s in samples if s)
+        if outcome.cost is not None:
+            text += f"; {outcome.cost.describe()}"
     else:
         text = f"{outcome.status}: added {outcome.added}, removed {outcome.removed}, failed {outcome.failed}"
     return head + text + (f" - {outcome.message}" if outcome.message else "")

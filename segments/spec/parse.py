@@ -45,6 +45,8 @@ MAX_NAME_LENGTH = 63
 CATALOG_FILE, TRAITS_FILE, DESTINATIONS_FILE = "_catalog", "_traits", "_destinations"
 CONFIG_FILES = (CATALOG_FILE, TRAITS_FILE, DESTINATIONS_FILE)
 YAML_SUFFIXES = (".yml", ".yaml")
+#: ``<spec>.tests.yml`` beside a spec holds its tests (see :mod:`segments.spec_tests`), not a spec.
+TESTS_SUFFIX = ".tests"
 
 DESTINATION_TYPES = ("webhook", "intercom", "chatwoot", "customerio", "braze", "wati", "csv")
 MATCH_ON = grammar.MATCH_ON
@@ -1627,7 +1629,7 @@ def _spec_files(specs_dir: Path) -> list[Path]:
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
-    >>> for name in ("_catalog.yml", "a.yml", "growth/b.yaml", "growth/notes.txt",
+    >>> for name in ("_catalog.yml", "a.yml", "a.tests.yml", "growth/b.yaml", "growth/notes.txt",
     ...              "_drafts/c.yml", ".hidden/d.yml", ".e.yml", "uploads/vip.csv"):
     ...     (root / name).parent.mkdir(parents=True, exist_ok=True)
     ...     _ = (root / name).write_text("")
@@ -1642,6 +1644,7 @@ def _spec_files(specs_dir: Path) -> list[Path]:
             for name in names
             if Path(name).suffix in YAML_SUFFIXES
             and not name.startswith(".")
+            and Path(Path(name).stem).suffix != TESTS_SUFFIX  # <spec>.tests.yml: segments test reads it
             and (Path(folder) / name).is_file()
         )
     return sorted(found, key=lambda p: (p.parent != specs_dir, p.relative_to(specs_dir).as_posix()))
