@@ -93,6 +93,9 @@ class Engine(ABC):
     dialect: ClassVar[str]
     #: dbt runs in this process (Spark: dbt-spark's session shares our JVM).
     dbt_in_process: ClassVar[bool] = False
+    #: creating a temporary table needs a read-write session (PostgreSQL refuses every
+    #: CREATE in a read-only transaction)
+    temporaries_need_writes: ClassVar[bool] = False
 
     def __init__(self, target_schema: str):
         self.target_schema = target_schema
@@ -147,6 +150,12 @@ class Session(ABC):
 
     def rows(self, query: exp.Query) -> list[tuple]:
         return list(self.stream(query))
+
+    def create_temporary(self, name: str, query: exp.Query) -> None:
+        """The rows of ``query`` in table ``name``, private to this session and gone
+        when it closes."""
+        temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
+        self.execute(exp.Create(kind="TABLE", this=exp.to_table(name), expression=query, properties=temporary))
 
     def columns(self, schema: str, table: str, catalog: str | None = None) -> dict[str, str]:
         """Column name -> the engine's type name; empty when there is no such table
