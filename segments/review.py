@@ -35,7 +35,7 @@ from sqlglot import exp
 from segments import engines, gitref, pipeline, warehouse
 from segments.compiler import models as md
 from segments.compiler import dialects, render
-from segments.engines.base import EngineError, Session
+from segments.engines.base import EngineError, Session, count_if
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.model import Project
 from segments.spec.parse import load_project
@@ -370,17 +370,13 @@ def _measure(result: Review, before: _Side, head: _Side, engine: engines.Engine,
     )
 
 
-def _count_if(condition: exp.Expression) -> exp.Expression:
-    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))
-
-
 def _is_set(column: exp.Column) -> exp.Expression:
     return exp.Not(this=exp.Is(this=column, expression=exp.null()))
 
 
 def _sizes(session: Session, table: str) -> dict[str, Size]:
     query = (
-        exp.select("segment_name", exp.Count(this=exp.Star()), _count_if(exp.column("is_holdout")))
+        exp.select("segment_name", exp.Count(this=exp.Star()), count_if(exp.column("is_holdout")))
         .from_(table)
         .group_by("segment_name")
     )
@@ -411,7 +407,7 @@ def _moves(session: Session, names: list[str]) -> None:
 def _move_counts() -> exp.Query:
     entered = exp.column("entered")
     return (
-        exp.select("segment_name", _count_if(entered), _count_if(exp.Not(this=entered.copy())))
+        exp.select("segment_name", count_if(entered), count_if(exp.Not(this=entered.copy())))
         .from_(MOVES)
         .group_by("segment_name")
     )

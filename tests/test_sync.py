@@ -469,3 +469,19 @@ def test_lazy_records_are_read_on_the_planning_thread_only():
     thread.join()
     assert len(records) == 1 and "thread that planned it" in str(errors[0])
     assert list(records) == [Record("u1")]
+
+
+def test_a_csv_destination_that_cannot_write_is_recorded_like_any_other(tmp_path, world, receiver):
+    """A sink error without HTTP: the csv pair fails with its reason, its run is
+    recorded failed (never left running), and the other destination still syncs."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the csv destination wants a folder")
+    destinations = webhook_destinations(receiver.url) + f"  files:\n    type: csv\n    path: {blocked}\n"
+    project = write_project(tmp_path / "both", destinations,
+                            {"vip": "sync:\n  - destination: files\n  - destination: hook"})
+    outcomes = engine.sync(project, world.warehouse, settings=engine.Settings(env={}, clock=world.clock))
+    by_destination = {o.destination: o for o in outcomes}
+    assert by_destination["files"].status == "failed" and "cannot write" in by_destination["files"].message
+    assert (by_destination["hook"].status, by_destination["hook"].added) == ("succeeded", 120)
+    runs = dict(world.query("SELECT destination, status FROM sync_runs"))
+    assert runs == {"files": "failed", "hook": "succeeded"}

@@ -198,7 +198,7 @@ class Session(ABC):
         :meth:`import_tables`: in memory, in UTC."""
         con = duckdb.connect(":memory:")
         try:
-            con.execute("SET TimeZone = 'UTC'")
+            duckdb_setting(con, "TimeZone", "UTC")
             yield con
         finally:
             con.close()
@@ -244,6 +244,20 @@ def values_query(columns: Mapping[str, exp.DataType.Type | exp.DataType], rows: 
     return exp.select("*").from_(exp.Values(expressions=tuples, alias=alias))
 
 
+def duckdb_setting(con: duckdb.DuckDBPyConnection, name: str, value: object) -> None:
+    """``SET name = value`` on a DuckDB connection (every one runs in UTC, for instance)."""
+    con.execute(exp.Set(expressions=[exp.SetItem(this=exp.column(name).eq(exp.convert(value)))]).sql("duckdb"))
+
+
+def count_if(condition: exp.Expression) -> exp.Expression:
+    """``COUNT(*) FILTER (WHERE condition)``, which sqlglot writes as each engine says it.
+
+    >>> count_if(exp.column("is_holdout")).sql("postgres")
+    'COUNT(*) FILTER(WHERE is_holdout)'
+    """
+    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))
+
+
 def create_table(table: exp.Table, columns: Mapping[str, tuple[exp.DataType.Type, bool, object]]) -> exp.Create:
     """``CREATE TABLE IF NOT EXISTS`` from column definitions: name -> (type, NOT
     NULL, default or None).
@@ -269,13 +283,14 @@ def drop(kind: str, relation: exp.Table, cascade: bool = False) -> exp.Drop:
     return exp.Drop(kind=kind, exists=True, tables=[relation], cascade=cascade)
 
 
-def export(source: duckdb.DuckDBPyConnection, table: str, path: str, file_format: str) -> None:
-    """Write a DuckDB table to ``path`` as ``csv`` (with a header; NULL is an empty
-    field, an empty string ``""``) or ``parquet``."""
+def export(source: duckdb.DuckDBPyConnection, table: str | exp.Query, path: str, file_format: str) -> None:
+    """Write a DuckDB table (or the rows of a query) to ``path`` as ``csv`` (with a
+    header; NULL is an empty field, an empty string ``""``) or ``parquet``."""
     params = [exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var(file_format))]
     if file_format == "csv":
         params.append(exp.CopyParameter(this=exp.var("HEADER")))
-    query = exp.Subquery(this=exp.select("*").from_(exp.to_table(table)))
+    rows = table if isinstance(table, exp.Query) else exp.select("*").from_(exp.to_table(table))
+    query = exp.Subquery(this=rows)
     copy = exp.Copy(this=query, kind=False, files=[exp.Literal.string(path)], params=params)
     try:
         source.execute(copy.sql("duckdb"))
