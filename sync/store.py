@@ -34,7 +34,7 @@ from segments.compiler import models as md
 from segments.engines.base import count_if, create_table, drop, duckdb_setting, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
-from sync.destinations.base import Batch, BatchResult, EncodedChanges, LazyRecords, Record
+from sync.destinations.batches import Batch, BatchResult, EncodedChanges, LazyRecords, Record
 from sync.ledger import Changes
 from sync.places import Place
 from sync.scratch import WAREHOUSE
