@@ -402,20 +402,14 @@ def explain_users(
               on=exp.EQ(this=sx.col("user_id", "x"), expression=sx.col("asked_id", "asked")), join_type="left")
     )
 
-    lists: exp.Table | None = None  # the uploaded lists as the specs' files make them
-
-    def source(schema: str, table: str) -> exp.Table:
-        if lists is not None and (schema, table) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
-            return lists.copy()
-        return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
-
     read_lists = md.UPLOAD_KEYS in {model.name for model in compiled.models}
-    # a temporary table of the uploaded lists needs a writable session on PostgreSQL
-    with engine.connect(read_only=not (read_lists and engine.target == "postgres")) as session:
+    # the uploaded lists as the specs' files make them: a temporary table
+    with engine.connect(read_only=not (read_lists and engine.temporaries_need_writes)) as session:
         warehouse.check_inputs(session, project.catalog)
         if as_of is None:
             as_of = _published_as_of(session, wanted) or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
         with uploads.overlay(session, project, compiled.segments if read_lists else []) as lists:
+            source = pipeline.source_table(engine, lists)
             # the rule's own times (``within``, ``now - 7d``) read as_of as the models do, and
             # an upload's list is read where the models read it
             select = render.substitute(

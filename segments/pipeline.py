@@ -8,13 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 from sqlglot import exp
 
 from segments import dbtrun, engines, paths, publish_guard, uploads, warehouse
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
-from segments.engines.base import EngineError
+from segments.engines.base import EngineError, Session
 from segments.errors import SegmentsError
 from segments.spec.model import Project
 from segments.spec.parse import load_project
@@ -234,12 +233,6 @@ def preview(
     engine = engines.get(target, warehouse_file)
     compiled = md.compile_project(project, only=wanted)
 
-    lists: exp.Table | None = None  # the uploaded lists as the specs' files make them
-
-    def source(schema: str, table: str) -> exp.Table:
-        if lists is not None and (schema, table) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
-            return lists.copy()
-        return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
 
     def col(name: str, table: str) -> exp.Column:
         return exp.column(name, table=table)
@@ -274,12 +267,13 @@ def preview(
         .order_by("segment_name", "row_in_segment")
     )
     read_lists = md.UPLOAD_KEYS in {model.name for model in compiled.models}
-    # a temporary table of the uploaded lists needs a writable session on PostgreSQL
-    with engine.connect(read_only=not (read_lists and engine.target == "postgres")) as session:
+    # the uploaded lists as the specs' files make them: a temporary table
+    with engine.connect(read_only=not (read_lists and engine.temporaries_need_writes)) as session:
         warehouse.check_inputs(session, project.catalog)
         with uploads.overlay(session, project, compiled.segments if read_lists else []) as lists:
             query = render.standalone_query(
-                compiled, md.MEMBERSHIP, as_of, source, select=final, also=(md.UNIVERSE,) if shown else ()
+                compiled, md.MEMBERSHIP, as_of, source_table(engine, lists), select=final,
+                also=(md.UNIVERSE,) if shown else (),
             )
             try:
                 rows = session.rows(query)
@@ -316,13 +310,25 @@ def _is_upload(project: Project, segment: str) -> bool:
     return spec is not None and spec.upload is not None
 
 
+def source_table(engine: engines.Engine, lists: exp.Table | None = None) -> Callable[[str, str], exp.Table]:
+    """How the compiled SQL run directly (no dbt) reads a catalog source on ``engine``:
+    the sources of the target schema in the engine's own; the uploaded lists from
+    ``lists`` when given (:func:`segments.uploads.overlay`)."""
+
+    def source(schema: str, table: str) -> exp.Table:
+        if lists is not None and (schema, table) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
+            return lists.copy()
+        return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
+
+    return source
+
+
 def materialize(
-    con: duckdb.DuckDBPyConnection, compiled: md.CompiledProject, model: str, as_of: dt.datetime, table: str,
+    session: Session, compiled: md.CompiledProject, model: str, as_of: dt.datetime, table: str,
     lists: exp.Table | None = None,
 ) -> exp.Select:
-    """Run a compiled model's SQL directly (no dbt) into the temporary table ``table``;
-    ``lists`` is read in place of the warehouse's uploaded lists (see
-    :func:`segments.uploads.overlay`).
+    """Run a compiled model's SQL directly (no dbt) into the session's temporary table
+    ``table``, reading the uploaded lists from ``lists`` when given.
 
     Returns:
         The standalone query that was run.
@@ -330,18 +336,9 @@ def materialize(
     Raises:
         SegmentsError: when the warehouse cannot run it.
     """
-    def source(schema: str, name: str) -> exp.Table:
-        if lists is not None and (schema, name) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
-            return lists.copy()
-        return exp.table_(name, db=schema)
-
-    query = render.standalone_query(compiled, model, as_of, source)
-    create = exp.Create(
-        kind="TABLE", this=exp.to_table(table), expression=query,
-        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-    )
+    query = render.standalone_query(compiled, model, as_of, source_table(session.engine, lists))
     try:
-        con.execute(dialects.render(create, "duckdb"))
-    except duckdb.Error as error:
+        session.create_temporary(table, query)
+    except EngineError as error:
         raise SegmentsError(f"running the compiled SQL of {model} failed: {error}") from None
     return query

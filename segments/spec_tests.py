@@ -37,6 +37,7 @@ from segments import uploads
 from segments.compiler import dialects, render
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
+from segments.engines.base import duckdb_setting
 from segments.errors import SpecError, SpecErrors
 from segments.spec import grammar
 from segments.spec import model as m
@@ -336,7 +337,7 @@ def run(project: m.Project, test: SegmentTest) -> Outcome:
     compiled = md.compile_project(project, only=list(test.expect))
     query = render.standalone_query(compiled, md.MEMBERSHIP, test.as_of, select=exp.select("segment_name", "user_id").from_(md.MEMBERSHIP))
     with duckdb.connect(":memory:") as con:
-        con.execute("SET TimeZone = 'UTC'")
+        duckdb_setting(con, "TimeZone", "UTC")
         load(con, project.catalog, test)
         uploads.write_file_lists(con, project)
         rows = con.execute(dialects.render(query, "duckdb")).fetchall()

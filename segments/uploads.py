@@ -277,11 +277,18 @@ def _history(session: Session, rows: list[exp.Select]) -> exp.Query:
     return _union(parts + rows, _HISTORY_COLUMNS)
 
 
+def _temporary(session: Session, name: str, query: exp.Query) -> exp.Table:
+    """The rows of ``query`` now, in a temporary table of the session, to read in a
+    later :meth:`~segments.engines.base.Session.apply`."""
+    session.create_temporary(name, query)
+    return exp.to_table(name)
+
+
 def _write(session: Session, lists: exp.Query, history_rows: list[exp.Select]) -> None:
     """Replace the lists (from the temporary ``lists`` relation) and append the
     history rows, all at once."""
     engine = session.engine
-    history = session.scratch("segments_upload_history_next", _history(session, history_rows))
+    history = _temporary(session, "segments_upload_history_next", _history(session, history_rows))
     try:
         session.apply([
             ReplaceTable(engine.table(md.UPLOADS_TABLE), exp.select("*").from_(lists)),
@@ -337,7 +344,7 @@ def upload(
                 keys_of = exp.union(mine, new, distinct=True)
             else:
                 keys_of = exp.except_(mine, new, distinct=True)
-            lists = session.scratch("segments_uploads_next", _list_rows(session, {segment: (match_on, keys_of)}))
+            lists = _temporary(session, "segments_uploads_next", _list_rows(session, {segment: (match_on, keys_of)}))
             after = _count(session, lists, _is("segment_name", segment))
             _write(session, lists, [_history_row(segment, match_on, mode, "upload", read, before, after)])
     matched, unmatched = match_counts(session, project, segment)
@@ -393,7 +400,7 @@ def prepare(session: Session, project: m.Project) -> None:
     if exists and not _file_specs(project):
         return
     with _file_lists(session, project) as (rows, reads):
-        lists = session.scratch("segments_uploads_next", rows)
+        lists = _temporary(session, "segments_uploads_next", rows)
         history = []
         current = _lists(session)
         for segment, (match_on, read) in sorted(reads.items()):
@@ -422,7 +429,7 @@ def overlay(session: Session, project: m.Project, segments: Sequence[str], name:
         yield None
         return
     with _file_lists(session, project, segments) as (rows, _):
-        yield session.scratch(name, rows)
+        yield _temporary(session, name, rows)
 
 
 def write_file_lists(duck: duckdb.DuckDBPyConnection, project: m.Project) -> None:

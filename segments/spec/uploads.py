@@ -18,7 +18,8 @@ from yaml.nodes import Node
 from segments import keys
 from segments.spec import grammar
 from segments.spec import model as m
-from segments.spec import parse as p
+from segments.spec import nodes as p
+from segments.spec.conditions import _Env
 
 
 def default_country(ctx: p._Ctx, node: Node | None) -> str | None:
@@ -35,7 +36,7 @@ def default_country(ctx: p._Ctx, node: Node | None) -> str | None:
     return None
 
 
-def upload(ctx: p._Ctx, node: Node, specs_dir: Path, env: p._Env) -> m.Upload | None:
+def upload(ctx: p._Ctx, node: Node, specs_dir: Path, env: _Env) -> m.Upload | None:
     """``upload: {match_on, file?}``."""
     mark = ctx.mark()
     entries = p._entries(ctx, node, "upload")
