@@ -103,6 +103,7 @@ def test_no_member_data_in_any_file_the_pipeline_writes(tmp_path, dbt_manifest, 
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     warehouse = tmp_path / "warehouse.duckdb"
     monkeypatch.setenv(paths.WAREHOUSE_ENV, str(warehouse))
+    monkeypatch.setenv("SEGMENTS_TARGET", "duckdb")
 
     # the demo: sample data, a build of the repository's specs, syncs to a local receiver
     assert main(["demo", "--users", "400", "--warehouse", str(warehouse), "--as-of", AS_OF.isoformat()]) == 0
