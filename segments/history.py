@@ -73,6 +73,7 @@ def statements(
     as_of: dt.datetime,
     published_before: bool,
     published_at: dt.datetime | None = None,
+    users: str | None = None,
 ) -> list[str]:
     """The statements that record a publish; run them before the membership is replaced.
 
@@ -83,6 +84,8 @@ def statements(
         as_of: the build's instant.
         published_before: whether a membership was published before.
         published_at: when the publish happens (default: now, UTC).
+        users: a table of the only users whose membership can have changed (an
+            incremental refresh), None for every user.
     """
     published_at = published_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     history, sizes = f"{target_schema}.{HISTORY}", f"{target_schema}.{SIZES}"
@@ -91,14 +94,15 @@ def statements(
     if not published_before:
         before = "(SELECT CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS user_id WHERE FALSE) AS nothing_published"
     at, now = _literal(as_of), _literal(published_at)
+    only = f" WHERE user_id IN (SELECT user_id FROM {users})" if users else ""
 
     # One full join of the old and the new membership finds both who entered (no old
     # row) and who left (no new row): one hash table, where two EXCEPTs build two.
     moved = (
         f"SELECT COALESCE(n.segment_name, o.segment_name) AS segment_name, COALESCE(n.user_id, o.user_id) AS user_id, "
         f"CASE WHEN o.user_id IS NULL THEN {_literal(ENTERED)} ELSE {_literal(EXITED)} END AS change, {at}, {now} "
-        f"FROM (SELECT segment_name, user_id FROM {built}) AS n "
-        f"FULL OUTER JOIN (SELECT segment_name, user_id FROM {before}) AS o "
+        f"FROM (SELECT segment_name, user_id FROM {built}{only}) AS n "
+        f"FULL OUTER JOIN (SELECT segment_name, user_id FROM {before}{only}) AS o "
         f"ON n.segment_name = o.segment_name AND n.user_id = o.user_id "
         f"WHERE n.user_id IS NULL OR o.user_id IS NULL"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import dbtrun, engines, paths, publish_guard, warehouse
+from segments import dbtrun, engines, paths, publish_guard, refresh, warehouse
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
 from segments.engines.base import EngineError
@@ -85,6 +85,8 @@ class BuildResult:
     sizes: list[tuple[str, int, int]]
     seconds: float
     as_of: dt.datetime
+    #: set when the build was an incremental refresh of the last one (no dbt run)
+    refreshed: refresh.Outcome | None = None
 
 
 def build(
@@ -121,10 +123,22 @@ def build(
         on_compiled(result)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, result.project.catalog)
+    if not full_refresh:
+        with engine.connect() as session:
+            outcome = refresh.attempt(session, result.compiled, as_of)
+            if outcome is not None:
+                warehouse.publish(
+                    session, result.project, result.compiled.segments, as_of, force=force, changed_users=refresh.FLAGGED,
+                )
+                sizes = warehouse.segment_sizes(session)
+                return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of, outcome)
+    with engine.connect() as session:
+        refresh.forget(session)  # the tables change under it
     args = ["build", "--full-refresh"] if full_refresh else ["build"]
     dbtrun.run_dbt(result.project_dir, args, engine, as_of, on_node=on_node)
     with engine.connect() as session:
         warehouse.publish(session, result.project, result.compiled.segments, as_of, force=force)
+        refresh.record(session, result.compiled, as_of)
         sizes = warehouse.segment_sizes(session)
     return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of)
 
