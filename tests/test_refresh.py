@@ -21,7 +21,7 @@ from segments.compiler import models as md
 
 ANCHOR = dt.datetime(2026, 3, 1)
 T0 = ANCHOR - dt.timedelta(days=3)
-PUBLISHED = ("segment_membership", "user_traits")
+PUBLISHED = ("main.segment_membership", "main.user_traits", "main_segments_build.int_segment_flags")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def built(events, specs, tmp_path_factory) -> Path:
 def published(warehouse: Path) -> dict[str, set[tuple]]:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        return {table: set(con.execute(f"SELECT * FROM main.{table}").fetchall()) for table in PUBLISHED}
+        return {table: set(con.execute(f"SELECT * FROM {table}").fetchall()) for table in PUBLISHED}
     finally:
         con.close()
 
@@ -123,10 +123,10 @@ def test_history_of_a_refresh_records_who_entered_and_left(events, specs, tmp_pa
     as_of = T0 + dt.timedelta(days=12)
     copy = tmp_path / "before.duckdb"
     shutil.copyfile(warehouse, copy)
-    before = published(copy)["segment_membership"]
+    before = published(copy)["main.segment_membership"]
     result = pipeline.build(specs, warehouse, as_of)
     assert result.refreshed is not None
-    after = published(warehouse)["segment_membership"]
+    after = published(warehouse)["main.segment_membership"]
     con = duckdb.connect(str(warehouse), read_only=True)
     rows = con.execute(
         "SELECT segment_name, user_id, change FROM main.segment_membership_history WHERE published_at > ?", [last]
