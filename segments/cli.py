@@ -104,8 +104,11 @@ def validate(specs: SpecsOption = None, project_dir: ProjectDirOption = None) ->
     """Check every spec; print every error as file:line:col: message."""
     from sync.engine import configuration_problems
 
+    from segments.spec_tests import read_tests
+
     _project(project_dir)
     result = pipeline.compile_specs(_specs(specs))
+    read_tests(result.project)  # the specs' tests: file:line:col errors too
     problems = configuration_problems(result.project)
     if problems:
         raise SegmentsError("destination options:\n  " + "\n  ".join(problems))
@@ -273,6 +276,56 @@ def preview(
 
 
 @app.command()
+def explain(
+    name: Annotated[str, typer.Argument(help="Segment name (tiers: <spec>__<tier>; a tiered spec's name: all its tiers).")],
+    user_id: Annotated[str, typer.Argument(help="The user's id (the catalog's users key).")],
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
+    warehouse_path: WarehouseOption = None,
+    as_of: Annotated[
+        Optional[str],
+        typer.Option("--as-of", help="Evaluate at this UTC instant: an ISO date or date-time, now, or now - 7d (as in specs).",
+                     show_default="the last build's as_of, else now"),
+    ] = None,
+    target: TargetOption = "duckdb",
+) -> None:
+    """Why a user is in or out of a segment, rule by rule, with each measure's value."""
+    from segments.explain import explain_users
+
+    _project(project_dir)
+    warehouse_file = _warehouse(target, warehouse_path)
+    at = _as_of(as_of) if as_of is not None else None
+    for explanation in explain_users(_specs(specs), warehouse_file, name, [user_id], at, target):
+        for line in explanation.lines():
+            out.print(line, markup=False, highlight=False)
+
+
+@app.command("test")
+def test_command(
+    name: Annotated[Optional[str], typer.Argument(help="Only this spec's tests (a segment or spec name).")] = None,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
+) -> None:
+    """Run the specs' segment tests (tests: blocks, <spec>.tests.yml) on an in-memory DuckDB."""
+    from segments import spec_tests
+
+    _project(project_dir)
+    project = load_project(_specs(specs))
+    if name is not None:
+        pipeline.preview_segments(project, name)  # an unknown name fails with the closest one
+    tests = spec_tests.read_tests(project, name)
+    failed = 0
+    for test in tests:
+        outcome = spec_tests.run(project, test)
+        failed += not outcome.ok
+        for line in spec_tests.report(outcome):
+            out.print(line, markup=False, highlight=False)
+    if failed:
+        raise SegmentsError(f"{failed} of {len(tests)} segment test(s) failed")
+    out.print(f"{len(tests)} segment test(s) passed" if tests else "no segment tests (add tests: to a spec)")
+
+
+@app.command()
 def load(
     users: Annotated[Optional[Path], typer.Option("--users", help="CSV or Parquet file of users.")] = None,
     events: Annotated[Optional[Path], typer.Option("--events", help="CSV or Parquet file of events.")] = None,
@@ -390,7 +443,7 @@ class _SyncProgress:
 
 
 def run_sync(
-    specs: Path, warehouse_file: Path, destination: str | None = None, segment: str | None = None,
+    specs: Path, warehouse: Path | engines.Engine, destination: str | None = None, segment: str | None = None,
     dry_run: bool = False, force: bool = False, env: dict[str, str] | None = None,
 ) -> list:
     """Sync with progress bars; print one line per (segment, destination)."""
@@ -401,9 +454,14 @@ def run_sync(
         settings = engine.Settings(progress=_SyncProgress(progress))  # type: ignore[arg-type]
         if env is not None:
             settings.env = env
-        outcomes = engine.sync(project, warehouse_file, destination, segment, dry_run, force, settings)
+        outcomes = engine.sync(project, warehouse, destination, segment, dry_run, force, settings)
     for outcome in outcomes:
         out.print(engine.summary_line(outcome), markup=False, highlight=False)
+    if dry_run:
+        from sync.dry_run import totals
+
+        for line in totals(o.cost for o in outcomes if o.cost is not None):
+            out.print(line, markup=False, highlight=False)
     return outcomes
 
 
@@ -416,10 +474,11 @@ def sync_command(
     specs: SpecsOption = None,
     project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
+    target: TargetOption = "duckdb",
 ) -> None:
     """Push membership changes (adds and removes) to the destinations."""
     _project(project_dir)
-    outcomes = run_sync(_specs(specs), paths.warehouse_path(warehouse_path), destination, segment, dry_run, force)
+    outcomes = run_sync(_specs(specs), _engine(target, warehouse_path), destination, segment, dry_run, force)
     bad = [o for o in outcomes if not o.ok]
     if bad:
         failed = sum(o.failed for o in bad)
@@ -462,7 +521,7 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
     import secrets
 
     from sync.receiver import AudienceReceiver
-    from sync.store import forget
+    from sync.places import forget
 
     project = load_project(specs)
     local = sorted(name for name, d in project.destinations.items() if d.type in ("webhook", "csv"))
@@ -472,9 +531,8 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
     exports = paths.work_dir() / "exports"
     with AudienceReceiver(secret, keep_deliveries=False) as receiver:
         env = {"CRM_HOOK_URL": receiver.url, "CRM_HOOK_SECRET": secret, "SEGMENTS_EXPORT_DIR": str(exports)}
-        with warehouse.connect(warehouse_file) as con:  # a fresh receiver holds nothing yet
-            for name in local:
-                forget(con, name)
+        for name in local:  # a fresh receiver holds nothing yet
+            forget(engines.get("duckdb", warehouse_file), name)
         outcomes = []
         for name in local:
             outcomes += run_sync(specs, warehouse_file, destination=name, env=env)
@@ -493,12 +551,13 @@ def review(
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the Markdown here, not to stdout.")] = None,
+    target: TargetOption = "duckdb",
 ) -> None:
     """Markdown review of spec changes since REF: SQL diff, sizes, who enters and leaves."""
     from segments import review as rv
 
     _project(project_dir)
-    report = rv.markdown(rv.review(_specs(specs), base, paths.warehouse_path(warehouse_path), _as_of(as_of)))
+    report = rv.markdown(rv.review(_specs(specs), base, _engine(target, warehouse_path), _as_of(as_of)))
     if out_file is None:
         sys.stdout.write(report)
         return

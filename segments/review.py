@@ -30,12 +30,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import duckdb
 from sqlglot import exp
 
 from segments import engines, gitref, pipeline, warehouse
 from segments.compiler import models as md
 from segments.compiler import dialects, render
+from segments.engines.base import EngineError, Session, count_if
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.model import Project
 from segments.spec.parse import load_project
@@ -116,7 +116,7 @@ class _Side:
 _NO_SIDE = _Side(None, {}, {}, {}, frozenset())
 
 
-def review(specs_dir: Path, base: str, warehouse_file: Path, as_of: dt.datetime) -> Review:
+def review(specs_dir: Path, base: str, engine: engines.Engine, as_of: dt.datetime) -> Review:
     """Compare the specs at git revision ``base`` with ``specs_dir`` as it is now.
 
     Raises:
@@ -145,7 +145,7 @@ def review(specs_dir: Path, base: str, warehouse_file: Path, as_of: dt.datetime)
         base=revision.label,
         head="working tree",
         as_of=as_of,
-        warehouse=warehouse_file.name,
+        warehouse=engine.describe() if engine.target != "duckdb" else Path(engine.describe()).name,
         changes=changes,
         unchanged=len(set(before.spec_of) & set(head.spec_of)) - sum(c.status in ("changed", "edited") for c in changes),
         spec_files=spec_files,
@@ -154,7 +154,7 @@ def review(specs_dir: Path, base: str, warehouse_file: Path, as_of: dt.datetime)
     )
     if not changes:
         return result
-    return _measure(result, before, head, warehouse_file, revision)
+    return _measure(result, before, head, engine, revision)
 
 
 def _load_at(exported: Path, revision: gitref.Revision, tmp: str) -> Project:
@@ -322,15 +322,15 @@ def _rows(content: bytes | None) -> int | None:
 # ---- membership on the warehouse ---------------------------------------------------
 
 
-def _measure(result: Review, before: _Side, head: _Side, warehouse_file: Path, revision: gitref.Revision) -> Review:
-    """Run both sides on the warehouse: sizes, who enters and leaves, overlaps."""
+def _measure(result: Review, before: _Side, head: _Side, engine: engines.Engine, revision: gitref.Revision) -> Review:
+    """Run both sides on the warehouse: sizes, who enters and leaves, overlaps (in
+    temporary tables of the review's session: nothing is written)."""
     assert head.project is not None
     moved = [c.name for c in result.changes if c.status != "edited"]
     at_base = [c.name for c in result.changes if c.status in ("changed", "removed")]
-    with engines.get("duckdb", warehouse_file).connect(read_only=True) as session:
-        con = session.con  # the review runs the compiled SQL on DuckDB
+    with engine.connect(read_only=not engine.temporaries_need_writes) as session:
         warehouse.check_inputs(session, head.project.catalog)
-        pipeline.materialize(con, md.compile_project(head.project), md.MEMBERSHIP, result.as_of, AFTER)
+        pipeline.materialize(session, md.compile_project(head.project), md.MEMBERSHIP, result.as_of, AFTER)
         if at_base:
             assert before.project is not None
             try:
@@ -338,15 +338,15 @@ def _measure(result: Review, before: _Side, head: _Side, warehouse_file: Path, r
             except SegmentsError as error:
                 raise SegmentsError(f"the specs at {revision.label}: {error}") from None
         base_project = before.project or head.project  # with nothing to run, any project compiles to no rows
-        pipeline.materialize(con, md.compile_project(base_project, only=at_base), md.MEMBERSHIP, result.as_of, BEFORE)
+        pipeline.materialize(session, md.compile_project(base_project, only=at_base), md.MEMBERSHIP, result.as_of, BEFORE)
         try:
-            sizes_before, sizes_after = _sizes(con, BEFORE), _sizes(con, AFTER)
-            _moves(con, moved)
-            counts = {name: (entered, left) for name, entered, left in _fetch(con, _move_counts())}
-            samples = _fetch(con, _move_samples())
+            sizes_before, sizes_after = _sizes(session, BEFORE), _sizes(session, AFTER)
+            _moves(session, moved)
+            counts = {str(name): (int(entered), int(left)) for name, entered, left in session.rows(_move_counts())}
+            samples = [(str(n), bool(e), str(u)) for n, e, u in session.rows(_move_samples())]
             columns = [c.name for c in result.changes if c.status in ("added", "changed") and c.name in counts]
-            overlap = {(a, b): n for a, b, n in _fetch(con, _overlap(columns))}
-        except duckdb.Error as error:
+            overlap = {(str(a), str(b)): int(n) for a, b, n in session.rows(_overlap(columns))}
+        except EngineError as error:
             raise SegmentsError(f"comparing the memberships failed: {error}") from None
     examples: dict[tuple[str, bool], list[str]] = {}
     for name, entered, user_id in samples:
@@ -370,28 +370,20 @@ def _measure(result: Review, before: _Side, head: _Side, warehouse_file: Path, r
     )
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, query: exp.Query) -> list[tuple]:
-    return con.execute(dialects.render(query, "duckdb")).fetchall()
-
-
-def _count_if(condition: exp.Expression) -> exp.Expression:
-    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))
-
-
 def _is_set(column: exp.Column) -> exp.Expression:
     return exp.Not(this=exp.Is(this=column, expression=exp.null()))
 
 
-def _sizes(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Size]:
+def _sizes(session: Session, table: str) -> dict[str, Size]:
     query = (
-        exp.select("segment_name", exp.Count(this=exp.Star()), _count_if(exp.column("is_holdout")))
+        exp.select("segment_name", exp.Count(this=exp.Star()), count_if(exp.column("is_holdout")))
         .from_(table)
         .group_by("segment_name")
     )
-    return {name: Size(members, holdout) for name, members, holdout in _fetch(con, query)}
+    return {str(name): Size(int(members), int(holdout)) for name, members, holdout in session.rows(query)}
 
 
-def _moves(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+def _moves(session: Session, names: list[str]) -> None:
     """``review_moves``: (segment_name, user_id, entered) for every member who
     enters (true) or leaves (false) one of ``names``."""
     wanted = exp.column("segment_name").isin(*[exp.Literal.string(n) for n in names]) if names else exp.false()
@@ -409,17 +401,13 @@ def _moves(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
         .where(exp.or_(exp.Is(this=exp.column("user_id", "a"), expression=exp.null()),
                        exp.Is(this=exp.column("user_id", "b"), expression=exp.null())))
     )
-    create = exp.Create(
-        kind="TABLE", this=exp.to_table(MOVES), expression=query,
-        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-    )
-    con.execute(dialects.render(create, "duckdb"))
+    session.create_temporary(MOVES, query)
 
 
 def _move_counts() -> exp.Query:
     entered = exp.column("entered")
     return (
-        exp.select("segment_name", _count_if(entered), _count_if(exp.Not(this=entered.copy())))
+        exp.select("segment_name", count_if(entered), count_if(exp.Not(this=entered.copy())))
         .from_(MOVES)
         .group_by("segment_name")
     )

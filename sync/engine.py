@@ -6,11 +6,13 @@ plans the changes against ``sync_state``, stops when the plan would remove too m
 in flight at once, and checkpoints each batch as soon as the destination acknowledges
 it. Everything the run needs (options, secrets, built segments) is checked before the
 first request, so bad input sends nothing. One sync per destination runs at a time:
-a lock file next to the warehouse, released by the OS if the process dies.
+a lock the OS or the server releases if the process dies (:mod:`sync.places`).
 
-The warehouse is held only for short reads and checkpoints, never while waiting on a
-destination: the plan is sent from the sync's own scratch database (:mod:`sync.scratch`),
-so builds and member exports run while a slow destination answers.
+It runs on every engine: :mod:`sync.places` says where the membership is read and
+where the record is kept. The warehouse is held only for short reads and checkpoints,
+never while waiting on a destination: the plan is sent from the sync's own scratch
+database (:mod:`sync.scratch`), so builds and member exports run while a slow
+destination answers.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import filelock
 import requests
 
+from segments import engines
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations import REGISTRY
+from sync.dry_run import Cost, cost
+from sync.routing import OWNER, check_owners
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, is_http_url, resolve_options
-from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
-from sync.scratch import open_scratch
+from sync.errors import SinkError, TerminalError
+from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, new_session
+from sync.places import open_place
 from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PlanSummary, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
@@ -46,6 +51,7 @@ class Pair:
     segment: str
     destination: str
     options: Mapping[str, object] = field(default_factory=dict)
+    owner: str | None = None  # the spec's owner, routed where the destination says (sync.routing)
 
 
 @dataclass
@@ -61,6 +67,8 @@ class Outcome:
     removed: int = 0
     failed: int = 0
     message: str | None = None
+    #: a dry run's API calls and time (:mod:`sync.dry_run`)
+    cost: Cost | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,7 +82,7 @@ class Progress:
 
     def advance(self, pair: Pair, changes: int) -> None: ...
 
-    def retrying(self, destination: str, error: SyncHttpError, wait: float) -> None: ...
+    def retrying(self, destination: str, error: SinkError, wait: float) -> None: ...
 
 
 @dataclass
@@ -111,7 +119,7 @@ def select_pairs(project: m.Project, destination: str | None = None, segment: st
                 continue
             for target in spec.sync:
                 if destination is None or target.destination == destination:
-                    pairs.append(Pair(name, target.destination, target.options))
+                    pairs.append(Pair(name, target.destination, target.options, spec.owner))
     return pairs
 
 
@@ -138,16 +146,17 @@ def configuration_problems(project: m.Project) -> list[str]:
     return problems
 
 
-def _lock_path(warehouse_file: Path, destination: str) -> Path:
-    return warehouse_file.with_name(f"{warehouse_file.name}.sync-{destination}.lock")
+def _engine(warehouse: Path | engines.Engine) -> engines.Engine:
+    """An engine, or a DuckDB warehouse file's."""
+    return warehouse if isinstance(warehouse, engines.Engine) else engines.get("duckdb", warehouse)
 
 
 class Engine:
     """Runs the sync of some pairs against one warehouse."""
 
-    def __init__(self, project: m.Project, warehouse_file: Path, settings: Settings | None = None):
+    def __init__(self, project: m.Project, warehouse: Path | engines.Engine, settings: Settings | None = None):
         self.project = project
-        self.warehouse_file = warehouse_file
+        self.warehouse = _engine(warehouse)
         self.settings = settings or Settings()
 
     def _destination(self, name: str, session: requests.Session) -> Destination:
@@ -179,9 +188,12 @@ class Engine:
                                f"segment {p.segment}: sync to {p.destination}", self.settings.env)
             for p in pairs
         }
+        for name, destination in destinations.items():
+            routed = [(p.segment, p.owner) for p in pairs if p.destination == name]
+            check_owners(name, destination.options.get("owners"), routed)
         outcomes: list[Outcome] = []
-        with open_scratch(self.warehouse_file, read_only=dry_run) as scratch:
-            store = Store(scratch, self.project.catalog)
+        with open_place(self.warehouse, read_only=dry_run) as place:
+            store = Store(place, self.project.catalog)
             store.limit_resources(self.settings.env.get(MEMORY_LIMIT_ENV, MEMORY_LIMIT))
             with store.hold():
                 missing = sorted({p.segment for p in pairs} - store.built_segments())
@@ -195,15 +207,8 @@ class Engine:
                 if dry_run:
                     outcomes += [self._plan_only(store, destination, p) for p in mine]
                     continue
-                lock = filelock.FileLock(_lock_path(self.warehouse_file, name), timeout=0)
-                try:
-                    lock.acquire()
-                except filelock.Timeout:
-                    raise SegmentsError(f"another sync of destination {name} is running") from None
-                try:
+                with place.lock(name):
                     outcomes += self._sync_destination(store, destination, mine, targets, force)
-                finally:
-                    lock.release()
         return outcomes
 
     def _wanted(self, destination: Destination, pair: Pair) -> Wanted:
@@ -212,7 +217,7 @@ class Engine:
     def _plan_only(self, store: Store, destination: Destination, pair: Pair) -> Outcome:
         plan = store.make_plan(destination.name, self._wanted(destination, pair))
         store.drop_plan()
-        outcome = Outcome(pair.segment, pair.destination, PLANNED, plan)
+        outcome = Outcome(pair.segment, pair.destination, PLANNED, plan, cost=cost(destination, plan.adds, plan.removes, pair.owner))
         if self._blocked(destination, plan):
             outcome.message = self._blocked(destination, plan)
         return outcome
@@ -254,7 +259,7 @@ class Engine:
         elif plan.adds or plan.removes:
             try:
                 self._send(store, destination, pair, target, wanted, plan, outcome)
-            except SyncHttpError as error:
+            except SinkError as error:
                 outcome.status, outcome.message = FAILED, str(error)
             except BaseException as error:
                 # Whatever stopped the run (a bug, Ctrl-C, the store), its row must not
@@ -283,11 +288,11 @@ class Engine:
         progress = self.settings.progress
         total = plan.adds + plan.removes
         progress.start(pair, total)
-        audience: Audience = destination.audience(pair.segment, target)
+        audience: Audience = destination.audience(pair.segment, {**target, OWNER: pair.owner})
         batches = store.batches(destination.name, pair.segment, outcome.sync_id or "", wanted.fields,
                                 destination.batch_size, total, encode=destination.JSON_CHANGES)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
-        stopped: SyncHttpError | None = None
+        stopped: SinkError | None = None
 
         def settle(future: Future[BatchResult]) -> None:
             nonlocal stopped
@@ -296,7 +301,7 @@ class Engine:
                 result = future.result()
             except TerminalError as error:
                 result = BatchResult.all_failed(batch, error)
-            except SyncHttpError as error:  # unreachable or refusing our credentials: stop
+            except SinkError as error:  # unreachable or refusing our credentials: stop
                 stopped = stopped or error
                 return
             added, removed = store.checkpoint(batch, first, last, result)
@@ -327,7 +332,7 @@ class Engine:
 
 def sync(
     project: m.Project,
-    warehouse_file: Path,
+    warehouse: Path | engines.Engine,
     destination: str | None = None,
     segment: str | None = None,
     dry_run: bool = False,
@@ -339,7 +344,7 @@ def sync(
     if not pairs:
         raise SegmentsError("nothing to sync: no spec has a `sync:` entry" + (
             f" for destination {destination}" if destination else "") + (f" in segment {segment}" if segment else ""))
-    return Engine(project, warehouse_file, settings).run(pairs, dry_run=dry_run, force=force)
+    return Engine(project, warehouse, settings).run(pairs, dry_run=dry_run, force=force)
 
 
 def summary_line(outcome: Outcome) -> str:
@@ -351,6 +356,8 @@ def summary_line(outcome: Outcome) -> str:
         samples = [f"add e.g. {', '.join(p.sample_adds)}" if p.sample_adds else "",
                    f"remove e.g. {', '.join(p.sample_removes)}" if p.sample_removes else ""]
         text += "".join(f"; {s}" for s in samples if s)
+        if outcome.cost is not None:
+            text += f"; {outcome.cost.describe()}"
     else:
         text = f"{outcome.status}: added {outcome.added}, removed {outcome.removed}, failed {outcome.failed}"
     return head + text + (f" - {outcome.message}" if outcome.message else "")

@@ -9,6 +9,7 @@ vendors' published OpenAPI descriptions.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -62,9 +63,26 @@ def openapi(name: str, server_url: str) -> OpenAPI:
 
     The descriptions do not pass a strict check of the whole document (Intercom's
     has an unresolved path parameter elsewhere), so only requests are checked.
+    Intercom's ``POST /tags`` body is a ``oneOf`` of payloads that overlap (its
+    "Create or Update Tag" payload admits any extra key, so the documented "Tag Users"
+    payload matches both and fails a strict ``oneOf``): it is read as the ``anyOf``
+    it means, and :func:`tag_users_errors` checks the tagging payload on its own.
     """
-    spec = {**_spec(name), "servers": [{"url": server_url.rstrip("/")}]}
+    spec = copy.deepcopy(_spec(name))
+    spec["servers"] = [{"url": server_url.rstrip("/")}]
+    tags = spec.get("paths", {}).get("/tags", {}).get("post")
+    if tags is not None:
+        body = tags["requestBody"]["content"]["application/json"]["schema"]
+        body["anyOf"] = body.pop("oneOf")
     return OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
+
+
+def tag_users_errors(body: object) -> list[str]:
+    """Why ``body`` is not Intercom's "Tag Users Request Payload" (none when it is)."""
+    import jsonschema
+
+    schema = _spec("intercom-2.16.yaml")["components"]["schemas"]["tag_multiple_users_request"]
+    return [error.message for error in jsonschema.Draft7Validator(schema).iter_errors(body)]
 
 
 def validate(api: OpenAPI, request: requests.PreparedRequest) -> None:
@@ -93,6 +111,9 @@ class FakeIntercom:
     tagged: dict[str, set[str]] = field(default_factory=dict)  # contact id -> tag ids
     lookups: list[str] = field(default_factory=list)  # external ids looked up, in order
     throttle_next: int = 0  # answer this many requests with 429 first
+    bulk_tags: list[int] = field(default_factory=list)  # contacts per POST /tags, in order
+    owners: dict[str, str] = field(default_factory=dict)  # contact id -> owner_id (admin)
+    refuse_owner: bool = False  # answer owner updates with 400, as for an id that is no admin
 
     def install(self, server: HTTPServer) -> FakeIntercom:
         server.expect_request(re.compile(r"^/.*$")).respond_with_handler(self.handle)
@@ -109,8 +130,15 @@ class FakeIntercom:
             return _error(429, "rate_limit_exceeded", "Exceeded rate limit")
         path, method = request.path, request.method
         if path == "/tags" and method == "POST":
-            name = request.get_json()["name"]
+            body = request.get_json()
+            name = body["name"]
+            users = [user["id"] for user in body.get("users", [])]
+            if any(contact_id not in self.contacts.values() for contact_id in users):
+                return _error(404, "not_found", "User Not Found")  # the whole call is refused
             tag_id = self.tags.setdefault(name, str(100 + len(self.tags)))
+            self.bulk_tags.append(len(users))
+            for contact_id in users:
+                self.tagged.setdefault(contact_id, set()).add(tag_id)
             return _json({"type": "tag", "id": tag_id, "name": name})
         if match := re.fullmatch(r"/contacts/find_by_external_id/([^/]+)", path):
             external_id = match.group(1)
@@ -118,6 +146,14 @@ class FakeIntercom:
             if external_id not in self.contacts:
                 return _error(404, "not_found", "User Not Found")
             return _json({"type": "contact", "id": self.contacts[external_id], "external_id": external_id, "role": "user"})
+        if (match := re.fullmatch(r"/contacts/([^/]+)", path)) and method == "PUT":
+            contact_id = match.group(1)
+            if contact_id not in self.contacts.values():
+                return _error(404, "not_found", "User Not Found")
+            if self.refuse_owner:
+                return _error(400, "parameter_invalid", "owner_id is not an admin")
+            self.owners[contact_id] = request.get_json()["owner_id"]
+            return _json({"type": "contact", "id": contact_id, "owner_id": self.owners[contact_id]})
         if match := re.fullmatch(r"/contacts/([^/]+)/tags(?:/([^/]+))?", path):
             contact_id, tag_id = match.groups()
             if contact_id not in self.contacts.values():

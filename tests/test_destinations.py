@@ -24,16 +24,17 @@ from fake_platforms import (
     FakeWati,
     RecordingSession,
     openapi,
+    tag_users_errors,
     validate,
 )
 from openapi_core.exceptions import OpenAPIError
 from werkzeug import Response
 
 from segments.errors import SegmentsError
-from segments.spec.parse import DESTINATION_TYPES
+from segments.spec.nodes import DESTINATION_TYPES
 from sync.destinations import REGISTRY
 from sync.destinations.base import Batch, BatchResult, Destination, Record, resolve_options
-from sync.http import Clock, HttpClient, RetryPolicy, SyncHttpError, TransientError
+from sync.http import Clock, HttpClient, RetryPolicy, SinkError, TransientError
 
 ENV = {
     "INTERCOM_TOKEN": "tok-intercom-SECRET",
@@ -149,9 +150,9 @@ SHAPES = [
         "intercom", lambda: FakeIntercom({"u1": "c1", "u2": "c2"}), {"tag": "Cart abandoners"},
         batch([add("u1")], [rm("u2", "c2")]),
         [("POST", "/tags", {}, {"name": "Cart abandoners"}),
+         ("DELETE", "/contacts/c2/tags/100", {}, None),
          ("GET", "/contacts/find_by_external_id/u1", {}, None),
-         ("POST", "/contacts/c1/tags", {}, {"id": "100"}),
-         ("DELETE", "/contacts/c2/tags/100", {}, None)],
+         ("POST", "/tags", {}, {"name": "Cart abandoners", "users": [{"id": "c1"}]})],
         {"u1": "c1"},
     ),
     Shape(
@@ -240,8 +241,9 @@ OPENAPI_CASES = [
     pytest.param(
         "intercom-2.16.yaml", intercom_run,
         {"POST /tags", "GET /contacts/find_by_external_id/u1", "GET /contacts/find_by_external_id/nobody",
-         "GET /contacts/find_by_external_id/u3", "POST /contacts/c1/tags", "DELETE /contacts/c2/tags/100"},
-        [("POST", "/contacts/c1/tags", AUTH["intercom"], {"id": 100}),  # the tag id must be a string
+         "GET /contacts/find_by_external_id/u3", "DELETE /contacts/c2/tags/100"},
+        [("POST", "/tags", AUTH["intercom"], {"users": [{"id": "c1"}]}),  # the tag's name is required
+         ("POST", "/contacts/c1/tags", AUTH["intercom"], {"id": 100}),  # the tag id must be a string
          ("POST", "/contacts/c1/tags", {"Intercom-Version": "2.16"}, {"id": "100"}),  # no bearer token
          ("POST", "/contacts/c1/tags", {**AUTH["intercom"], "Intercom-Version": "2.99"}, {"id": "100"}),
          ("PUT", "/contacts/c1/tags/100", AUTH["intercom"], None)],
@@ -288,6 +290,34 @@ def test_intercom_looks_each_user_up_once_per_run_and_removes_by_remote_id(https
     first.send(batch(removed=[rm("u3", "c3"), rm("u2")]))  # u3 by its remote id; u2 from the run's cache
     assert fake.lookups == ["u1", "u2", "nobody"]
     assert fake.members("cart") == {"u1"} and fake.members("VIP") == {"u1"}
+
+
+def test_intercom_tags_a_batchs_contacts_in_one_post_tags_call(httpserver, session, http):
+    fake = FakeIntercom({f"u{i}": f"c{i}" for i in range(250)}).install(httpserver)
+    destination = make("intercom", options_for("intercom", httpserver.url_for("/")), http)
+    audience = destination.audience("cart", {})
+    for first in range(0, 250, 100):  # the engine's batches of batch_size (100)
+        assert audience.send(batch([add(f"u{i}") for i in range(first, min(first + 100, 250))])).failures == []
+    assert fake.bulk_tags == [0, 100, 100, 50]  # the find-or-create, then one call a batch
+    assert fake.members("cart") == {f"u{i}" for i in range(250)}
+    api = openapi("intercom-2.16.yaml", httpserver.url_for("/"))
+    bulk = [r for r in session.sent if r.method == "POST" and r.url.endswith("/tags") and b"users" in r.body]
+    assert len(bulk) == 3
+    for request in bulk:
+        validate(api, request)
+        assert tag_users_errors(requests.models.complexjson.loads(request.body)) == []
+    assert tag_users_errors({"name": "cart", "users": "c1"}) != []  # the check can fail
+
+
+def test_intercom_bulk_tag_refused_falls_back_to_one_call_per_contact(httpserver, http):
+    fake = FakeIntercom({"u1": "c1", "u2": "c2"}).install(httpserver)
+    destination = make("intercom", options_for("intercom", httpserver.url_for("/")), http)
+    audience = destination.audience("cart", {})
+    destination.contacts.remember("u3", "c-deleted")  # a contact deleted since it was looked up
+    result = audience.send(batch([add("u1"), add("u3"), add("u2")]))
+    assert failed(result) == {"u3": ("add", 404)}
+    assert result.remote_ids == {"u1": "c1", "u2": "c2"}
+    assert fake.members("cart") == {"u1", "u2"}
 
 
 def test_intercom_missing_contact_fails_alone_and_gone_contact_counts_as_removed(httpserver, http):
@@ -370,7 +400,7 @@ def test_chatwoot_defines_a_missing_label_and_says_when_it_cannot(httpserver, ht
     assert fake.account_labels == {"cart-abandoners"} and fake.labels[1] == ["cart-abandoners"]
 
     fake.admin = False
-    with pytest.raises(SyncHttpError, match="label 'vip' is not defined in the account and creating it failed"):
+    with pytest.raises(SinkError, match="label 'vip' is not defined in the account and creating it failed"):
         destination.audience("vip", {})
 
 
@@ -479,7 +509,7 @@ def test_no_secret_or_pii_in_messages(type_, status, httpserver, http, retried):
     try:
         result = destination.audience("cart", TARGET.get(type_, {})).send(LEAKY[type_])
         messages += [f.message for f in result.failures]
-    except SyncHttpError as error:
+    except SinkError as error:
         assert isinstance(error, TransientError) == (status == 503)
         messages.append(str(error))
     messages += retried

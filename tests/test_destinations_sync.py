@@ -142,17 +142,22 @@ def warehouse(tmp_path) -> Path:
     return path
 
 
+def fake_settings(url: str, session: RecordingSession) -> Settings:
+    """The fakes' environment, a recording session, a clock that sleeps instantly."""
+    now = [1_700_000_000.0]
+    return Settings(
+        env={**ENV, "FAKE_URL": url}, session=session,
+        clock=Clock(monotonic=lambda: now[0], wall=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)),
+        policy=RetryPolicy(attempts=2, initial_wait=0.1, max_wait=1, jitter=0),
+    )
+
+
 @pytest.mark.parametrize("name", sorted(WORLDS))
 def test_sync_makes_the_platform_audience_equal_the_segment(name, project, warehouse, httpserver):
     world = WORLDS[name]
     fake = world.make().install(httpserver)
     session = RecordingSession()
-    now = [1_700_000_000.0]
-    settings = Settings(
-        env={**ENV, "FAKE_URL": httpserver.url_for("/")}, session=session,
-        clock=Clock(monotonic=lambda: now[0], wall=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)),
-        policy=RetryPolicy(attempts=2, initial_wait=0.1, max_wait=1, jitter=0),
-    )
+    settings = fake_settings(httpserver.url_for("/"), session)
     wanted = CHATTERS if world.segment == "chatters" else BUYERS
     looked_up = (lambda: list(world.lookups(fake))) if world.lookups else (lambda: [])
 

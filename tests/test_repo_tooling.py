@@ -35,9 +35,10 @@ def test_pre_commit_hook_passes_on_the_repository(capsys, hook):
 @pytest.mark.parametrize(
     ("path", "hook_ids"),
     [
-        ("segment_specs/abandoned_cart.yml", {"segments-validate", "segments-compile-check"}),
+        ("segment_specs/abandoned_cart.yml", {"segments-validate", "segments-compile-check", "segments-test"}),
+        ("segment_specs/engagement.tests.yml", {"segments-validate", "segments-compile-check", "segments-test"}),
         ("dbt_project/models/segments/seg_vip_upload.sql", {"segments-compile-check"}),
-        ("segments/spec/grammar.py", {"segments-compile-check", "segments-schema-check"}),
+        ("segments/spec/grammar.py", {"segments-compile-check", "segments-schema-check", "segments-test"}),
         ("schemas/segment.schema.json", {"segments-schema-check"}),
         ("README.md", set()),
     ],

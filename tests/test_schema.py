@@ -35,6 +35,8 @@ EditorLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node:
 
 
 def kind_of(path: Path) -> str:
+    if path.name.endswith((".tests.yml", ".tests.yaml")):
+        return "tests"
     return {"_catalog": "catalog", "_traits": "traits"}.get(path.stem, "segment")
 
 

@@ -790,3 +790,32 @@ def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) ->
         tests=({"segments_unique_together": {"arguments": {"columns": ["segment_name", "user_id"]}}},),
     )
 
+
+
+# ---------------------------------------------------------------------------
+# The pieces of a rule, for readers that evaluate them one by one
+# ---------------------------------------------------------------------------
+#
+# ``segments explain`` evaluates each condition of a rule per user with the very
+# expressions the flags model is made of; these give it the compiler's own builders.
+
+
+def base_resolver(project: m.Project) -> _BaseResolver:
+    """A resolver of rule names to ``int_segment_base`` columns. Measure and
+    follow-up column names depend only on the measure, so they match any compile."""
+    return _BaseResolver(project, ms.MeasureSet())
+
+
+def holdout_predicate(segment: str, percent: float | None) -> exp.Expression:
+    """True for a member of ``segment``'s holdout (SPEC 2.6)."""
+    return _holdout(segment, percent)
+
+
+def upload_predicate(upload: m.Upload) -> exp.Expression:
+    """True for a user whose key is in the uploaded list."""
+    return _upload_predicate(upload)
+
+
+def describe_window(window: m.Window) -> str:
+    """An event window in words, as the models' column docs say it."""
+    return _describe_window(window)

@@ -13,6 +13,7 @@ then swapped in by renames, which only touch the metastore).
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -113,6 +114,9 @@ class Engine(ABC):
     dialect: ClassVar[str]
     #: dbt runs in this process (Spark: dbt-spark's session shares our JVM).
     dbt_in_process: ClassVar[bool] = False
+    #: creating a temporary table needs a read-write session (PostgreSQL refuses every
+    #: CREATE in a read-only transaction)
+    temporaries_need_writes: ClassVar[bool] = False
 
     def __init__(self, target_schema: str):
         self.target_schema = target_schema
@@ -168,8 +172,15 @@ class Session(ABC):
     def rows(self, query: exp.Query) -> list[tuple]:
         return list(self.stream(query))
 
-    def columns(self, schema: str, table: str) -> dict[str, str]:
-        """Column name -> the engine's type name; empty when there is no such table."""
+    def create_temporary(self, name: str, query: exp.Query) -> None:
+        """The rows of ``query`` in table ``name``, private to this session and gone
+        when it closes."""
+        temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
+        self.execute(exp.Create(kind="TABLE", this=exp.to_table(name), expression=query, properties=temporary))
+
+    def columns(self, schema: str, table: str, catalog: str | None = None) -> dict[str, str]:
+        """Column name -> the engine's type name; empty when there is no such table
+        (``catalog``: a database attached under that name, on DuckDB)."""
         info = exp.table_("columns", db="information_schema")
         query = (
             exp.select("column_name", "data_type")
@@ -178,7 +189,20 @@ class Session(ABC):
             .where(exp.column("table_name").eq(exp.Literal.string(table)))
             .order_by("ordinal_position")
         )
+        if catalog is not None:
+            query = query.where(exp.column("table_catalog").eq(exp.Literal.string(catalog)))
         return {str(name): str(dtype) for name, dtype in self.rows(query)}
+
+    def has_table(self, schema: str, table: str) -> bool:
+        return bool(self.columns(schema, table))
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        Raises:
+            EngineError: the engine has no multi-statement transactions (Spark).
+        """
+        raise EngineError(f"{self.engine.describe()} has no multi-statement transactions")
 
     @abstractmethod
     def apply(self, changes: Sequence[Change]) -> None:
@@ -195,7 +219,7 @@ class Session(ABC):
         :meth:`import_tables`: in memory, in UTC."""
         con = duckdb.connect(":memory:")
         try:
-            con.execute("SET TimeZone = 'UTC'")
+            duckdb_setting(con, "TimeZone", "UTC")
             yield con
         finally:
             con.close()
@@ -211,6 +235,66 @@ class Session(ABC):
         return [exp.Create(kind="SCHEMA", exists=True, this=exp.Table(this=exp.to_identifier(s))) for s in schemas]
 
 
+def value(item: object, kind: exp.DataType.Type | exp.DataType) -> exp.Expression:
+    """A Python value as a literal of column type ``kind``.
+
+    >>> value("2026-01-15 00:00:00", exp.DataType.Type.TIMESTAMP).sql("postgres")
+    "CAST('2026-01-15 00:00:00' AS TIMESTAMP)"
+    >>> [value(v, exp.DataType.Type.BIGINT).sql("duckdb") for v in (None, 3)]
+    ['CAST(NULL AS BIGINT)', 'CAST(3 AS BIGINT)']
+    """
+    if isinstance(item, dt.datetime):
+        item = item.isoformat(sep=" ")
+    literal = exp.null() if item is None else exp.convert(item)
+    return exp.cast(literal, kind)
+
+
+def values_query(columns: Mapping[str, exp.DataType.Type | exp.DataType], rows: Sequence[Sequence[object]]) -> exp.Select:
+    """``SELECT * FROM (VALUES ...) AS v(columns)``, every value a literal cast to its
+    column's type; with no rows, a query of those columns that returns none.
+
+    >>> values_query({"a": exp.DataType.Type.VARCHAR}, [["x"]]).sql("duckdb")
+    "SELECT * FROM (VALUES (CAST('x' AS TEXT))) AS v(a)"
+    >>> values_query({"a": exp.DataType.Type.VARCHAR}, []).sql("duckdb")
+    'SELECT CAST(NULL AS TEXT) AS a WHERE FALSE'
+    """
+    if not rows:
+        return exp.select(*(exp.alias_(value(None, kind), c) for c, kind in columns.items())).where(exp.false())
+    tuples = [exp.Tuple(expressions=[value(v, kind) for v, kind in zip(row, columns.values())]) for row in rows]
+    alias = exp.TableAlias(this=exp.to_identifier("v"), columns=[exp.to_identifier(c) for c in columns])
+    return exp.select("*").from_(exp.Values(expressions=tuples, alias=alias))
+
+
+def duckdb_setting(con: duckdb.DuckDBPyConnection, name: str, value: object) -> None:
+    """``SET name = value`` on a DuckDB connection (every one runs in UTC, for instance)."""
+    con.execute(exp.Set(expressions=[exp.SetItem(this=exp.column(name).eq(exp.convert(value)))]).sql("duckdb"))
+
+
+def count_if(condition: exp.Expression) -> exp.Expression:
+    """``COUNT(*) FILTER (WHERE condition)``, which sqlglot writes as each engine says it.
+
+    >>> count_if(exp.column("is_holdout")).sql("postgres")
+    'COUNT(*) FILTER(WHERE is_holdout)'
+    """
+    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))
+
+
+def create_table(table: exp.Table, columns: Mapping[str, tuple[exp.DataType.Type, bool, object]]) -> exp.Create:
+    """``CREATE TABLE IF NOT EXISTS`` from column definitions: name -> (type, NOT
+    NULL, default or None).
+
+    >>> create_table(exp.table_("t", db="s"), {"n": (exp.DataType.Type.BIGINT, True, 0)}).sql("postgres")
+    'CREATE TABLE IF NOT EXISTS s.t (n BIGINT NOT NULL DEFAULT 0)'
+    """
+    definitions = []
+    for name, (kind, not_null, default) in columns.items():
+        constraints = [exp.ColumnConstraint(kind=exp.NotNullColumnConstraint())] if not_null else []
+        if default is not None:
+            constraints.append(exp.ColumnConstraint(kind=exp.DefaultColumnConstraint(this=exp.convert(default))))
+        definitions.append(exp.ColumnDef(this=exp.to_identifier(name), kind=exp.DataType.build(kind), constraints=constraints))
+    return exp.Create(kind="TABLE", exists=True, this=exp.Schema(this=table, expressions=definitions))
+
+
 def drop(kind: str, relation: exp.Table, cascade: bool = False) -> exp.Drop:
     """``DROP <kind> IF EXISTS relation [CASCADE]``.
 
@@ -220,13 +304,14 @@ def drop(kind: str, relation: exp.Table, cascade: bool = False) -> exp.Drop:
     return exp.Drop(kind=kind, exists=True, tables=[relation], cascade=cascade)
 
 
-def export(source: duckdb.DuckDBPyConnection, table: str, path: str, file_format: str) -> None:
-    """Write a DuckDB table to ``path`` as ``csv`` (with a header; NULL is an empty
-    field, an empty string ``""``) or ``parquet``."""
+def export(source: duckdb.DuckDBPyConnection, table: str | exp.Query, path: str, file_format: str) -> None:
+    """Write a DuckDB table (or the rows of a query) to ``path`` as ``csv`` (with a
+    header; NULL is an empty field, an empty string ``""``) or ``parquet``."""
     params = [exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var(file_format))]
     if file_format == "csv":
         params.append(exp.CopyParameter(this=exp.var("HEADER")))
-    query = exp.Subquery(this=exp.select("*").from_(exp.to_table(table)))
+    rows = table if isinstance(table, exp.Query) else exp.select("*").from_(exp.to_table(table))
+    query = exp.Subquery(this=rows)
     copy = exp.Copy(this=query, kind=False, files=[exp.Literal.string(path)], params=params)
     try:
         source.execute(copy.sql("duckdb"))

@@ -13,6 +13,7 @@ from sqlglot import exp
 
 from segments import paths
 from segments.engines import profiles
+from segments.engines import base
 from segments.engines.base import (
     Change, DropView, Engine, EngineError, ReplaceRows, ReplaceTable, ReplaceView, Session, drop,
 )
@@ -34,7 +35,7 @@ def connect(
     except duckdb.Error as error:
         raise _open_error(path, error) from None
     try:
-        con.execute("SET TimeZone = 'UTC'")
+        base.duckdb_setting(con, "TimeZone", "UTC")
         yield con
     finally:
         con.close()
@@ -85,7 +86,7 @@ def attached(
         yield
     except BaseException:
         with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")  # an error inside a transaction: nothing of it is kept
+            con.execute(exp.Rollback().sql("duckdb"))  # an error inside a transaction: nothing of it is kept
         raise
     finally:
         con.execute(exp.Detach(this=exp.to_identifier(alias), exists=False).sql(dialect="duckdb"))
@@ -142,18 +143,23 @@ class DuckDBSession(Session):
         assert isinstance(change, DropView)
         return [drop("VIEW", change.view)]
 
-    def apply(self, changes: Sequence[Change]) -> None:
-        self.con.execute("BEGIN TRANSACTION")
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute(exp.Transaction())
         try:
+            yield
+        except BaseException:
+            self.execute(exp.Rollback())
+            raise
+        self.execute(exp.Commit())
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        with self.transaction():
             for statement in self.create_schemas(changes):
                 self.execute(statement)
             for change in changes:
                 for statement in self._statements(change):
                     self.execute(statement)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def staging(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -115,6 +115,10 @@ class SparkSQLSession(Session):
     def execute(self, statement: exp.Expression) -> None:
         self._run(statement)
 
+    def create_temporary(self, name: str, query: exp.Query) -> None:
+        # Spark has no temporary tables: a temporary view, computed once and cached
+        self.execute(exp.Cache(this=exp.to_table(name), expression=query))
+
     def stream(self, query: exp.Query) -> Iterator[tuple]:
         frame = self._run(query)
         try:
@@ -123,7 +127,7 @@ class SparkSQLSession(Session):
         except _errors() as error:
             raise EngineError(str(error).strip().splitlines()[0]) from None
 
-    def columns(self, schema: str, table: str) -> dict[str, str]:
+    def columns(self, schema: str, table: str, catalog: str | None = None) -> dict[str, str]:
         name = f"{schema}.{table}"
         if not self.spark.catalog.tableExists(name):
             return {}

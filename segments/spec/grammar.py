@@ -355,6 +355,49 @@ CHECKS = Mapping(
     (Key("max_size_change_pct", Number(minimum=0),
          "Fail when the size moves more than this percent from the previous build (default 50)."),),
 )
+# ---- segment tests (segments test) -----------------------------------------------------------
+
+TEST_USER = Mapping(
+    "test_user",
+    "A user of a segment test: user_id, optionally created_at, and attributes by their catalog names "
+    "(missing ones are null).",
+    (
+        Key("user_id", Prose(), "The user's id.", required=True),
+        Key("created_at", Time(), "Creation time (users created after as_of are in no segment)."),
+    ),
+    other=Either((Prose(), Time())),
+)
+TEST_EVENT = Mapping(
+    "test_event",
+    "An event of a segment test: who, which event, when (now means the test's as_of), and "
+    "properties by their catalog names.",
+    (
+        Key("user_id", Prose(), "The user's id.", required=True),
+        Key("event", Text(), "The event's name.", required=True),
+        Key("at", Time(), "When: a date-time, or relative to the test's as_of (now - 3h).", required=True),
+    ),
+    other=Either((Prose(), Time())),
+)
+SEGMENT_TEST = Mapping(
+    "segment_test",
+    "A unit test of the segment: a few users and events, an as_of and the expected members "
+    "(run by `segments test`).",
+    (
+        Key("name", Prose(), "What the test checks.", required=True),
+        Key("as_of", Time(), "The instant the segment is evaluated at: a date or date-time.", required=True),
+        Key("users", ListOf(Ref("test_user")), "The users table of the test."),
+        Key("events", ListOf(Ref("test_event")), "The events table of the test."),
+        Key("expect", Either((ListOf(Prose()), MapOf(TIER_NAME, ListOf(Prose())))),
+            "The expected members (holdout included): a list of user ids, or for a tiered spec "
+            "tier -> user ids (each tier listed is checked).", required=True),
+    ),
+)
+TESTS_FILE = Mapping(
+    "tests_file",
+    "<spec>.tests.yml: segment tests kept beside a spec.",
+    (Key("tests", ListOf(Ref("segment_test"), 1), "The tests.", required=True),),
+)
+
 SEGMENT = Mapping(
     "segment_spec",
     "One segment (segment_specs/<name>.yml).",
@@ -370,6 +413,7 @@ SEGMENT = Mapping(
         Key("tiers", ListOf(Ref("tier"), 1), "Mutually exclusive levels, first match wins."),
         Key("sync", ListOf(Ref("sync_target")), "Destinations to push the segment to."),
         Key("checks", Ref("checks"), "Data checks of the segment's build."),
+        Key("tests", ListOf(Ref("segment_test")), "Unit tests: users, events, as_of and expected members (segments test)."),
     ),
     (Group(("upload", "tiers")),),
     needs_one_of=("where", "upload", "tiers"),
@@ -455,8 +499,8 @@ SHAPES: dict[str, Mapping | OneOf] = {
     shape.name: shape
     for shape in (
         CONDITION, PROPERTY_CONDITION, TEST, PROPERTY_TEST, SEQUENCE, UPLOAD, TIER, SYNC_TARGET, CHECKS,
-        COLUMN, USERS, EVENTS, TRAIT,
+        COLUMN, USERS, EVENTS, TRAIT, SEGMENT_TEST, TEST_USER, TEST_EVENT,
     )
 }
 #: The documents: which file holds which shape.
-DOCUMENTS: dict[str, Mapping] = {"segment": SEGMENT, "catalog": CATALOG, "traits": TRAITS}
+DOCUMENTS: dict[str, Mapping] = {"segment": SEGMENT, "catalog": CATALOG, "traits": TRAITS, "tests": TESTS_FILE}

@@ -20,7 +20,10 @@ from pathlib import Path
 from segments.spec import grammar as g
 
 DRAFT = "http://json-schema.org/draft-07/schema#"
-FILE_NAMES = {"segment": "segment.schema.json", "catalog": "catalog.schema.json", "traits": "traits.schema.json"}
+FILE_NAMES = {
+    "segment": "segment.schema.json", "catalog": "catalog.schema.json", "traits": "traits.schema.json",
+    "tests": "tests.schema.json",
+}
 
 
 def _anchored(pattern: str) -> str:
@@ -153,6 +156,6 @@ def generated_files() -> dict[Path, str]:
     """File name -> content, for every schema.
 
     >>> sorted(str(path) for path in generated_files())
-    ['catalog.schema.json', 'segment.schema.json', 'traits.schema.json']
+    ['catalog.schema.json', 'segment.schema.json', 'tests.schema.json', 'traits.schema.json']
     """
     return {Path(name): render(document) for document, name in FILE_NAMES.items()}

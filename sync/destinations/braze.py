@@ -31,6 +31,7 @@ from sync.destinations.base import (
     RecordFailure,
     bearer,
 )
+from sync.routing import owner_attribute
 
 MAX_OBJECTS = 75
 
@@ -59,9 +60,10 @@ def attributable_errors(answer: object, count: int) -> dict[int, str]:
 
 
 class BrazeAudience(Audience):
-    def __init__(self, destination: BrazeDestination, value: str):
+    def __init__(self, destination: BrazeDestination, value: str, owner: tuple[str, str] | None = None):
         self.destination = destination
         self.value = value
+        self.owner = owner  # (attribute, the spec's owner), set with each add
 
     def send(self, batch: Batch) -> BatchResult:
         attribute = self.destination.attribute
@@ -70,7 +72,8 @@ class BrazeAudience(Audience):
         owners: list[tuple[str, str]] = []
         for operation, records in (("add", batch.added), ("remove", batch.removed)):
             for record in records:
-                objects.append({"external_id": record.user_id, attribute: {operation: [self.value]}, **extra})
+                routed = {self.owner[0]: self.owner[1]} if self.owner is not None and operation == "add" else {}
+                objects.append({"external_id": record.user_id, attribute: {operation: [self.value]}, **routed, **extra})
                 owners.append((record.user_id, operation))
         result = BatchResult()
         for start in range(0, len(objects), MAX_OBJECTS):
@@ -89,6 +92,7 @@ class BrazeDestination(ApiDestination):
         Option("api_key", required=True, secret=True),
         Option("attribute", default="segments"),
         Option("update_existing_only", bool, default=False),
+        Option("owner_attribute"),  # a custom attribute set to the spec's owner on each add
     )
     TARGET_OPTIONS = (Option("value"),)
     DEFAULT_BATCH_SIZE = MAX_OBJECTS
@@ -104,4 +108,4 @@ class BrazeDestination(ApiDestination):
         return bearer(str(self.options["api_key"]))
 
     def audience(self, segment_name: str, options: Mapping[str, object]) -> Audience:
-        return BrazeAudience(self, str(options.get("value") or segment_name))
+        return BrazeAudience(self, str(options.get("value") or segment_name), owner_attribute(self.options, options))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from segments import spreadsheet
-from segments.errors import SegmentsError
+from sync.errors import TransientError
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, Option, Record
 
 
@@ -51,7 +51,7 @@ class CsvAudience(Audience):
             self._write(batch.sync_id, "added", batch.added)
             self._write(batch.sync_id, "removed", batch.removed)
         except OSError as error:
-            raise SegmentsError(f"destination {batch.destination}: cannot write {self.directory}: {error.strerror}") from None
+            raise TransientError(f"destination {batch.destination}: cannot write {self.directory}: {error.strerror}") from None
         return BatchResult()
 
     def close(self) -> None:

@@ -5,9 +5,15 @@ found or created once with ``POST /tags``. A member is the Intercom contact whos
 ``external_id`` is the user id, found with ``GET /contacts/find_by_external_id/{id}``
 (exact and immediately consistent, unlike the search index) and remembered for the
 run; the contact id is returned as the member's remote id, so removes untag it with
-no lookup. Tagging is ``POST /contacts/{id}/tags`` ``{"id": tag_id}``, untagging
-``DELETE /contacts/{id}/tags/{tag_id}``; both are idempotent, so a batch replayed
-after a crash does no harm.
+no lookup. A batch's adds are tagged in one bulk call, ``POST /tags``
+``{"name": tag, "users": [{"id": contact_id}, ...]}`` (the "Tag Users Request Payload"
+of Intercom's OpenAPI description); if Intercom refuses it (a contact deleted since
+its lookup), the batch's contacts are tagged one by one with ``POST
+/contacts/{id}/tags`` ``{"id": tag_id}``, so only the refused ones fail. Untagging has
+no bulk form for contacts: ``DELETE /contacts/{id}/tags/{tag_id}``, one per member.
+With ``owners:`` (spec owner -> admin id), each add also sets the contact's
+``owner_id`` to the spec owner's admin (``PUT /contacts/{id}``; see :mod:`sync.routing`).
+All are idempotent, so a batch replayed after a crash does no harm.
 
 Limits (Intercom's docs): 10,000 calls a minute per app, counted over 10-second
 windows, answered with 429 and ``X-RateLimit-Reset``; we default to 150 calls a
@@ -18,18 +24,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 
 from sync.destinations.base import (
     NOT_FOUND,
     ApiDestination,
     Audience,
+    Batch,
+    BatchResult,
     ContactAudience,
     ContactIds,
     Option,
+    RecordFailure,
     bearer,
     segment,
 )
 from sync.http import HttpClient, TerminalError
+from sync.routing import admin_id, owner_of
 
 API_VERSION = "2.16"
 
@@ -37,9 +48,55 @@ API_VERSION = "2.16"
 class IntercomAudience(ContactAudience):
     platform = "Intercom"
 
-    def __init__(self, destination: IntercomDestination, tag_id: str):
+    def __init__(self, destination: IntercomDestination, tag_name: str, tag_id: str, owner_id: str | None = None):
         super().__init__(destination.contacts, tag_id)
+        self.tag_name = tag_name
+        self.owner_id = owner_id  # the admin the spec's owner maps to (owners:), set on each add
         self.call = destination.call
+
+    def send(self, batch: Batch) -> BatchResult:
+        """Look the adds' contacts up, tag them in one ``POST /tags``, then untag the
+        removes one by one (:class:`ContactAudience`)."""
+        result = super().send(replace(batch, added=()))
+        found: list[tuple[str, str]] = []  # (user id, contact id)
+        for record in batch.added:
+            try:
+                contact_id = self.contacts.get(record.user_id)
+            except TerminalError as error:
+                result.failures.append(RecordFailure(record.user_id, "add", error.status, str(error)))
+                continue
+            if contact_id is None:
+                result.failures.append(RecordFailure(record.user_id, "add", NOT_FOUND, f"no {self.platform} contact has this user id"))
+                continue
+            found.append((record.user_id, contact_id))
+        if not found:
+            return result
+        try:
+            self.call("POST", "/tags", body={"name": self.tag_name, "users": [{"id": c} for _, c in found]})
+        except TerminalError:
+            # one bad contact refuses the whole call: tag each, so only it fails
+            tagged = []
+            for user_id, contact_id in found:
+                try:
+                    self.mark(contact_id)
+                except TerminalError as error:
+                    result.failures.append(RecordFailure(user_id, "add", error.status, str(error)))
+                    continue
+                tagged.append((user_id, contact_id))
+            found = tagged
+        for user_id, contact_id in found:
+            try:
+                self.route(contact_id)
+            except TerminalError as error:  # tagged, not routed: tried again next run
+                result.failures.append(RecordFailure(user_id, "add", error.status, f"setting the owner failed: {error}"))
+                continue
+            result.remote_ids[user_id] = contact_id
+        return result
+
+    def route(self, contact_id: str) -> None:
+        """Make the owner's admin the contact's owner (``PUT /contacts/{id}``)."""
+        if self.owner_id is not None:
+            self.call("PUT", f"/contacts/{segment(contact_id)}", body={"owner_id": self.owner_id})
 
     def mark(self, contact_id: str) -> None:
         self.call("POST", f"/contacts/{segment(contact_id)}/tags", body={"id": self.marker})
@@ -54,6 +111,7 @@ class IntercomDestination(ApiDestination):
         Option("token", required=True, secret=True),
         Option("region", default="us"),
         Option("base_url"),
+        Option("owners", dict),  # spec owner -> Intercom admin id, set as the contact's owner_id
     )
     TARGET_OPTIONS = (Option("tag"),)
     REGIONS = {
@@ -98,4 +156,5 @@ class IntercomDestination(ApiDestination):
             return self._tags[name]
 
     def audience(self, segment_name: str, options: Mapping[str, object]) -> Audience:
-        return IntercomAudience(self, self.tag_id(str(options.get("tag") or segment_name)))
+        name = str(options.get("tag") or segment_name)
+        return IntercomAudience(self, name, self.tag_id(name), admin_id(self.options.get("owners"), owner_of(options)))

@@ -35,6 +35,7 @@ from sync.destinations.base import (
     segment,
 )
 from sync.http import HttpClient, TerminalError
+from sync.routing import owner_attribute
 
 _NOT_DIGIT = re.compile(r"\D+")
 _TENANT = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -54,15 +55,19 @@ def whatsapp_number(value: object) -> str | None:
 
 
 class WatiAudience(PerRecordAudience):
-    def __init__(self, destination: WatiDestination, attribute: str):
+    def __init__(self, destination: WatiDestination, attribute: str, owner: tuple[str, str] | None = None):
         self.destination = destination
         self.attribute = attribute
+        self.owner = owner  # (attribute, the spec's owner), set with each add
 
     def _set(self, number: str, value: str) -> None:
         path = "/api/v1/updateContactAttributes/"
+        params = [{"name": self.attribute, "value": value}]
+        if self.owner is not None and value == "true":
+            params.append({"name": self.owner[0], "value": self.owner[1]})
         answer = self.destination.call(
             "POST", f"/{self.destination.tenant}{path}{segment(number)}",
-            body={"customParams": [{"name": self.attribute, "value": value}]},
+            body={"customParams": params},
             where="/{tenant}" + path + "{whatsappNumber}",
         )
         if not isinstance(answer, dict):
@@ -92,6 +97,7 @@ class WatiDestination(ApiDestination):
         Option("tenant_id", (str, int), required=True),
         Option("token", required=True, secret=True),
         Option("phone_attribute", default="phone"),
+        Option("owner_attribute"),  # a contact attribute set to the spec's owner on each add
     )
     TARGET_OPTIONS = (Option("attribute"),)
     DEFAULT_BATCH_SIZE = 50
@@ -119,4 +125,4 @@ class WatiDestination(ApiDestination):
         return (self.phone_attribute,)
 
     def audience(self, segment_name: str, options: Mapping[str, object]) -> Audience:
-        return WatiAudience(self, str(options.get("attribute") or f"seg_{segment_name}"))
+        return WatiAudience(self, str(options.get("attribute") or f"seg_{segment_name}"), owner_attribute(self.options, options))
