@@ -236,7 +236,15 @@ def build(
     _project(project_dir)
     result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh, force)
     print_sizes(result)
-    out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
+    done = result.refreshed
+    if done is not None:
+        out.print(
+            f"refreshed {len(result.segments)} segments from as_of {done.previous_as_of.isoformat(sep=' ')} in "
+            f"{result.seconds:.1f}s: measures of {done.measured:,} users and segments of {done.flagged:,} evaluated again"
+        )
+    else:
+        why = f" ({result.full_because}; incremental refresh not possible)" if result.full_because else ""
+        out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s{why}")
 
 
 @app.command()
@@ -510,7 +518,15 @@ def demo(
     out.print(f"generated {len(data.users):,} users and {len(data.events):,} events into {warehouse_file}")
     result = run_build(specs, warehouse_file, at)
     print_sizes(result)
-    out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
+    done = result.refreshed
+    if done is not None:
+        out.print(
+            f"refreshed {len(result.segments)} segments from as_of {done.previous_as_of.isoformat(sep=' ')} in "
+            f"{result.seconds:.1f}s: measures of {done.measured:,} users and segments of {done.flagged:,} evaluated again"
+        )
+    else:
+        why = f" ({result.full_because}; incremental refresh not possible)" if result.full_because else ""
+        out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s{why}")
     demo_sync(specs, warehouse_file)
 
 

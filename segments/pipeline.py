@@ -86,6 +86,8 @@ class BuildResult:
     as_of: dt.datetime
     #: set when the build was an incremental refresh of the last one (no dbt run)
     refreshed: refresh.Outcome | None = None
+    #: why a build that was not asked to be full could not refresh
+    full_because: str | None = None
 
 
 def build(
@@ -122,9 +124,10 @@ def build(
         on_compiled(result)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, result.project.catalog)
+    reasons: list[str] = []
     if not full_refresh:
         with engine.connect() as session:
-            outcome = refresh.attempt(session, result.compiled, as_of)
+            outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append)
             if outcome is not None:
                 warehouse.publish(
                     session, result.project, result.compiled.segments, as_of, force=force, changed_users=refresh.FLAGGED,
@@ -139,7 +142,9 @@ def build(
         warehouse.publish(session, result.project, result.compiled.segments, as_of, force=force)
         refresh.record(session, result.compiled, as_of)
         sizes = warehouse.segment_sizes(session)
-    return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of)
+    return BuildResult(
+        result.compiled.segments, sizes, time.monotonic() - started, as_of, full_because=reasons[0] if reasons else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ STATE = "segments_refresh_state"
 #: Temporary tables of one refresh: users whose measures / flags are computed again.
 MEASURED, FLAGGED = "_refresh_measured", "_refresh_flagged"
 _NEW_TRAITS = "int_user_traits__refresh"
-_FLAGS = "_refresh_flags"
+_FLAGS, _TRAITED = "_refresh_flags", "_refresh_traited"
 #: Temporary tables of the measures' refresh (see :mod:`segments.compiler.deltas`).
 _CHANGED, _CHANGED_DAYS, _OLD, _OLD_SEQUENCES = "_refresh_changed", "_refresh_changed_days", "_refresh_old", "_refresh_old_sequences"
 _DELTA, _DAYS, _HISTORY_USERS, _HISTORY = "_refresh_delta", "_refresh_days", "_refresh_history_users", "_refresh_history"
@@ -193,9 +193,9 @@ class _Build:
         """Model ``name`` at ``as_of``, restricted to the users of table ``users``."""
         return exp.Subquery(this=exp.select("*").from_(self.relation(name, as_of)).where(_user_in(users)))
 
-    def query(self, model: str, instead: dict[str, exp.Expression], as_of: dt.datetime) -> exp.Expression:
-        """Model ``model``'s query over the build's relations (those of ``instead``
-        replaced) at ``as_of``."""
+    def query(self, model: str, instead: dict[str, exp.Expression], as_of: dt.datetime, tree: exp.Expression | None = None) -> exp.Expression:
+        """Model ``model``'s query (or ``tree``, a query of it) over the build's
+        relations (those of ``instead`` replaced) at ``as_of``."""
 
         def relation(node: exp.Table) -> exp.Expression:
             if "model" not in node.meta:
@@ -203,7 +203,8 @@ class _Build:
             name = node.meta["model"]
             return instead[name].copy() if name in instead else self.relation(name, as_of)
 
-        return render.substitute(self.compiled.model(model).query, relation, sx.timestamp_literal(as_of))  # type: ignore[arg-type]
+        query = self.compiled.model(model).query if tree is None else tree
+        return render.substitute(query, relation, sx.timestamp_literal(as_of))  # type: ignore[arg-type]
 
     def create_temp(self, name: str, query: exp.Expression) -> None:
         temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
@@ -331,13 +332,33 @@ def forget(session: Session) -> None:
 # ---- the refresh --------------------------------------------------------------------
 
 
-def _traits_changed(build: _Build, as_of: dt.datetime) -> exp.Query:
-    """Traits computed again for everyone into a new table; the users whose row differs.
-
-    The traits are one table for every user: ranks (quantiles) move when any user's
-    value does. Comparing rows by user finds who actually changed."""
+def _new_traits(build: _Build, users: str, as_of: dt.datetime) -> exp.Expression:
+    """The traits model's query at ``as_of`` with its per-user part (the first layer:
+    measure traits and follow-ups) computed for ``users`` only and kept from the table
+    for everyone else; the layers of quantiles above it rank every user again."""
     traits = md.USER_TRAITS_AND_FOLLOWUPS
-    build.run(exp.Create(kind="TABLE", this=build.table(_NEW_TRAITS), replace=True, expression=build.query(traits, {}, as_of)))
+    tree = build.compiled.model(traits).query.copy()
+    ctes = list(tree.ctes)
+    per_user = ctes[0].this if ctes else tree
+    assert isinstance(per_user, exp.Select)
+    columns = [e.alias_or_name for e in per_user.expressions]
+    kept = exp.select(*columns).from_(build.table(traits)).where(exp.Not(this=_user_in(users)))
+    fresh = build.query(traits, {md.UNIVERSE: build.only(md.UNIVERSE, users, as_of)}, as_of, tree=per_user)
+    merged = exp.union(kept, fresh, distinct=False)
+    if not ctes:
+        return merged
+    ctes[0].set("this", merged)
+    return build.query(traits, {}, as_of, tree=tree)
+
+
+def _traits_changed(build: _Build, users: str, as_of: dt.datetime) -> exp.Query:
+    """Traits computed again into a new table (per user for ``users``, ranks for
+    everyone); the users whose row differs.
+
+    Quantiles rank every user: they move when any user's value does. Comparing rows by
+    user finds who actually changed."""
+    traits = md.USER_TRAITS_AND_FOLLOWUPS
+    build.run(exp.Create(kind="TABLE", this=build.table(_NEW_TRAITS), replace=True, expression=_new_traits(build, users, as_of)))
     columns = [c for c in build.session.columns(build.engine.build_schema, traits) if c != "user_id"]
     differs = sx.or_(*[exp.NullSafeNEQ(this=exp.column(c, "n"), expression=exp.column(c, "o")) for c in columns]) if columns else exp.false()
     return (
@@ -601,7 +622,9 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
         raise NotIncremental(f"{md.BASE} compares with as_of")
 
     measured = _refresh_measures(build, measured_edges, t0, t1)
-    traits_changed = _traits_changed(build, t1)
+    universe_edges = edges(compiled.model(md.UNIVERSE), md.USERS)
+    _create_users(build, _TRAITED, [exp.select("user_id").from_(MEASURED), *_edge_users(build, universe_edges, t0, t1)])
+    traits_changed = _traits_changed(build, _TRAITED, t1)
     measured_users = exp.select("user_id").from_(MEASURED)
     flagged = _create_users(build, FLAGGED, [measured_users, traits_changed, *_edge_users(build, flag_edges, t0, t1)])
     _swap_traits(build)
@@ -620,6 +643,8 @@ def attempt(session: Session, compiled: md.CompiledProject, as_of: dt.datetime, 
     build is needed."""
     con = getattr(session, "con", None)
     if con is None or session.engine.dialect != "duckdb":
+        if log is not None:
+            log(f"{session.engine.target} builds in full")
         return None
     con.execute("BEGIN TRANSACTION")
     try:
@@ -627,7 +652,7 @@ def attempt(session: Session, compiled: md.CompiledProject, as_of: dt.datetime, 
     except NotIncremental as why:
         con.execute("ROLLBACK")
         if log is not None:
-            log(f"full build: {why}")
+            log(str(why))
         return None
     except BaseException:
         con.execute("ROLLBACK")
