@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import history, input_checks, publish_guard
+from segments import history, input_checks, membership, publish_guard
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
 from segments.engines.base import (
@@ -204,21 +204,12 @@ def _catalog_rows(project: m.Project, segments: list[str], as_of: dt.datetime) -
 def segment_sizes(session: Session) -> list[tuple[str, int, int]]:
     """(segment, members, holdout members) per published segment, in name order."""
     engine = session.engine
-    if not session.columns(engine.target_schema, SEGMENT_CATALOG):
+    if not session.has_table(engine.target_schema, SEGMENT_CATALOG):
         raise SegmentsError("the warehouse has no build yet: run `segments build`")
-    held = exp.Filter(this=exp.Count(this=exp.column("user_id", "m")), expression=exp.Where(this=exp.column("is_holdout", "m")))
-    name = exp.column("segment_name", "c")
-    query = (
-        exp.select(name, exp.Count(this=exp.column("user_id", "m")), held)
-        .from_(exp.alias_(engine.table(SEGMENT_CATALOG), "c", table=True))
-        .join(
-            exp.alias_(engine.table(md.MEMBERSHIP), "m", table=True),
-            on=exp.column("segment_name", "m").eq(name.copy()), join_type="left",
-        )
-        .group_by(name.copy())
-        .order_by(engine.sort_key(name.copy()))
-    )
-    return [(str(n), int(size), int(holdout)) for n, size, holdout in session.rows(query)]
+    counts = {}
+    if session.has_table(engine.target_schema, md.MEMBERSHIP):
+        counts = membership.sizes(session, engine.table(md.MEMBERSHIP))
+    return [(name, *counts.get(name, (0, 0))) for name in sorted(_published_segments(session))]
 
 
 def last_builds(session: Session) -> dict[str, tuple[int, dt.datetime | None]]:

@@ -33,7 +33,10 @@ from segments.spec import model as m
 from sync.destinations import REGISTRY
 from sync.dry_run import Cost, cost
 from sync.routing import OWNER, check_owners
-from sync.destinations.base import Audience, Batch, BatchResult, Destination, is_http_url, resolve_options
+from sync.destinations.api import is_http_url
+from sync.destinations.base import Audience, Destination
+from sync.destinations.batches import Batch, BatchResult
+from sync.destinations.options import resolve_options
 from sync.errors import SinkError, TerminalError
 from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, new_session
 from sync.places import open_place

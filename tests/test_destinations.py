@@ -33,7 +33,9 @@ from werkzeug import Response
 from segments.errors import SegmentsError
 from segments.spec.nodes import DESTINATION_TYPES
 from sync.destinations import REGISTRY
-from sync.destinations.base import Batch, BatchResult, Destination, Record, resolve_options
+from sync.destinations.base import Destination
+from sync.destinations.batches import Batch, BatchResult, Record
+from sync.destinations.options import resolve_options
 from sync.http import Clock, HttpClient, RetryPolicy, SinkError, TransientError
 
 ENV = {

@@ -206,7 +206,7 @@ def test_a_retried_batch_keeps_its_webhook_id(world, receiver):
 
 
 def test_signatures_verify_with_the_standard_webhooks_library(world):
-    from sync.destinations.base import Batch, Record
+    from sync.destinations.batches import Batch, Record
     from sync.destinations.webhook import WebhookDestination, body
     from sync.http import HttpClient, new_session
 
@@ -460,7 +460,7 @@ def test_fields_json_would_spell_differently_are_encoded_by_python(typed):
 def test_lazy_records_are_read_on_the_planning_thread_only():
     import threading
 
-    from sync.destinations.base import LazyRecords, Record
+    from sync.destinations.batches import LazyRecords, Record
 
     records = LazyRecords(1, lambda: (Record("u1"),))
     errors: list[Exception] = []

@@ -16,7 +16,9 @@ from typing import IO
 
 from segments import spreadsheet
 from sync.errors import TransientError
-from sync.destinations.base import Audience, Batch, BatchResult, Destination, Option, Record
+from sync.destinations.base import Audience, Destination
+from sync.destinations.batches import Batch, BatchResult, Record
+from sync.destinations.options import Option
 
 
 class CsvAudience(Audience):
