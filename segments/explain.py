@@ -32,6 +32,7 @@ from segments.engines.base import EngineError, Session
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from segments.spec.parse import load_project
+from segments.spec.timeparse import utc_now
 
 ALL, ANY, NOT, LEAF = "all", "any", "not", "leaf"
 
@@ -407,7 +408,7 @@ def explain_users(
     with engine.connect(read_only=not (read_lists and engine.temporaries_need_writes)) as session:
         warehouse.check_inputs(session, project.catalog)
         if as_of is None:
-            as_of = _published_as_of(session, wanted) or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+            as_of = _published_as_of(session, wanted) or utc_now().replace(microsecond=0)
         with uploads.overlay(session, project, compiled.segments if read_lists else []) as lists:
             source = pipeline.source_table(engine, lists)
             # the rule's own times (``within``, ``now - 7d``) read as_of as the models do, and

@@ -29,7 +29,7 @@ import duckdb
 import pandas as pd
 from sqlglot import exp
 
-from segments import keys
+from segments import keys, refresh
 from segments.compiler import models as md
 from segments.engines.base import EngineError, ReplaceTable, Session, drop
 from segments.errors import SegmentsError
@@ -296,6 +296,8 @@ def _write(session: Session, lists: exp.Query, history_rows: list[exp.Select]) -
         ])
     except EngineError as error:
         raise SegmentsError(f"writing the uploaded list failed, the warehouse is unchanged: {error}") from None
+    if history_rows:  # a list changed: the next build joins it again, in full
+        refresh.forget(session)
 
 
 def upload(

@@ -117,6 +117,8 @@ class CompiledProject:
     #: each segment's rule over the base (a derived rule reads the flags of the
     #: segments it names), as ``int_segment_flags`` evaluates it
     rules: dict[str, exp.Expression] = field(default_factory=dict)
+    #: the distinct measures and follow-ups the measure models compute
+    measures: ms.MeasureSet = field(default_factory=ms.MeasureSet)
 
     def model(self, name: str) -> Model:
         for model in self.models:
@@ -246,6 +248,8 @@ def _segment_refs(condition: m.Condition) -> list[str]:
 
 #: The keys uploaded lists are matched on, per user: computed once per build.
 UPLOAD_KEYS = "int_upload_keys"
+#: Every uploaded list's members: (segment_name, match_on, user_id), one join per build.
+UPLOAD_MEMBERS = "int_upload_members"
 #: The warehouse table of every uploaded list (:mod:`segments.uploads`), a dbt source.
 UPLOADS_TABLE = "segment_uploads"
 
@@ -255,33 +259,52 @@ def upload_key_column(match_on: str) -> str:
 
 
 def _upload_predicate(segment: str, upload: m.Upload) -> exp.Expression:
-    """Users whose normalized key is in the segment's list in the warehouse: a
-    semi-join, no key of the list in the SQL."""
-    keys, listed = _aliased(sx.model_ref(UPLOAD_KEYS), "k"), _aliased(sx.source_ref(TARGET_SCHEMA_SOURCE, UPLOADS_TABLE), "l")
+    """Users on the segment's list in the warehouse: a semi-join on the list's
+    members, no key of the list in the SQL."""
     members = (
-        exp.select(sx.col("user_id", "k"))
-        .from_(keys)
-        .join(listed, on=exp.EQ(this=sx.col("upload_key", "l"), expression=sx.col(upload_key_column(upload.match_on), "k")))
-        .where(exp.EQ(this=sx.col("segment_name", "l"), expression=sx.literal(segment)))
-        .where(exp.EQ(this=sx.col("match_on", "l"), expression=sx.literal(upload.match_on)))
+        exp.select("user_id")
+        .from_(sx.model_ref(UPLOAD_MEMBERS))
+        .where(exp.EQ(this=sx.col("segment_name"), expression=sx.literal(segment)))
+        .where(exp.EQ(this=sx.col("match_on"), expression=sx.literal(upload.match_on)))
     )
     return sx.col("user_id").isin(query=members)
 
 
-def _upload_keys_model(catalog: m.Catalog, match_ons: list[str]) -> Model:
+def _upload_models(catalog: m.Catalog, match_ons: list[str]) -> list[Model]:
     """``int_upload_keys``: each user's key for every ``match_on`` an upload uses,
-    normalized as uploaded keys are (:mod:`segments.keys`)."""
+    normalized as uploaded keys are (:mod:`segments.keys`); ``int_upload_members``:
+    the users each list names. The membership reads models only, so an incremental
+    refresh reads the lists as the last build joined them (an upload makes the next
+    build a full one)."""
     columns = [
         exp.alias_(keys.sql_key(match_on, sx.col(match_on), catalog.default_country), upload_key_column(match_on))
         for match_on in match_ons
     ]
-    query = exp.select("user_id", *columns).from_(sx.model_ref(USERS))
-    return Model(
-        UPLOAD_KEYS, INTERMEDIATE, query,
+    users_keys = Model(
+        UPLOAD_KEYS, INTERMEDIATE, exp.select("user_id", *columns).from_(sx.model_ref(USERS)),
         "Every user's keys uploaded lists match on (emails trimmed and lower-cased, phones as E.164 for the "
         "catalog's default_country, else their digits), computed once per build.",
         columns=[ColumnDoc("user_id", "The user's key.")],
     )
+    parts: list[exp.Query] = []
+    for match_on in match_ons:
+        listed = _aliased(sx.source_ref(TARGET_SCHEMA_SOURCE, UPLOADS_TABLE), "l")
+        on_key = exp.EQ(this=sx.col("upload_key", "l"), expression=sx.col(upload_key_column(match_on), "k"))
+        parts.append(
+            exp.select(sx.col("segment_name", "l"), sx.col("match_on", "l"), sx.col("user_id", "k"))
+            .from_(_aliased(sx.model_ref(UPLOAD_KEYS), "k"))
+            .join(listed, on=on_key)
+            .where(exp.EQ(this=sx.col("match_on", "l"), expression=sx.literal(match_on)))
+        )
+    query = parts[0]
+    for part in parts[1:]:
+        query = exp.union(query, part, distinct=False)
+    members = Model(
+        UPLOAD_MEMBERS, INTERMEDIATE, query,
+        "The users each uploaded list (segment_uploads) names, by the list's match_on.",
+        columns=[ColumnDoc("segment_name", "The upload segment."), ColumnDoc("user_id", "A user on its list.")],
+    )
+    return [users_keys, members]
 
 
 def _holdout(segment: str, percent: float | None) -> exp.Expression:
@@ -357,7 +380,7 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     models.append(_base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
     match_ons = sorted({spec.upload.match_on for spec, _, _ in rules if spec.upload is not None})
     if match_ons:
-        models.append(_upload_keys_model(catalog, match_ons))
+        models += _upload_models(catalog, match_ons)
     segment_models = [_segment_model(project, spec, name) for spec, name, _ in rules]
     _check_relation_names(segment_models)
     if rules:
@@ -371,7 +394,7 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
             tables.append(relation.name)
     if match_ons:
         sources.setdefault(TARGET_SCHEMA_SOURCE, []).append(UPLOADS_TABLE)
-    return CompiledProject(models, sources, catalog, names, {name: where for _, name, where in rules})
+    return CompiledProject(models, sources, catalog, names, {name: where for _, name, where in rules}, measure_set)
 
 
 def _check_collisions(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, segments: list[str]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from sqlglot import exp
 
-from segments import engines, gitref, pipeline, uploads, warehouse
+from segments import engines, gitref, membership, pipeline, uploads, warehouse
 from segments.compiler import models as md
 from segments.engines.base import EngineError, Session, count_if
 from segments.errors import SegmentsError
@@ -81,12 +81,7 @@ def _is_set(column: exp.Column) -> exp.Expression:
 
 
 def _sizes(session: Session, table: str) -> dict[str, Size]:
-    query = (
-        exp.select("segment_name", exp.Count(this=exp.Star()), count_if(exp.column("is_holdout")))
-        .from_(table)
-        .group_by("segment_name")
-    )
-    return {str(name): Size(int(members), int(holdout)) for name, members, holdout in session.rows(query)}
+    return {name: Size(*counts) for name, counts in membership.sizes(session, exp.to_table(table)).items()}
 
 
 def _moves(session: Session, names: list[str]) -> None:

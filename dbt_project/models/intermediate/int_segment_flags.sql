@@ -53,12 +53,10 @@ WITH layer_0 AS (
     COALESCE(
       user_id IN (
         SELECT
-          k.user_id
-        FROM {{ ref('int_upload_keys') }} AS k
-        JOIN {{ source('main', 'segment_uploads') }} AS l
-          ON l.upload_key = k.user_id_key
+          user_id
+        FROM {{ ref('int_upload_members') }}
         WHERE
-          l.segment_name = 'vip_upload' AND l.match_on = 'user_id'
+          segment_name = 'vip_upload' AND match_on = 'user_id'
       ),
       FALSE
     ) AS seg_vip_upload,

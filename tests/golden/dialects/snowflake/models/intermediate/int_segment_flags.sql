@@ -28,12 +28,10 @@ WITH layer_0 AS (
       (
         user_id IN (
           SELECT
-            k.user_id
-          FROM {{ ref('int_upload_keys') }} AS k
-          JOIN {{ source('main', 'segment_uploads') }} AS l
-            ON l.upload_key = k.phone_key
+            user_id
+          FROM {{ ref('int_upload_members') }}
           WHERE
-            l.segment_name = 'vip' AND l.match_on = 'phone'
+            segment_name = 'vip' AND match_on = 'phone'
         )
         AND trait_monetary_score >= 3
       ),
