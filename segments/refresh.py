@@ -38,7 +38,7 @@ from segments.compiler import measures as ms
 from segments.compiler import models as md
 from segments.compiler import render
 from segments.compiler import sqlexpr as sx
-from segments.engines.base import Session, drop
+from segments.engines.base import Engine, Session, drop
 
 #: One row in the build schema: the as_of, project and inputs of the last build.
 STATE = "segments_refresh_state"
@@ -200,7 +200,7 @@ class _Build:
 
         def relation(node: exp.Table) -> exp.Expression:
             if "model" not in node.meta:
-                raise NotIncremental(f"{model} reads a source directly")
+                return source_table(self.engine, *node.meta["source"])
             name = node.meta["model"]
             return instead[name].copy() if name in instead else self.relation(name, as_of)
 
@@ -273,7 +273,8 @@ class State:
     as_of: dt.datetime
     fingerprint: str
     events_upto: int
-    users: str
+    #: the other inputs (users, uploaded lists): counted and hashed
+    inputs: str
 
 
 def _events_upto(build: _Build, as_of: dt.datetime) -> int:
@@ -283,34 +284,50 @@ def _events_upto(build: _Build, as_of: dt.datetime) -> int:
     return int(build.rows(query)[0][0])
 
 
-def _users_fingerprint(build: _Build) -> str:
-    columns = list(build.session.columns(build.engine.build_schema, md.USERS))
-    if not columns:
-        raise NotIncremental("the build has no users")
-    row_hash = exp.Anonymous(this="HASH", expressions=[exp.column(c) for c in columns])
-    query = exp.select(exp.Count(this=exp.Star()), exp.Sum(this=exp.cast(row_hash, exp.DataType.Type.INT128))).from_(build.table(md.USERS))
-    count, total = build.rows(query)[0]
-    return f"{count}:{total}"
+def source_table(engine: Engine, schema: str, table: str) -> exp.Table:
+    """A catalog source's table on ``engine`` (the target schema's in its own)."""
+    return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
+
+
+def _inputs_fingerprint(build: _Build) -> str:
+    """Every source but the events (users, uploaded lists): rows counted and hashed.
+    A changed user or list makes the next build a full one."""
+    events = build.compiled.catalog.events.relation
+    parts = []
+    for schema, tables in sorted(build.compiled.sources.items()):
+        for table in sorted(tables):
+            if (schema, table) == (events.schema or md.TARGET_SCHEMA_SOURCE, events.name):
+                continue
+            relation = source_table(build.engine, schema, table)
+            columns = list(build.session.columns(relation.db, relation.name))
+            if not columns:
+                parts.append(f"{schema}.{table}:none")
+                continue
+            row_hash = exp.Anonymous(this="HASH", expressions=[exp.column(c) for c in columns])
+            total = exp.Sum(this=exp.cast(row_hash, exp.DataType.Type.INT128))
+            count, summed = build.rows(exp.select(exp.Count(this=exp.Star()), total).from_(relation))[0]
+            parts.append(f"{schema}.{table}:{count}:{summed}")
+    return ";".join(parts)
 
 
 _STATE_COLUMNS = {
     "as_of": exp.DataType.Type.TIMESTAMP,
     "fingerprint": exp.DataType.Type.VARCHAR,
     "events_upto": exp.DataType.Type.BIGINT,
-    "users": exp.DataType.Type.VARCHAR,
+    "inputs": exp.DataType.Type.VARCHAR,
 }
 
 
 def _read_state(build: _Build) -> State | None:
-    if not build.session.columns(build.engine.build_schema, STATE):
-        return None
+    if list(build.session.columns(build.engine.build_schema, STATE)) != list(_STATE_COLUMNS):
+        return None  # none, or an older one
     rows = build.rows(exp.select(*_STATE_COLUMNS).from_(build.table(STATE)))
     return State(*rows[0]) if len(rows) == 1 else None
 
 
 def _write_state(build: _Build, state: State) -> None:
     values = [sx.timestamp_literal(state.as_of), exp.Literal.string(state.fingerprint),
-              exp.Literal.number(state.events_upto), exp.Literal.string(state.users)]
+              exp.Literal.number(state.events_upto), exp.Literal.string(state.inputs)]
     row = [exp.alias_(exp.cast(v, kind), name) for v, (name, kind) in zip(values, _STATE_COLUMNS.items())]
     build.run(exp.Create(kind="TABLE", this=build.table(STATE), replace=True, expression=exp.select(*row)))
 
@@ -321,7 +338,7 @@ def record(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) -
     if session.engine.dialect != "duckdb":
         return
     build = _Build(session, compiled)
-    _write_state(build, State(as_of, fingerprint(compiled), _events_upto(build, as_of), _users_fingerprint(build)))
+    _write_state(build, State(as_of, fingerprint(compiled), _events_upto(build, as_of), _inputs_fingerprint(build)))
 
 
 def forget(session: Session) -> None:
@@ -613,9 +630,9 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
         raise NotIncremental("as_of is earlier than the last build's")
     if _events_upto(build, state.as_of) != state.events_upto:
         raise NotIncremental("events up to the last build's as_of changed")
-    users = _users_fingerprint(build)
-    if users != state.users:
-        raise NotIncremental("the users changed")
+    inputs = _inputs_fingerprint(build)
+    if inputs != state.inputs:
+        raise NotIncremental("the users or an uploaded list changed")
     built_at = build.rows(exp.select("as_of").from_(build.table(md.MEMBERSHIP)).limit(1))
     if built_at and built_at[0][0] != state.as_of:
         raise NotIncremental("the build schema was built again since")  # by dbt alone (Dagster)
@@ -645,7 +662,7 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
     if t1 != t0:
         build.run(exp.update(build.table(md.MEMBERSHIP), {"as_of": sx.timestamp_literal(t1)}))
     new_events = _events_upto(build, t1)
-    _write_state(build, State(t1, state.fingerprint, new_events, users))
+    _write_state(build, State(t1, state.fingerprint, new_events, inputs))
     return Outcome(t1, t0, measured, flagged)
 
 
