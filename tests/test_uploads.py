@@ -86,7 +86,7 @@ def listed(engine, segment: str) -> list[str]:
 
 def history(engine) -> list[tuple]:
     with engine.connect() as session:
-        return session.rows(exp.select("*").from_(engine.table(uploads.HISTORY)))
+        return session.rows(exp.select("*").from_(engine.table(uploads.HISTORY)).order_by("uploaded_at"))
 
 
 def upload(engine, specs: Path, tmp_path: Path, segment: str, rows: list[str], mode: str = "replace", header: str = "phone"):
