@@ -411,12 +411,15 @@ SEGMENT = Mapping(
         Key("holdout", HOLDOUT, "Percent (0-50) of members kept as a control group, never synced."),
         Key("upload", Ref("upload"), "Members from an uploaded list (narrowed by where, if given)."),
         Key("tiers", ListOf(Ref("tier"), 1), "Mutually exclusive levels, first match wins."),
+        Key("priority", ListOf(Text(), 1),
+            "Other segments in priority order: a user is a member of the first one that holds them "
+            "only, as the segment <name>__<segment> (one campaign per person)."),
         Key("sync", ListOf(Ref("sync_target")), "Destinations to push the segment to."),
         Key("checks", Ref("checks"), "Data checks of the segment's build."),
         Key("tests", ListOf(Ref("segment_test")), "Unit tests: users, events, as_of and expected members (segments test)."),
     ),
-    (Group(("upload", "tiers")),),
-    needs_one_of=("where", "upload", "tiers"),
+    (Group(("upload", "tiers", "priority")), Group(("where", "priority"))),
+    needs_one_of=("where", "upload", "tiers", "priority"),
 )
 
 # ---- _catalog.yml (SPEC 1.1) -----------------------------------------------------------------

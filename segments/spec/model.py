@@ -407,6 +407,8 @@ class SegmentSpec:
     holdout: float | None = None
     upload: Upload | None = None
     tiers: tuple[Tier, ...] = ()
+    #: a priority list: the segments it orders (its tiers are ``{segment: X}`` each)
+    priority: tuple[str, ...] = ()
     sync: tuple[SyncTarget, ...] = ()
     checks: Checks = Checks()
     location: Location | None = None

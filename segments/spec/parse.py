@@ -1413,6 +1413,35 @@ def _tiers(
     return tiers, refs
 
 
+def _priority(
+    ctx: _Ctx, node: Node, name: str | None
+) -> tuple[list[tuple[m.Tier | None, Node]], list[list[tuple[str, Node]]]]:
+    """``priority: [a, b, c]``: one tier per listed segment, ``{segment: X}`` its rule,
+    so a user is in the first listed segment that holds them only (first match wins,
+    as tiers do). The listed names are checked with every spec known, as references."""
+    items = _list(ctx, node, "priority")
+    if not items:
+        if items is not None:
+            ctx.error(node, "priority needs at least one segment")
+        return [], []
+    tiers: list[tuple[m.Tier | None, Node]] = []
+    refs: list[list[tuple[str, Node]]] = []
+    seen: set[str] = set()
+    for item in items:
+        segment = _text(ctx, item, "a segment of priority")
+        refs.append([(segment, item)] if segment is not None else [])
+        if segment is None:
+            tiers.append((None, item))
+            continue
+        if segment in seen:
+            ctx.error(item, f"segment '{segment}' is listed twice in priority")
+        seen.add(segment)
+        if name is not None and len(f"{name}__{segment}") > MAX_NAME_LENGTH:
+            ctx.error(item, f"segment name '{name}__{segment}' is longer than {MAX_NAME_LENGTH} characters")
+        tiers.append((m.Tier(segment, m.SegmentCondition(segment)), item))
+    return tiers, refs
+
+
 def _sync(
     ctx: _Ctx, node: Node, destinations: dict[str, m.Destination] | None
 ) -> tuple[m.SyncTarget, ...] | None:
@@ -1492,11 +1521,18 @@ def _segment(
     if "upload" in entries:
         upload = _upload(ctx, entries["upload"][1], specs_dir, env)
     tiers: list[tuple[m.Tier | None, Node]] = []
-    if "tiers" in entries:
+    priority: tuple[str, ...] = ()
+    for key in ("tiers", "priority"):
+        for other in ("upload", "tiers", "where") if key == "priority" else ("upload",):
+            if key in entries and other in entries:
+                ctx.error(entries[key][0], f"{other} and {key} cannot be combined in one spec")
+    if "tiers" in entries or "priority" in entries:
         info.tiered = True
-        if "upload" in entries:
-            ctx.error(entries["tiers"][0], "upload and tiers cannot be combined in one spec")
-        tiers, tier_refs = _tiers(ctx, entries["tiers"][1], info.name, env)
+        if "tiers" in entries:
+            tiers, tier_refs = _tiers(ctx, entries["tiers"][1], info.name, env)
+        else:
+            tiers, tier_refs = _priority(ctx, entries["priority"][1], info.name)
+            priority = tuple(tier.name for tier, _ in tiers if tier is not None)
         info.refs.extend(ref for refs in tier_refs for ref in refs)
         for index, (_, node) in enumerate(tiers):
             if _kind(node) != "text" or f"{info.name}__{node.value}" in info.deps:
@@ -1511,10 +1547,10 @@ def _segment(
     info.refs.extend(top_refs)
     if (
         where_node is None
-        and not {"upload", "tiers"} & entries.keys()
+        and not {"upload", "tiers", "priority"} & entries.keys()
         and not _misspelt(ctx, entries, "where")
     ):
-        ctx.error(root, "a segment spec needs 'where' (or 'upload' or 'tiers')")
+        ctx.error(root, "a segment spec needs 'where' (or 'upload', 'tiers' or 'priority')")
     sync = ()
     if "sync" in entries:
         sync = _sync(ctx, entries["sync"][1], destinations)
@@ -1535,6 +1571,7 @@ def _segment(
         holdout=holdout,
         upload=upload,
         tiers=tuple(tier for tier, _ in tiers),
+        priority=priority,
         sync=sync,
         checks=checks,  # type: ignore[arg-type]
         location=ctx.loc(root),  # type: ignore[arg-type]

@@ -9,6 +9,42 @@ WHERE
   seg_abandoned_cart
 UNION ALL
 SELECT
+  'campaign_priority__abandoned_cart' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_campaign_priority__abandoned_cart
+UNION ALL
+SELECT
+  'campaign_priority__high_intent' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_campaign_priority__high_intent
+UNION ALL
+SELECT
+  'campaign_priority__whatsapp_reactivation' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_campaign_priority__whatsapp_reactivation
+UNION ALL
+SELECT
+  'campaign_priority__win_back' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_campaign_priority__win_back
+UNION ALL
+SELECT
   'country_targeting' AS segment_name,
   user_id,
   FALSE AS is_holdout,
