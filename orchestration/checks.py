@@ -127,7 +127,7 @@ def _size_result(con: duckdb.DuckDBPyConnection, node: SegmentNode) -> AssetChec
 
 def _membership_result(con: duckdb.DuckDBPyConnection, node: SegmentNode) -> AssetCheckResult:
     published = m.Relation(md.MEMBERSHIP, wh.TARGET_SCHEMA)
-    schema = schemas.membership_schema(node.name, node.holdout_pct)
+    schema = schemas.membership_schema(node.name, node.holdout_pct, node.arms)
     mine = exp.column("segment_name").eq(exp.Literal.string(node.name))
     frame = _read(con, published, list(schema.columns), mine)
     if frame is None:

@@ -6,8 +6,9 @@ the build's:
 
 ``segment_membership_history``
     one row per change: ``segment_name, user_id, change ('entered' | 'exited'),
-    as_of, published_at``. A segment that disappears from the specs sees all its
-    members exit.
+    as_of, published_at, arm`` (``arm``: the member's experiment arm, SPEC 2.7; a
+    history recorded before arms existed gets the column added). A segment that
+    disappears from the specs sees all its members exit.
 ``segment_size_history``
     one row per segment per publish: ``segment_name, as_of, published_at, members,
     holdout, entered, exited``. The size check and the size-over-time plots read it.
@@ -31,7 +32,8 @@ HISTORY = "segment_membership_history"
 SIZES = "segment_size_history"
 ENTERED, EXITED = "entered", "exited"
 
-_HISTORY_COLUMNS = "segment_name VARCHAR, user_id VARCHAR, change VARCHAR, as_of TIMESTAMP, published_at TIMESTAMP"
+_HISTORY_COLUMNS = "segment_name VARCHAR, user_id VARCHAR, change VARCHAR, as_of TIMESTAMP, published_at TIMESTAMP, arm VARCHAR"
+ARM = "arm"
 _SIZES_COLUMNS = (
     "segment_name VARCHAR, as_of TIMESTAMP, published_at TIMESTAMP, "
     "members BIGINT, holdout BIGINT, entered BIGINT, exited BIGINT"
@@ -63,7 +65,18 @@ def record(
 ) -> list[str]:
     """The statements that record a publish on a DuckDB connection (see :func:`statements`)."""
     published = _exists(con, target_schema, md.MEMBERSHIP)
-    return statements(target_schema, build_schema, segments, as_of, published, published_at)
+    return statements(
+        target_schema, build_schema, segments, as_of, published, published_at,
+        columns={"history": _columns(con, target_schema, HISTORY), "published": _columns(con, target_schema, md.MEMBERSHIP),
+                 "built": _columns(con, build_schema, md.MEMBERSHIP)},
+    )
+
+
+def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?", [schema, table]
+    ).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 def statements(
@@ -73,6 +86,7 @@ def statements(
     as_of: dt.datetime,
     published_before: bool,
     published_at: dt.datetime | None = None,
+    columns: dict[str, set[str]] | None = None,
 ) -> list[str]:
     """The statements that record a publish; run them before the membership is replaced.
 
@@ -83,30 +97,42 @@ def statements(
         as_of: the build's instant.
         published_before: whether a membership was published before.
         published_at: when the publish happens (default: now, UTC).
+        columns: the columns of the ``history`` (empty before the first publish), of
+            the ``published`` and of the ``built`` ``segment_membership``; by default
+            all have ``arm``. A membership without it gives no arm.
     """
+    columns = columns or {}
+    history_columns, before_columns, built_columns = (columns.get(k, {ARM}) for k in ("history", "published", "built"))
     published_at = published_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     history, sizes = f"{target_schema}.{HISTORY}", f"{target_schema}.{SIZES}"
     built = f"{build_schema}.{md.MEMBERSHIP}"
     before = f"{target_schema}.{md.MEMBERSHIP}"
     if not published_before:
         before = "(SELECT CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS user_id WHERE FALSE) AS nothing_published"
+        before_columns = set()
     at, now = _literal(as_of), _literal(published_at)
+
+    def arm(columns: set[str]) -> str:
+        return ARM if ARM in columns else f"CAST(NULL AS VARCHAR) AS {ARM}"
 
     # One full join of the old and the new membership finds both who entered (no old
     # row) and who left (no new row): one hash table, where two EXCEPTs build two.
     moved = (
         f"SELECT COALESCE(n.segment_name, o.segment_name) AS segment_name, COALESCE(n.user_id, o.user_id) AS user_id, "
-        f"CASE WHEN o.user_id IS NULL THEN {_literal(ENTERED)} ELSE {_literal(EXITED)} END AS change, {at}, {now} "
-        f"FROM (SELECT segment_name, user_id FROM {built}) AS n "
-        f"FULL OUTER JOIN (SELECT segment_name, user_id FROM {before}) AS o "
+        f"CASE WHEN o.user_id IS NULL THEN {_literal(ENTERED)} ELSE {_literal(EXITED)} END AS change, {at}, {now}, "
+        f"COALESCE(n.{ARM}, o.{ARM}) AS {ARM} "
+        f"FROM (SELECT segment_name, user_id, {arm(built_columns)} FROM {built}) AS n "
+        f"FULL OUTER JOIN (SELECT segment_name, user_id, {arm(before_columns)} FROM {before}) AS o "
         f"ON n.segment_name = o.segment_name AND n.user_id = o.user_id "
         f"WHERE n.user_id IS NULL OR o.user_id IS NULL"
     )
     sql = [
         f"CREATE TABLE IF NOT EXISTS {history} ({_HISTORY_COLUMNS})",
         f"CREATE TABLE IF NOT EXISTS {sizes} ({_SIZES_COLUMNS})",
-        f"INSERT INTO {history} {moved}",
     ]
+    if history_columns and ARM not in history_columns:  # recorded before arms existed
+        sql.append(f"ALTER TABLE {history} ADD COLUMN {ARM} VARCHAR")
+    sql.append(f"INSERT INTO {history} {moved}")
     if segments:
         names = ", ".join(f"({_literal(name)})" for name in segments)
         sql.append(

@@ -134,16 +134,22 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
     changes += [DropView(engine.table(md.segment_model_name(name))) for name in sorted(set(previous) - set(segments))]
     for name in segments:
         members = (
-            exp.select("user_id", "is_holdout", "as_of")
+            exp.select("user_id", "is_holdout", "as_of", "arm")
             .from_(engine.table(md.MEMBERSHIP))
             .where(_segment_name_is(name))
         )
         changes.append(ReplaceView(engine.table(md.segment_model_name(name)), members))
     target_schema = engine.table(md.MEMBERSHIP).db
     published_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    published_columns = session.columns(target_schema, md.MEMBERSHIP)
     recorded = history.statements(
         target_schema, engine.build_schema, segments, as_of,
-        published_before=bool(session.columns(target_schema, md.MEMBERSHIP)), published_at=published_at,
+        published_before=bool(published_columns), published_at=published_at,
+        columns={
+            "history": set(session.columns(target_schema, history.HISTORY)),
+            "published": set(published_columns),
+            "built": set(session.columns(engine.build_schema, md.MEMBERSHIP)),
+        },
     )
     try:
         for statement in recorded:  # before the membership changes: it compares old and new

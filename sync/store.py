@@ -112,6 +112,12 @@ class Wanted:
     fields: tuple[str, ...] = ()  # user attributes sent with adds
     requires: str | None = None  # a boolean attribute that must be true
     required_fields: tuple[str, ...] = ()  # attributes a member must have
+    arm: str | None = None  # only this experiment arm's members
+
+    @property
+    def key(self) -> str:
+        """The pair's name in ``sync_state`` and ``sync_runs``: ``<segment>__<arm>`` for one arm."""
+        return f"{self.segment}__{self.arm}" if self.arm else self.segment
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,8 @@ class Store:
             .where(exp.EQ(this=exp.column("segment_name", table="m"), expression=exp.Literal.string(wanted.segment)))
             .where(exp.not_(exp.column("is_holdout", table="m")))
         )
+        if wanted.arm is not None:
+            query = query.where(exp.EQ(this=exp.column("arm", table="m"), expression=exp.Literal.string(wanted.arm)))
         for i, name in enumerate(wanted.fields):
             query = query.select(exp.alias_(self._attribute(name), f"f_{i}"))
         if wanted.requires:
@@ -256,7 +264,7 @@ class Store:
         # which spills under the memory limit; a row_number() window ran out of it).
         self.con.execute("SET preserve_insertion_order = true")
         with self.hold():
-            state = self._state_query(destination, wanted.segment)
+            state = self._state_query(destination, wanted.key)
             ordered = (
                 exp.select("op", "user_id", "remote_id", *fields)
                 .from_(exp.alias_(exp.Subquery(this=changes), "c"))
@@ -268,7 +276,7 @@ class Store:
                 self.con.execute(f"CREATE TABLE {PLAN} AS {_sql(ordered)}")
             except duckdb.OutOfMemoryException:
                 raise SegmentsError(
-                    f"planning {wanted.segment} -> {destination} needs more memory than DuckDB's limit "
+                    f"planning {wanted.key} -> {destination} needs more memory than DuckDB's limit "
                     f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
             audience = self.con.execute(f"SELECT COUNT(*) FROM ({_sql(state)})").fetchone()[0]
         adds_n, removes_n = self.con.execute(

@@ -10,6 +10,7 @@ WITH layer_0 AS (
       ),
       FALSE
     ) AS seg_abandoned_cart,
+    COALESCE(count_cart_add_eff33f50 >= 1, FALSE) AS seg_cart_reminder_experiment,
     COALESCE((
       country = 'IN' AND language = 'hi'
     ), FALSE) AS seg_country_targeting,
@@ -232,6 +233,7 @@ SELECT
   seg_campaign_priority__high_intent,
   seg_campaign_priority__whatsapp_reactivation,
   seg_campaign_priority__win_back,
+  seg_cart_reminder_experiment,
   seg_country_targeting,
   seg_engagement__high,
   seg_engagement__moderate,
