@@ -21,10 +21,12 @@ demo: $(STAMP)
 
 # The Dagster UI on http://127.0.0.1:3000: segments, checks, schedules, runs.
 # DAGSTER_HOME is the root (dagster.yaml), its storage .dagster/ (git-ignored); the
+# engine of SEGMENTS_TARGET (duckdb, postgres or spark; duckdb by default) and the
 # warehouse of SEGMENTS_WAREHOUSE (absolute: dbt reads it from dbt_project/), by default
 # warehouse.duckdb here.
 dagster: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" DAGSTER_HOME="$(CURDIR)" \
+	SEGMENTS_TARGET="$(or $(SEGMENTS_TARGET),duckdb)" \
 	SEGMENTS_WAREHOUSE="$(abspath $(or $(SEGMENTS_WAREHOUSE),warehouse.duckdb))" \
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
 

@@ -23,12 +23,12 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from orchestration.project import dbt_project
 from orchestration.resources import Warehouse
 from orchestration.translator import SegmentsTranslator, model_key, segment_nodes, source_key
-from segments import dbtrun, engines, history, paths, pipeline
+from segments import dbtrun, history, paths, pipeline
 from segments import warehouse as wh
 from segments.compiler import models as md
 from segments.compiler import writer
 from segments.spec.parse import load_project
-from segments.spec.timeparse import parse_instant
+from segments.spec.timeparse import parse_instant, utc_now
 
 #: Run tag holding the instant a run evaluates every segment at (a schedule's tick).
 AS_OF_TAG = "segments/as_of"
@@ -56,7 +56,7 @@ def run_as_of(tags: Mapping[str, str]) -> dt.datetime:
     """
     if AS_OF_TAG in tags:
         return parse_instant(tags[AS_OF_TAG])
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return utc_now().replace(microsecond=0)
 
 
 def input_keys() -> tuple[AssetKey, AssetKey]:
@@ -116,7 +116,8 @@ def segments_build(context: AssetExecutionContext, dbt: DbtCliResource, warehous
     context.log.info(f"building at as_of {format_as_of(as_of)}")
     # dbt's artifacts go to a directory of their own, removed after the run (dagster-dbt
     # would otherwise keep one per run under dbt_project/target).
-    with tempfile.TemporaryDirectory(prefix="segments-dbt-") as target, dbtrun.environment(dbtrun.as_of_env(as_of)):
+    env = {**dbtrun.as_of_env(as_of), **warehouse.engine.dbt_env()}
+    with tempfile.TemporaryDirectory(prefix="segments-dbt-") as target, dbtrun.environment(env):
         invocation = dbt.cli(
             ["build"],
             context=context.op_execution_context,
@@ -130,8 +131,8 @@ def segments_build(context: AssetExecutionContext, dbt: DbtCliResource, warehous
         raise Failure(description=f"dbt build failed; nothing was published.\n{error}")
     sizes: dict[str, history.BuildSize] = {}
     if MEMBERSHIP_KEY in context.selected_asset_keys:
-        with engines.get("duckdb", warehouse.file).connect() as session:
+        with warehouse.session() as session:
             wh.publish(session, compiled.project, compiled.compiled.segments, as_of)
-            sizes = history.latest(session.con, wh.TARGET_SCHEMA)
+            sizes = history.latest(session)
         context.log.info(f"published {len(compiled.compiled.segments)} segments at as_of {format_as_of(as_of)}")
     yield from _with_build_metadata(context, events, sizes, as_of)

@@ -13,10 +13,9 @@ failing one fails the build: nothing is published, as with ``segments build``.
 """
 
 
-import datetime as dt
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 
-import duckdb
 import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
@@ -33,10 +32,11 @@ from sqlglot import exp
 from orchestration.resources import Warehouse
 from orchestration.translator import SegmentNode
 from segments import history, paths, schemas
-from segments import warehouse as wh
+from segments.engines.base import Session
 from segments.compiler import models as md
 from segments.spec import model as m
 from segments.spec.parse import load_project
+from segments.spec.timeparse import utc_now
 
 INPUT_CHECK = "input_schema"
 SIZE_CHECK = "size_change"
@@ -56,26 +56,25 @@ def _result(key: AssetKey, name: str, found: list[str], passed_text: str, **meta
 
 
 def _read(
-    con: duckdb.DuckDBPyConnection,
+    session: Session,
     relation: m.Relation,
     columns: Sequence[str],
     where: exp.Expression | None = None,
 ) -> pd.DataFrame | None:
     """The ``columns`` of ``relation`` that exist (a missing one is the schema's to
     report), rows filtered by ``where``; None when the table does not exist."""
-    schema = relation.schema or wh.TARGET_SCHEMA
-    present = [row[0] for row in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [schema, relation.name],
-    ).fetchall()]
-    if not present:
+    table = session.engine.table(relation.name, relation.schema)
+    available = session.columns(table.db, table.name)
+    if not available:
         return None
-    query = exp.select(*(exp.column(c, quoted=True) for c in columns if c in present)).from_(
-        exp.table_(relation.name, db=schema)
-    )
+    present = [c for c in columns if c in available]
+    query = exp.select(*(exp.column(c, quoted=True) for c in present)).from_(table)
     if where is not None:
         query = query.where(where)
-    return con.execute(query.sql(dialect="duckdb")).df()
+    # decimals as floats, then a dtype per column (bool, datetime64, ...) where the
+    # values allow one, as a data frame read from the engine would have them
+    rows = [tuple(float(v) if isinstance(v, Decimal) else v for v in row) for row in session.rows(query)]
+    return pd.DataFrame.from_records(rows, columns=present).infer_objects()
 
 
 def input_checks(users: AssetKey, events: AssetKey) -> AssetChecksDefinition:
@@ -88,14 +87,14 @@ def input_checks(users: AssetKey, events: AssetKey) -> AssetChecksDefinition:
     @multi_asset_check(specs=specs, name="input_tables", description="pandera schemas of the input tables")
     def input_tables(context: AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[AssetCheckResult]:
         catalog = load_project(paths.SPECS_DIR).catalog
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        now = utc_now()
         tables = (
             (users, catalog.users.relation, schemas.users_schema(catalog, now)),
             (events, catalog.events.relation, schemas.events_schema(catalog, now)),
         )
-        with warehouse.connect(read_only=True) as con:
+        with warehouse.session(read_only=True) as session:
             for key, relation, schema in tables:
-                frame = _read(con, relation, list(schema.columns))
+                frame = _read(session, relation, list(schema.columns))
                 if frame is None:
                     yield _result(key, INPUT_CHECK, [f"{relation} does not exist: load it with `segments load`"], "")
                     continue
@@ -105,8 +104,8 @@ def input_checks(users: AssetKey, events: AssetKey) -> AssetChecksDefinition:
     return input_tables
 
 
-def _size_result(con: duckdb.DuckDBPyConnection, node: SegmentNode) -> AssetCheckResult:
-    size = history.latest(con, wh.TARGET_SCHEMA, [node.name]).get(node.name)
+def _size_result(session: Session, node: SegmentNode) -> AssetCheckResult:
+    size = history.latest(session, [node.name]).get(node.name)
     limit = node.max_size_change_pct
     if size is None:
         return _result(node.key, SIZE_CHECK, [], "no published build of this segment yet")
@@ -125,11 +124,11 @@ def _size_result(con: duckdb.DuckDBPyConnection, node: SegmentNode) -> AssetChec
     return _result(node.key, SIZE_CHECK, [], f"{text} ({change:.1f}%, at most {limit}% allowed)", **metadata)
 
 
-def _membership_result(con: duckdb.DuckDBPyConnection, node: SegmentNode) -> AssetCheckResult:
-    published = m.Relation(md.MEMBERSHIP, wh.TARGET_SCHEMA)
+def _membership_result(session: Session, node: SegmentNode) -> AssetCheckResult:
+    published = m.Relation(md.MEMBERSHIP, session.engine.target_schema)
     schema = schemas.membership_schema(node.name, node.holdout_pct, node.arms)
     mine = exp.column("segment_name").eq(exp.Literal.string(node.name))
-    frame = _read(con, published, list(schema.columns), mine)
+    frame = _read(session, published, list(schema.columns), mine)
     if frame is None:
         return _result(node.key, MEMBERSHIP_CHECK, [f"{published} does not exist: nothing was published"], "")
     found = schemas.problems(schema, frame)
@@ -152,8 +151,8 @@ def segment_checks(node: SegmentNode) -> AssetChecksDefinition:
 
     @multi_asset_check(specs=specs, name=f"check_{node.name}", description=f"data checks of segment {node.name}")
     def _checks(context: AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[AssetCheckResult]:
-        with warehouse.connect(read_only=True) as con:
-            yield _size_result(con, node)
-            yield _membership_result(con, node)
+        with warehouse.session(read_only=True) as session:
+            yield _size_result(session, node)
+            yield _membership_result(session, node)
 
     return _checks

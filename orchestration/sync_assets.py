@@ -26,7 +26,7 @@ from segments.spec.parse import load_project
 from sync import engine
 
 #: ``sync(context, segment, destination) -> {"added": n, "removed": n, "failed": n}``.
-#: ``context.resources.warehouse.file`` is the warehouse the segment was published to.
+#: ``context.resources.warehouse.engine`` is the warehouse the segment was published to.
 SyncFn = Callable[[AssetExecutionContext, str, str], Mapping[str, int]]
 COUNTS = ("added", "removed", "failed")
 SYNC_PREFIX = "sync"
@@ -41,7 +41,7 @@ def engine_sync(context: AssetExecutionContext, segment: str, destination: str) 
     """
     try:
         project = load_project(paths.SPECS_DIR)
-        outcomes = engine.sync(project, context.resources.warehouse.file, destination=destination, segment=segment)
+        outcomes = engine.sync(project, context.resources.warehouse.engine, destination=destination, segment=segment)
     except SegmentsError as error:
         raise Failure(description=str(error)) from None
     counts = {name: sum(getattr(o, name) for o in outcomes) for name in COUNTS}

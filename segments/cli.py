@@ -443,7 +443,7 @@ class _SyncProgress:
 
 
 def run_sync(
-    specs: Path, warehouse_file: Path, destination: str | None = None, segment: str | None = None,
+    specs: Path, warehouse: Path | engines.Engine, destination: str | None = None, segment: str | None = None,
     dry_run: bool = False, force: bool = False, env: dict[str, str] | None = None,
 ) -> list:
     """Sync with progress bars; print one line per (segment, destination)."""
@@ -454,7 +454,7 @@ def run_sync(
         settings = engine.Settings(progress=_SyncProgress(progress))  # type: ignore[arg-type]
         if env is not None:
             settings.env = env
-        outcomes = engine.sync(project, warehouse_file, destination, segment, dry_run, force, settings)
+        outcomes = engine.sync(project, warehouse, destination, segment, dry_run, force, settings)
     for outcome in outcomes:
         out.print(engine.summary_line(outcome), markup=False, highlight=False)
     if dry_run:
@@ -474,10 +474,11 @@ def sync_command(
     specs: SpecsOption = None,
     project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
+    target: TargetOption = "duckdb",
 ) -> None:
     """Push membership changes (adds and removes) to the destinations."""
     _project(project_dir)
-    outcomes = run_sync(_specs(specs), paths.warehouse_path(warehouse_path), destination, segment, dry_run, force)
+    outcomes = run_sync(_specs(specs), _engine(target, warehouse_path), destination, segment, dry_run, force)
     bad = [o for o in outcomes if not o.ok]
     if bad:
         failed = sum(o.failed for o in bad)
@@ -520,7 +521,7 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
     import secrets
 
     from sync.receiver import AudienceReceiver
-    from sync.store import forget
+    from sync.places import forget
 
     project = load_project(specs)
     local = sorted(name for name, d in project.destinations.items() if d.type in ("webhook", "csv"))
@@ -530,9 +531,8 @@ def demo_sync(specs: Path, warehouse_file: Path) -> None:
     exports = paths.work_dir() / "exports"
     with AudienceReceiver(secret, keep_deliveries=False) as receiver:
         env = {"CRM_HOOK_URL": receiver.url, "CRM_HOOK_SECRET": secret, "SEGMENTS_EXPORT_DIR": str(exports)}
-        with warehouse.connect(warehouse_file) as con:  # a fresh receiver holds nothing yet
-            for name in local:
-                forget(con, name)
+        for name in local:  # a fresh receiver holds nothing yet
+            forget(engines.get("duckdb", warehouse_file), name)
         outcomes = []
         for name in local:
             outcomes += run_sync(specs, warehouse_file, destination=name, env=env)

@@ -23,129 +23,98 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import duckdb
 from sqlglot import exp
 
 from segments.compiler import models as md
+from segments.engines.base import Session, create_table, value, values_query
 
 HISTORY = "segment_membership_history"
 SIZES = "segment_size_history"
 ENTERED, EXITED = "entered", "exited"
-
-_HISTORY_COLUMNS = "segment_name VARCHAR, user_id VARCHAR, change VARCHAR, as_of TIMESTAMP, published_at TIMESTAMP, arm VARCHAR"
 ARM = "arm"
-_SIZES_COLUMNS = (
-    "segment_name VARCHAR, as_of TIMESTAMP, published_at TIMESTAMP, "
-    "members BIGINT, holdout BIGINT, entered BIGINT, exited BIGINT"
-)
+
+_TEXT, _TIME, _BIG = exp.DataType.Type.VARCHAR, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
+_COLUMNS: dict[str, dict[str, exp.DataType.Type]] = {
+    HISTORY: {"segment_name": _TEXT, "user_id": _TEXT, "change": _TEXT, "as_of": _TIME, "published_at": _TIME,
+              "arm": _TEXT},
+    SIZES: {"segment_name": _TEXT, "as_of": _TIME, "published_at": _TIME,
+            "members": _BIG, "holdout": _BIG, "entered": _BIG, "exited": _BIG},
+}
 
 
-def _literal(value: str | dt.datetime) -> str:
-    if isinstance(value, dt.datetime):
-        typed = exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.Type.TIMESTAMP)
-        return typed.sql(dialect="duckdb")
-    return exp.Literal.string(value).sql(dialect="duckdb")
-
-
-def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    row = con.execute(
-        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, table],
-    ).fetchone()
-    return bool(row and row[0])
+def _count(source: exp.Table, alias: str, *conditions: exp.Expression) -> exp.Subquery:
+    """``(SELECT COUNT(*) FROM source AS alias WHERE conditions)``, for one segment."""
+    query = exp.select(exp.Count(this=exp.Star())).from_(exp.alias_(source.copy(), alias, table=True))
+    return exp.Subquery(this=query.where(exp.and_(*conditions)))
 
 
 def record(
-    con: duckdb.DuckDBPyConnection,
-    target_schema: str,
-    build_schema: str,
-    segments: Sequence[str],
-    as_of: dt.datetime,
-    published_at: dt.datetime | None = None,
-) -> list[str]:
-    """The statements that record a publish on a DuckDB connection (see :func:`statements`)."""
-    published = _exists(con, target_schema, md.MEMBERSHIP)
-    return statements(
-        target_schema, build_schema, segments, as_of, published, published_at,
-        columns={"history": _columns(con, target_schema, HISTORY), "published": _columns(con, target_schema, md.MEMBERSHIP),
-                 "built": _columns(con, build_schema, md.MEMBERSHIP)},
-    )
-
-
-def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
-    rows = con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?", [schema, table]
-    ).fetchall()
-    return {str(row[0]) for row in rows}
-
-
-def statements(
-    target_schema: str,
-    build_schema: str,
-    segments: Sequence[str],
-    as_of: dt.datetime,
-    published_before: bool,
-    published_at: dt.datetime | None = None,
-    columns: dict[str, set[str]] | None = None,
-) -> list[str]:
-    """The statements that record a publish; run them before the membership is replaced.
+    session: Session, segments: Sequence[str], as_of: dt.datetime, published_at: dt.datetime,
+) -> list[exp.Expression]:
+    """The statements that record a publish of the build schema's membership, for
+    ``session``'s engine; run them before the membership is replaced.
 
     Args:
-        target_schema: where ``segment_membership`` is published (and history kept).
-        build_schema: where the build wrote its ``segment_membership``.
         segments: every segment of the build (each gets a size row).
         as_of: the build's instant.
-        published_before: whether a membership was published before.
-        published_at: when the publish happens (default: now, UTC).
-        columns: the columns of the ``history`` (empty before the first publish), of
-            the ``published`` and of the ``built`` ``segment_membership``; by default
-            all have ``arm``. A membership without it gives no arm.
+        published_at: when the publish happens.
     """
-    columns = columns or {}
-    history_columns, before_columns, built_columns = (columns.get(k, {ARM}) for k in ("history", "published", "built"))
-    published_at = published_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    history, sizes = f"{target_schema}.{HISTORY}", f"{target_schema}.{SIZES}"
-    built = f"{build_schema}.{md.MEMBERSHIP}"
-    before = f"{target_schema}.{md.MEMBERSHIP}"
-    if not published_before:
-        before = "(SELECT CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS user_id WHERE FALSE) AS nothing_published"
-        before_columns = set()
-    at, now = _literal(as_of), _literal(published_at)
+    engine = session.engine
+    history, sizes = engine.table(HISTORY), engine.table(SIZES)
+    built = engine.table(md.MEMBERSHIP, engine.build_schema)
+    key = {"segment_name": _TEXT, "user_id": _TEXT, ARM: _TEXT}
 
-    def arm(columns: set[str]) -> str:
-        return ARM if ARM in columns else f"CAST(NULL AS VARCHAR) AS {ARM}"
+    def rows(table: exp.Table, columns: dict[str, str]) -> exp.Query:
+        """The membership's key and arm (NULL where it has no arm column, as one
+        published before arms existed)."""
+        arm = exp.column(ARM) if ARM in columns else exp.alias_(exp.cast(exp.null(), _TEXT), ARM)
+        return exp.select("segment_name", "user_id", arm).from_(table)
+
+    published = session.columns(engine.target_schema, md.MEMBERSHIP)
+    before = rows(engine.table(md.MEMBERSHIP), published) if published else values_query(key, [])
+    at, now = value(as_of, _TIME), value(published_at, _TIME)
 
     # One full join of the old and the new membership finds both who entered (no old
     # row) and who left (no new row): one hash table, where two EXCEPTs build two.
+    new, old = (lambda c: exp.column(c, "n")), (lambda c: exp.column(c, "o"))
+    entered = exp.If(this=old("user_id").is_(exp.null()), true=exp.convert(ENTERED))
     moved = (
-        f"SELECT COALESCE(n.segment_name, o.segment_name) AS segment_name, COALESCE(n.user_id, o.user_id) AS user_id, "
-        f"CASE WHEN o.user_id IS NULL THEN {_literal(ENTERED)} ELSE {_literal(EXITED)} END AS change, {at}, {now}, "
-        f"COALESCE(n.{ARM}, o.{ARM}) AS {ARM} "
-        f"FROM (SELECT segment_name, user_id, {arm(built_columns)} FROM {built}) AS n "
-        f"FULL OUTER JOIN (SELECT segment_name, user_id, {arm(before_columns)} FROM {before}) AS o "
-        f"ON n.segment_name = o.segment_name AND n.user_id = o.user_id "
-        f"WHERE n.user_id IS NULL OR o.user_id IS NULL"
-    )
-    sql = [
-        f"CREATE TABLE IF NOT EXISTS {history} ({_HISTORY_COLUMNS})",
-        f"CREATE TABLE IF NOT EXISTS {sizes} ({_SIZES_COLUMNS})",
-    ]
-    if history_columns and ARM not in history_columns:  # recorded before arms existed
-        sql.append(f"ALTER TABLE {history} ADD COLUMN {ARM} VARCHAR")
-    sql.append(f"INSERT INTO {history} {moved}")
-    if segments:
-        names = ", ".join(f"({_literal(name)})" for name in segments)
-        sql.append(
-            f"INSERT INTO {sizes} SELECT s.segment_name, {at}, {now}, "
-            f"(SELECT COUNT(*) FROM {built} m WHERE m.segment_name = s.segment_name), "
-            f"(SELECT COUNT(*) FROM {built} m WHERE m.segment_name = s.segment_name AND m.is_holdout), "
-            f"(SELECT COUNT(*) FROM {history} h WHERE h.segment_name = s.segment_name "
-            f"AND h.published_at = {now} AND h.change = {_literal(ENTERED)}), "
-            f"(SELECT COUNT(*) FROM {history} h WHERE h.segment_name = s.segment_name "
-            f"AND h.published_at = {now} AND h.change = {_literal(EXITED)}) "
-            f"FROM (VALUES {names}) AS s(segment_name)"
+        exp.select(
+            exp.alias_(exp.func("COALESCE", new("segment_name"), old("segment_name")), "segment_name"),
+            exp.alias_(exp.func("COALESCE", new("user_id"), old("user_id")), "user_id"),
+            exp.alias_(exp.Case(ifs=[entered], default=exp.convert(EXITED)), "change"), at, now,
+            exp.alias_(exp.func("COALESCE", new(ARM), old(ARM)), ARM),
         )
-    return sql
+        .from_(exp.alias_(exp.Subquery(this=rows(built, session.columns(engine.build_schema, md.MEMBERSHIP))), "n", table=True))
+        .join(
+            exp.alias_(exp.Subquery(this=before), "o", table=True), join_type="full outer",
+            on=exp.and_(new("segment_name").eq(old("segment_name")), new("user_id").eq(old("user_id"))),
+        )
+        .where(exp.or_(new("user_id").is_(exp.null()), old("user_id").is_(exp.null())))
+    )
+    statements: list[exp.Expression] = [
+        create_table(table, {c: (kind, False, None) for c, kind in _COLUMNS[name].items()})
+        for name, table in ((HISTORY, history), (SIZES, sizes))
+    ]
+    recorded = session.columns(engine.target_schema, HISTORY)
+    if recorded and ARM not in recorded:  # a history recorded before arms existed
+        column = exp.ColumnDef(this=exp.to_identifier(ARM), kind=exp.DataType.build(_TEXT))
+        statements.append(exp.Alter(this=history.copy(), kind="TABLE", actions=[column]))
+    statements.append(exp.insert(moved, history.copy(), columns=list(_COLUMNS[HISTORY])))
+    if segments:
+        mine = lambda alias: exp.column("segment_name", alias).eq(exp.column("segment_name", "s"))  # noqa: E731
+        changed = lambda change: _count(  # noqa: E731
+            history, "h", mine("h"), exp.column("published_at", "h").eq(now.copy()),
+            exp.column("change", "h").eq(exp.convert(change)),
+        )
+        names = values_query({"segment_name": _TEXT}, [[name] for name in segments])
+        size_rows = exp.select(
+            exp.column("segment_name", "s"), at.copy(), now.copy(),
+            _count(built, "m", mine("m")), _count(built, "m", mine("m"), exp.column("is_holdout", "m")),
+            changed(ENTERED), changed(EXITED),
+        ).from_(exp.alias_(exp.Subquery(this=names), "s", table=True))
+        statements.append(exp.insert(size_rows, sizes.copy(), columns=list(_COLUMNS[SIZES])))
+    return statements
 
 
 @dataclass(frozen=True)
@@ -178,23 +147,32 @@ class BuildSize:
         return abs(self.members - self.previous) * 100.0 / self.previous
 
 
-def latest(con: duckdb.DuckDBPyConnection, target_schema: str, segments: Sequence[str] | None = None) -> dict[str, BuildSize]:
+def latest(session: Session, segments: Sequence[str] | None = None) -> dict[str, BuildSize]:
     """Each segment's :class:`BuildSize` at its latest publish (only ``segments`` if given)."""
-    if not _exists(con, target_schema, SIZES):
+    engine = session.engine
+    if not session.has_table(engine.target_schema, SIZES):
         return {}
-    rows = con.execute(
-        "SELECT segment_name, as_of, members, holdout, entered, exited, previous FROM ("
-        "SELECT *, LAG(members) OVER (PARTITION BY segment_name ORDER BY published_at) AS previous, "
-        "ROW_NUMBER() OVER (PARTITION BY segment_name ORDER BY published_at DESC) AS recency "
-        f"FROM {target_schema}.{SIZES}) WHERE recency = 1"
-    ).fetchall()
-    found = {row[0]: BuildSize(*row) for row in rows}
+    def over(function: exp.Expression, desc: bool) -> exp.Window:
+        order = exp.Order(expressions=[exp.Ordered(this=exp.column("published_at"), desc=desc)])
+        return exp.Window(this=function, partition_by=[exp.column("segment_name")], order=order)
+
+    previous = over(exp.Lag(this=exp.column("members")), desc=False)
+    recency = over(exp.RowNumber(), desc=True)
+    ranked = exp.select("*", exp.alias_(previous, "previous"), exp.alias_(recency, "recency")).from_(engine.table(SIZES))
+    query = (
+        exp.select("segment_name", "as_of", "members", "holdout", "entered", "exited", "previous")
+        .from_(exp.alias_(exp.Subquery(this=ranked), "r", table=True))
+        .where(exp.column("recency").eq(exp.Literal.number(1)))
+    )
+    found = {}
+    for name, as_of, *counts, before in session.rows(query):
+        found[str(name)] = BuildSize(str(name), as_of, *(int(c) for c in counts), None if before is None else int(before))
     if segments is None:
         return found
     return {name: found[name] for name in segments if name in found}
 
 
-def forget(target_schema: str, published_at: dt.datetime) -> list[str]:
-    """Undo what :func:`statements` recorded for a publish that then failed."""
-    at = _literal(published_at)
-    return [f"DELETE FROM {target_schema}.{table} WHERE published_at = {at}" for table in (HISTORY, SIZES)]
+def forget(session: Session, published_at: dt.datetime) -> list[exp.Expression]:
+    """Undo what :func:`record` recorded for a publish that then failed."""
+    at = exp.column("published_at").eq(value(published_at, _TIME))
+    return [exp.delete(session.engine.table(table), where=at.copy()) for table in (HISTORY, SIZES)]

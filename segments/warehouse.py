@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
-import sqlglot
 from sqlglot import exp
 
 from segments import history, input_checks, publish_guard
@@ -30,10 +29,12 @@ from segments.engines.base import (
     ReplaceView,
     Session,
     fits,
+    values_query,
 )
 from segments.engines.duckdb_engine import attached, connect
 from segments.errors import SegmentsError
 from segments.spec import model as m
+from segments.spec.timeparse import utc_now
 
 __all__ = ["attached", "check_inputs", "connect", "load_inputs", "members", "publish", "segment_sizes"]
 
@@ -42,7 +43,7 @@ SEGMENT_CATALOG = "segment_catalog"
 PUBLISHED_TABLES = (md.MEMBERSHIP, md.TRAITS)
 
 # How a catalog type is cast when loading (DuckDB reads and casts every input file).
-_CAST_TYPES = {"string": "VARCHAR", "number": "DOUBLE", "boolean": "BOOLEAN", "timestamp": "TIMESTAMP"}
+CAST_TYPES = {"string": "VARCHAR", "number": "DOUBLE", "boolean": "BOOLEAN", "timestamp": "TIMESTAMP"}
 
 
 def _table(session: Session, relation: m.Relation) -> exp.Table:
@@ -139,28 +140,18 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
             .where(_segment_name_is(name))
         )
         changes.append(ReplaceView(engine.table(md.segment_model_name(name)), members))
-    target_schema = engine.table(md.MEMBERSHIP).db
-    published_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    published_columns = session.columns(target_schema, md.MEMBERSHIP)
-    recorded = history.statements(
-        target_schema, engine.build_schema, segments, as_of,
-        published_before=bool(published_columns), published_at=published_at,
-        columns={
-            "history": set(session.columns(target_schema, history.HISTORY)),
-            "published": set(published_columns),
-            "built": set(session.columns(engine.build_schema, md.MEMBERSHIP)),
-        },
-    )
+    published_at = utc_now()
+    recorded = history.record(session, segments, as_of, published_at)
     try:
         for statement in recorded:  # before the membership changes: it compares old and new
-            session.execute(sqlglot.parse_one(statement, read="duckdb"))
+            session.execute(statement)
         session.apply(changes)
     except PartialChange as error:
         raise SegmentsError(f"publishing the build on {engine.describe()} stopped part way; build again: {error}") from None
     except EngineError as error:
         try:
-            for statement in history.forget(target_schema, published_at):
-                session.execute(sqlglot.parse_one(statement, read="duckdb"))
+            for statement in history.forget(session, published_at):
+                session.execute(statement)
         except EngineError:  # Spark's plain tables take no DELETE
             raise SegmentsError(
                 f"publishing the build failed, the warehouse is unchanged but for the history rows of this "
@@ -186,19 +177,11 @@ def _catalog_rows(project: m.Project, segments: list[str], as_of: dt.datetime) -
     rows = []
     for name in segments:
         spec = project.spec(name)
-        values = [
+        rows.append([
             name, spec.name, spec.description or "", spec.owner or "", json.dumps(list(spec.tags)), spec.refresh,
-            spec.holdout or 0, as_of.isoformat(sep=" "), md.segment_model_name(name),
-        ]
-        rows.append(exp.Tuple(expressions=[
-            exp.cast(exp.Literal.number(v) if isinstance(v, (int, float)) else exp.Literal.string(v), kind)
-            for v, kind in zip(values, _CATALOG_COLUMNS.values())
-        ]))
-    if not rows:
-        nulls = [exp.alias_(exp.cast(exp.null(), kind), c) for c, kind in _CATALOG_COLUMNS.items()]
-        return exp.select(*nulls).where(exp.false())
-    alias = exp.TableAlias(this=exp.to_identifier("v"), columns=[exp.to_identifier(c) for c in _CATALOG_COLUMNS])
-    return exp.select("*").from_(exp.Values(expressions=rows, alias=alias))
+            spec.holdout or 0, as_of, md.segment_model_name(name),
+        ])
+    return values_query(_CATALOG_COLUMNS, rows)
 
 
 def segment_sizes(session: Session) -> list[tuple[str, int, int]]:
@@ -253,7 +236,7 @@ def _input_select(source: exp.Expression, columns: list[tuple[str, str]], availa
             as_tz = exp.cast(column, exp.DataType.build("TIMESTAMPTZ"))
             select.append(exp.alias_(exp.cast(as_tz, exp.DataType.Type.TIMESTAMP), name, quoted=True))
         else:
-            select.append(exp.alias_(exp.cast(column, exp.DataType.build(_CAST_TYPES[kind])), name, quoted=True))
+            select.append(exp.alias_(exp.cast(column, exp.DataType.build(CAST_TYPES[kind])), name, quoted=True))
     return exp.select(*select).from_(source)
 
 

@@ -6,11 +6,13 @@ plans the changes against ``sync_state``, stops when the plan would remove too m
 in flight at once, and checkpoints each batch as soon as the destination acknowledges
 it. Everything the run needs (options, secrets, built segments) is checked before the
 first request, so bad input sends nothing. One sync per destination runs at a time:
-a lock file next to the warehouse, released by the OS if the process dies.
+a lock the OS or the server releases if the process dies (:mod:`sync.places`).
 
-The warehouse is held only for short reads and checkpoints, never while waiting on a
-destination: the plan is sent from the sync's own scratch database (:mod:`sync.scratch`),
-so builds and member exports run while a slow destination answers.
+It runs on every engine: :mod:`sync.places` says where the membership is read and
+where the record is kept. The warehouse is held only for short reads and checkpoints,
+never while waiting on a destination: the plan is sent from the sync's own scratch
+database (:mod:`sync.scratch`), so builds and member exports run while a slow
+destination answers.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import filelock
 import requests
 
+from segments import engines
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations import REGISTRY
@@ -33,7 +35,7 @@ from sync.dry_run import Cost, cost
 from sync.routing import OWNER, check_owners
 from sync.destinations.base import Audience, Batch, BatchResult, Destination, is_http_url, resolve_options
 from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
-from sync.scratch import open_scratch
+from sync.places import open_place
 from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PlanSummary, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
@@ -150,16 +152,17 @@ def configuration_problems(project: m.Project) -> list[str]:
     return problems
 
 
-def _lock_path(warehouse_file: Path, destination: str) -> Path:
-    return warehouse_file.with_name(f"{warehouse_file.name}.sync-{destination}.lock")
+def _engine(warehouse: Path | engines.Engine) -> engines.Engine:
+    """An engine, or a DuckDB warehouse file's."""
+    return warehouse if isinstance(warehouse, engines.Engine) else engines.get("duckdb", warehouse)
 
 
 class Engine:
     """Runs the sync of some pairs against one warehouse."""
 
-    def __init__(self, project: m.Project, warehouse_file: Path, settings: Settings | None = None):
+    def __init__(self, project: m.Project, warehouse: Path | engines.Engine, settings: Settings | None = None):
         self.project = project
-        self.warehouse_file = warehouse_file
+        self.warehouse = _engine(warehouse)
         self.settings = settings or Settings()
 
     def _destination(self, name: str, session: requests.Session) -> Destination:
@@ -195,8 +198,8 @@ class Engine:
             routed = [(p.segment, p.owner) for p in pairs if p.destination == name]
             check_owners(name, destination.options.get("owners"), routed)
         outcomes: list[Outcome] = []
-        with open_scratch(self.warehouse_file, read_only=dry_run) as scratch:
-            store = Store(scratch, self.project.catalog)
+        with open_place(self.warehouse, read_only=dry_run) as place:
+            store = Store(place, self.project.catalog)
             store.limit_resources(self.settings.env.get(MEMORY_LIMIT_ENV, MEMORY_LIMIT))
             with store.hold():
                 missing = sorted({p.segment for p in pairs} - store.built_segments())
@@ -210,15 +213,8 @@ class Engine:
                 if dry_run:
                     outcomes += [self._plan_only(store, destination, p) for p in mine]
                     continue
-                lock = filelock.FileLock(_lock_path(self.warehouse_file, name), timeout=0)
-                try:
-                    lock.acquire()
-                except filelock.Timeout:
-                    raise SegmentsError(f"another sync of destination {name} is running") from None
-                try:
+                with place.lock(name):
                     outcomes += self._sync_destination(store, destination, mine, targets, force)
-                finally:
-                    lock.release()
         return outcomes
 
     def _wanted(self, destination: Destination, pair: Pair) -> Wanted:
@@ -342,7 +338,7 @@ class Engine:
 
 def sync(
     project: m.Project,
-    warehouse_file: Path,
+    warehouse: Path | engines.Engine,
     destination: str | None = None,
     segment: str | None = None,
     dry_run: bool = False,
@@ -354,7 +350,7 @@ def sync(
     if not pairs:
         raise SegmentsError("nothing to sync: no spec has a `sync:` entry" + (
             f" for destination {destination}" if destination else "") + (f" in segment {segment}" if segment else ""))
-    return Engine(project, warehouse_file, settings).run(pairs, dry_run=dry_run, force=force)
+    return Engine(project, warehouse, settings).run(pairs, dry_run=dry_run, force=force)
 
 
 def summary_line(outcome: Outcome) -> str:

@@ -20,25 +20,30 @@ batches in flight.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import duckdb
+import pandas
 from sqlglot import exp
 
 from segments import warehouse
 from segments.compiler import models as md
+from segments.engines.base import create_table, drop, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
-from sync.destinations.base import Batch, BatchResult, EncodedChanges, LazyRecords, Record, RecordFailure
-from sync.scratch import WAREHOUSE, Scratch, table
+from sync.destinations.base import Batch, BatchResult, EncodedChanges, LazyRecords, Record
+from sync.ledger import Changes
+from sync.places import Place
+from sync.scratch import WAREHOUSE
 
-SCHEMA = warehouse.TARGET_SCHEMA
-STATE, RUNS, ERRORS = "sync_state", "sync_runs", "sync_errors"
 PLAN = "sync_plan"  # in the scratch database, one pair at a time
+# Copies of a remote warehouse's rows a plan reads (PostgreSQL, Spark), in the scratch database
+WANTED_COPY, STATE_COPY = "sync_wanted", "sync_state_copy"
+COPY_ROWS = 10_000  # rows of a remote warehouse moved to the scratch database at a time
+_TEXT = exp.DataType.Type.VARCHAR
 
 # DuckDB's memory for a sync (its default is 80% of the machine's RAM): beyond it the
 # plan and the state spill to a temporary folder beside the scratch database, so a sync's
@@ -50,32 +55,6 @@ MEMORY_LIMIT_ENV = "SEGMENTS_SYNC_MEMORY_LIMIT"
 # joins and sort over 3M members fit on one thread where two ran out of memory.
 THREADS = 1
 ENCODE_ROWS = 10_000  # plan rows one query encodes (Store._encode)
-
-_DDL = (
-    f"""CREATE TABLE IF NOT EXISTS {WAREHOUSE}.{SCHEMA}.{STATE} (
-        destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL, user_id VARCHAR NOT NULL,
-        remote_id VARCHAR, synced_at TIMESTAMP NOT NULL, sync_id VARCHAR NOT NULL)""",
-    f"""CREATE TABLE IF NOT EXISTS {WAREHOUSE}.{SCHEMA}.{RUNS} (
-        sync_id VARCHAR NOT NULL, destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL,
-        started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, status VARCHAR NOT NULL,
-        planned_adds BIGINT NOT NULL, planned_removes BIGINT NOT NULL,
-        added BIGINT NOT NULL DEFAULT 0, removed BIGINT NOT NULL DEFAULT 0,
-        failed BIGINT NOT NULL DEFAULT 0, batches BIGINT NOT NULL DEFAULT 0, message VARCHAR)""",
-    f"""CREATE TABLE IF NOT EXISTS {WAREHOUSE}.{SCHEMA}.{ERRORS} (
-        sync_id VARCHAR NOT NULL, destination VARCHAR NOT NULL, segment_name VARCHAR NOT NULL,
-        user_id VARCHAR NOT NULL, operation VARCHAR NOT NULL, status_code INTEGER,
-        message VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)""",
-)
-
-
-def _wh(name: str) -> str:
-    """A sync table of the warehouse, as SQL text for the scratch connection."""
-    return f"{WAREHOUSE}.{SCHEMA}.{name}"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
 
 def _sql(expression: exp.Expression) -> str:
     return expression.sql(dialect="duckdb")
@@ -133,28 +112,22 @@ class PlanSummary:
         return 100.0 * self.removes / self.audience if self.audience else 0.0
 
 
-def forget(con: duckdb.DuckDBPyConnection, destination: str) -> None:
-    """Drop what we know a destination holds (``con``: the warehouse's own
-    connection): the next sync sends everything again."""
-    if con.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                   [SCHEMA, STATE]).fetchone()[0]:
-        con.execute(f"DELETE FROM {SCHEMA}.{STATE} WHERE destination = ?", [destination])
-
-
 class Store:
     """Sync bookkeeping in a scratch database that holds the warehouse only briefly:
     every method that reads or writes the warehouse holds it for its own duration
     (or shares the caller's :meth:`hold`)."""
 
-    def __init__(self, scratch: Scratch, catalog: m.Catalog):
-        self.scratch = scratch
-        self.con = scratch.con
+    def __init__(self, place: Place, catalog: m.Catalog):
+        self.place = place
+        self.scratch = place.scratch
+        self.con = place.scratch.con
+        self.ledger = place.ledger
         self.catalog = catalog
         self.memory_limit: str | None = None
 
     def hold(self) -> AbstractContextManager[None]:
         """Hold the warehouse across several calls (see :meth:`Scratch.hold`)."""
-        return self.scratch.hold()
+        return self.place.hold()
 
     def limit_resources(self, memory_limit: str) -> None:
         """DuckDB's memory and threads for a sync (:data:`MEMORY_LIMIT`, :data:`THREADS`).
@@ -173,29 +146,24 @@ class Store:
 
     def ensure_tables(self) -> None:
         with self.hold():
-            for statement in _DDL:
-                self.con.execute(statement)
+            self.ledger.ensure_tables()
 
     def flush_wal(self) -> None:
-        """Write what the write-ahead log holds to the warehouse file. After a crash
-        it holds the state the dead sync recorded, replayed into memory on opening:
-        written out, it no longer takes the plan's room under the memory limit."""
-        with self.hold():
-            self.con.execute(f"CHECKPOINT {WAREHOUSE}")
-
-    def _has(self, name: str) -> bool:
-        assert self.scratch.holding, "read the warehouse while holding it"
-        return bool(self.con.execute(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
-            [WAREHOUSE, SCHEMA, name],
-        ).fetchone()[0])
+        """Write what the write-ahead log of the attached DuckDB file holds to the
+        file. After a crash it holds the state the dead sync recorded, replayed into
+        memory on opening: written out, it no longer takes the plan's room under the
+        memory limit."""
+        if self.place.ledger_local:
+            with self.hold():
+                self.con.execute(exp.Command(this="CHECKPOINT", expression=exp.to_identifier(WAREHOUSE)).sql("duckdb"))
 
     def built_segments(self) -> set[str]:
+        place = self.place
         with self.hold():
-            if not self._has(warehouse.SEGMENT_CATALOG):
+            if not place.membership.columns(place.engine.target_schema, warehouse.SEGMENT_CATALOG, place.catalog):
                 raise SegmentsError("the warehouse has no build yet: run `segments build` before `segments sync`")
-            rows = self.con.execute(f"SELECT segment_name FROM {_wh(warehouse.SEGMENT_CATALOG)}").fetchall()
-        return {r[0] for r in rows}
+            rows = place.membership.rows(exp.select("segment_name").from_(place.table(warehouse.SEGMENT_CATALOG)))
+        return {str(r[0]) for r in rows}
 
     # ---- the plan ----------------------------------------------------------------------
 
@@ -207,14 +175,46 @@ class Store:
             raise SegmentsError(f"no users attribute {name!r} in _catalog.yml (known: {known})") from None
         return exp.column(column, table="u", quoted=True)
 
+    def _field_types(self, fields: Sequence[str]) -> dict[str, exp.DataType]:
+        """The columns of a wanted query copied from a remote warehouse: the
+        catalog's types, as DuckDB holds them."""
+        types = {"user_id": exp.DataType.build(_TEXT)}
+        for i, name in enumerate(fields):
+            kind = self.catalog.users.attributes[name].type
+            types[f"f_{i}"] = exp.DataType.build(warehouse.CAST_TYPES[kind], dialect="duckdb")
+        return types
+
+    def _copy(self, name: str, query: exp.Query, columns: Mapping[str, exp.DataType | exp.DataType.Type]) -> exp.Select:
+        """The rows of ``query`` on the membership's engine, moved to a table of the
+        scratch database :data:`COPY_ROWS` at a time (never all in memory)."""
+        self.con.execute(drop("TABLE", exp.to_table(name)).sql("duckdb"))
+        self.con.execute(create_table(exp.to_table(name), {c: (k, False, None) for c, k in columns.items()}).sql("duckdb"))
+        insert = exp.insert(exp.select("*").from_("sync_rows"), name).sql("duckdb")
+        chunk: list[tuple] = []
+        for row in self.place.membership.stream(query):
+            chunk.append(row)
+            if len(chunk) >= COPY_ROWS:
+                self._append(insert, chunk, list(columns))
+                chunk = []
+        if chunk:
+            self._append(insert, chunk, list(columns))
+        return exp.select(*columns).from_(name)
+
+    def _append(self, insert: str, rows: list[tuple], columns: list[str]) -> None:
+        self.con.register("sync_rows", pandas.DataFrame(rows, columns=columns, dtype=object))
+        try:
+            self.con.execute(insert)
+        finally:
+            self.con.unregister("sync_rows")
+
     def _wanted_query(self, wanted: Wanted) -> exp.Select:
         users = self.catalog.users
         user_id = exp.cast(exp.column(users.key, table="u", quoted=True), exp.DataType.Type.VARCHAR)
         query = (
             exp.select(exp.alias_(user_id, "user_id"))
-            .from_(exp.alias_(table(md.MEMBERSHIP, SCHEMA), "m"))
+            .from_(exp.alias_(self.place.table(md.MEMBERSHIP), "m"))
             .join(
-                exp.alias_(table(users.relation.name, users.relation.schema or SCHEMA, quoted=True), "u"),
+                exp.alias_(self.place.table(users.relation.name, users.relation.schema, quoted=True), "u"),
                 on=exp.EQ(this=user_id, expression=exp.column("user_id", table="m")),
             )
             .where(exp.EQ(this=exp.column("segment_name", table="m"), expression=exp.Literal.string(wanted.segment)))
@@ -229,19 +229,6 @@ class Store:
         for name in wanted.required_fields:
             query = query.where(exp.not_(exp.Is(this=self._attribute(name), expression=exp.null())))
         return query
-
-    def _state_query(self, destination: str, segment: str) -> exp.Select:
-        if not self._has(STATE):
-            return exp.select(
-                exp.alias_(exp.cast(exp.null(), "VARCHAR"), "user_id"),
-                exp.alias_(exp.cast(exp.null(), "VARCHAR"), "remote_id"),
-            ).where(exp.false())
-        return (
-            exp.select("user_id", "remote_id")
-            .from_(table(STATE, SCHEMA))
-            .where(exp.EQ(this=exp.column("destination"), expression=exp.Literal.string(destination)))
-            .where(exp.EQ(this=exp.column("segment_name"), expression=exp.Literal.string(segment)))
-        )
 
     def make_plan(self, destination: str, wanted: Wanted) -> PlanSummary:
         """Write the changes for one pair to the scratch database's plan table, in
@@ -264,11 +251,16 @@ class Store:
         # which spills under the memory limit; a row_number() window ran out of it).
         self.con.execute("SET preserve_insertion_order = true")
         with self.hold():
-            state = self._state_query(destination, wanted.key)
+            wanted_rows = self._wanted_query(wanted)
+            if not self.place.attached:
+                wanted_rows = self._copy(WANTED_COPY, wanted_rows, self._field_types(wanted.fields))
+            state = self.ledger.state(destination, wanted.key)
+            if not self.place.ledger_local:
+                state = self._copy(STATE_COPY, state, {"user_id": _TEXT, "remote_id": _TEXT})
             ordered = (
                 exp.select("op", "user_id", "remote_id", *fields)
                 .from_(exp.alias_(exp.Subquery(this=changes), "c"))
-                .with_("w", as_=self._wanted_query(wanted))
+                .with_("w", as_=wanted_rows)
                 .with_("s", as_=state)
                 .order_by("user_id", "op")
             )
@@ -278,7 +270,7 @@ class Store:
                 raise SegmentsError(
                     f"planning {wanted.key} -> {destination} needs more memory than DuckDB's limit "
                     f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
-            audience = self.con.execute(f"SELECT COUNT(*) FROM ({_sql(state)})").fetchone()[0]
+            audience = self.con.execute(_sql(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=state)))).fetchone()[0]
         adds_n, removes_n = self.con.execute(
             f"SELECT COUNT(*) FILTER (WHERE op = 'add'), COUNT(*) FILTER (WHERE op = 'remove') FROM {PLAN}"
         ).fetchone()
@@ -287,7 +279,8 @@ class Store:
         return PlanSummary(adds_n, removes_n, audience, sample("add"), sample("remove"))
 
     def drop_plan(self) -> None:
-        self.con.execute(f"DROP TABLE IF EXISTS {PLAN}")
+        for name in (PLAN, WANTED_COPY, STATE_COPY):
+            self.con.execute(drop("TABLE", exp.to_table(name)).sql("duckdb"))
 
     @staticmethod
     def _records(rows: Sequence[tuple[object, ...]], fields: Sequence[str], op: str) -> tuple[Record, ...]:
@@ -355,10 +348,7 @@ class Store:
         and its records are read only if asked for: no Python object per record.
         """
         with self.hold():
-            done = self.con.execute(
-                f"SELECT COALESCE(SUM(batches), 0) FROM {_wh(RUNS)} WHERE destination = ? AND segment_name = ?",
-                [destination, segment],
-            ).fetchone()[0]
+            done = self.ledger.done_batches(destination, segment)
         encode = encode and self._json_encodable(fields)
         json_page = self._json_page_sql(fields)
         for number, first in enumerate(range(0, total, size)):
@@ -379,24 +369,12 @@ class Store:
     # ---- the run log and the state ----------------------------------------------------
 
     def start_run(self, sync_id: str, destination: str, segment: str, plan: PlanSummary) -> None:
-        # We hold the destination's lock: a 'running' row of it is a run that died.
         with self.hold():
-            self.con.execute(
-                f"UPDATE {_wh(RUNS)} SET status = 'interrupted' WHERE destination = ? AND status = 'running'",
-                [destination],
-            )
-            self.con.execute(
-                f"INSERT INTO {_wh(RUNS)} (sync_id, destination, segment_name, started_at, status, planned_adds, planned_removes) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                [sync_id, destination, segment, _now(), plan.adds, plan.removes],
-            )
+            self.ledger.start_run(sync_id, destination, segment, plan.adds, plan.removes)
 
     def finish_run(self, sync_id: str, status: str, message: str | None = None) -> None:
         with self.hold():
-            self.con.execute(
-                f"UPDATE {_wh(RUNS)} SET status = ?, finished_at = ?, message = ? WHERE sync_id = ?",
-                [status, _now(), message, sync_id],
-            )
+            self.ledger.finish_run(sync_id, status, message)
 
     def checkpoint(self, batch: Batch, first: int, last: int, result: BatchResult) -> tuple[int, int]:
         """Apply an acknowledged batch to the state, log its failures: one transaction,
@@ -404,51 +382,30 @@ class Store:
 
         Returns (added, removed) as applied.
         """
-        failed_adds = [f.user_id for f in result.failures if f.operation == "add"]
-        failed_removes = [f.user_id for f in result.failures if f.operation == "remove"]
+        failed = {op: [f.user_id for f in result.failures if f.operation == op] for op in ("add", "remove")}
+        added, removed = len(batch.added) - len(failed["add"]), len(batch.removed) - len(failed["remove"])
+        adds, removes = self._applied("add", first, last, failed["add"]), self._applied("remove", first, last, failed["remove"])
+        ids = values_query({"user_id": _TEXT, "remote_id": _TEXT}, list(result.remote_ids.items()))
+        adds = adds.join(exp.alias_(exp.Subquery(this=ids), "r", table=True),
+                         on=exp.column("user_id", "r").eq(exp.column("user_id", "p")), join_type="left")
+        adds = adds.select(exp.column("remote_id", "r"))
+        if not self.place.ledger_local:  # the rows travel to the warehouse as literals
+            adds = values_query({"user_id": _TEXT, "remote_id": _TEXT}, self.con.execute(_sql(adds)).fetchall())
+            removes = values_query({"user_id": _TEXT}, self.con.execute(_sql(removes)).fetchall())
         with self.hold():
-            return self._apply(batch, first, last, result, failed_adds, failed_removes)
-
-    def _apply(
-        self, batch: Batch, first: int, last: int, result: BatchResult, failed_adds: list[str], failed_removes: list[str]
-    ) -> tuple[int, int]:
-        ids = list(result.remote_ids.items())
-        now = _now()
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(
-                f"INSERT INTO {_wh(STATE)} "
-                f"SELECT ?, ?, p.user_id, r.remote_id, ?, ? FROM {PLAN} p "
-                "LEFT JOIN (SELECT UNNEST(?::VARCHAR[]) AS user_id, UNNEST(?::VARCHAR[]) AS remote_id) r ON r.user_id = p.user_id "
-                "WHERE p.rowid BETWEEN ? AND ? AND p.op = 'add' AND NOT list_contains(?::VARCHAR[], p.user_id)",
-                [batch.destination, batch.segment, now, batch.sync_id,
-                 [k for k, _ in ids], [v for _, v in ids], first, last, failed_adds],
-            )
-            if batch.removed:
-                con.execute(
-                    f"DELETE FROM {_wh(STATE)} WHERE destination = ? AND segment_name = ? AND user_id IN ("
-                    f"SELECT user_id FROM {PLAN} WHERE rowid BETWEEN ? AND ? AND op = 'remove' "
-                    "AND NOT list_contains(?::VARCHAR[], user_id))",
-                    [batch.destination, batch.segment, first, last, failed_removes],
-                )
-            added, removed = len(batch.added) - len(failed_adds), len(batch.removed) - len(failed_removes)
-            con.execute(
-                f"UPDATE {_wh(RUNS)} SET added = added + ?, removed = removed + ?, failed = failed + ?, "
-                "batches = batches + 1 WHERE sync_id = ?",
-                [added, removed, len(result.failures), batch.sync_id],
-            )
-            if result.failures:
-                self._log_failures(batch, result.failures, now)
-            con.execute("COMMIT")
-        except duckdb.Error as error:
-            con.execute("ROLLBACK")
-            raise SegmentsError(f"recording sync state failed: {error}") from None
+            self.ledger.checkpoint(batch.sync_id, batch.destination, batch.segment,
+                                   Changes(adds, removes, added, removed), result.failures)
         return added, removed
 
-    def _log_failures(self, batch: Batch, failures: list[RecordFailure], at: dt.datetime) -> None:
-        self.con.executemany(
-            f"INSERT INTO {_wh(ERRORS)} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [[batch.sync_id, batch.destination, batch.segment, f.user_id, f.operation, f.status, f.message, at]
-             for f in failures],
+    @staticmethod
+    def _applied(op: str, first: int, last: int, failed: Sequence[str]) -> exp.Select:
+        """The plan's user ids of ``op`` in rows first..last, but for those that failed."""
+        user_id = exp.column("user_id", "p")
+        query = (
+            exp.select(user_id).from_(exp.alias_(exp.to_table(PLAN), "p", table=True))
+            .where(exp.Between(this=exp.column("rowid", "p"), low=exp.convert(first), high=exp.convert(last)))
+            .where(exp.column("op", "p").eq(exp.convert(op)))
         )
+        if failed:
+            query = query.where(exp.not_(user_id.copy().isin(*map(exp.convert, failed))))
+        return query

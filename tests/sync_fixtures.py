@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
+from segments import engines
 from segments.spec import model as m
 from segments.spec.parse import load_project
 
@@ -56,31 +61,96 @@ def users(n: int) -> list[str]:
     return [f"u{i:05d}" for i in range(n)]
 
 
-def write_users(con: duckdb.DuckDBPyConnection, ids: list[str], opted_out: set[str] = frozenset()) -> None:
+class PgConnection:
+    """A PostgreSQL connection called as a DuckDB one is (``?`` parameters), so the
+    fixtures below write either warehouse."""
+
+    def __init__(self, env: Mapping[str, str]):
+        import psycopg2
+
+        self.conn = psycopg2.connect(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], dbname=env["PGDATABASE"])
+        self.conn.autocommit = True
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor = self.conn.cursor()
+        cursor.execute(sql.replace("?", "%s"), list(params) if params else None)
+        return cursor
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+
+    def __enter__(self) -> PgConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+class SyncWarehouse:
+    """A sync test's warehouse on one engine: DuckDB (a file) or PostgreSQL (a fresh
+    database of the session's server, named in ``env``)."""
+
+    def __init__(self, target: str, path: Path, env: Mapping[str, str] | None = None):
+        self.target, self.path, self.env = target, path, dict(env or {})
+
+    def connect(self) -> Any:
+        return duckdb.connect(str(self.path)) if self.target == "duckdb" else PgConnection(self.env)
+
+    @property
+    def engine(self) -> engines.Engine:
+        return engines.get("duckdb", self.path) if self.target == "duckdb" else engines.get("postgres")
+
+    @property
+    def cli_args(self) -> list[str]:
+        """``segments sync`` options reaching it (PostgreSQL: with :attr:`env` set)."""
+        return ["--warehouse", str(self.path)] if self.target == "duckdb" else ["--target", "postgres"]
+
+
+@contextmanager
+def postgres_database(server_env: Mapping[str, str], patch: Any) -> Iterator[dict[str, str]]:
+    """A fresh database on the test server, named in the libpq variables ``patch``
+    sets for the test; dropped afterwards."""
+    name = f"sync_{uuid.uuid4().hex[:12]}"
+    with PgConnection(server_env) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    env = {**server_env, "PGDATABASE": name}
+    for key, value in env.items():
+        patch.setenv(key, value)
+    try:
+        yield env
+    finally:
+        with PgConnection(server_env) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def write_users(con: Any, ids: list[str], opted_out: set[str] = frozenset()) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-    con.execute("CREATE OR REPLACE TABLE raw.users (user_id VARCHAR, email VARCHAR, phone VARCHAR, whatsapp_opt_in BOOLEAN)")
-    con.execute("CREATE OR REPLACE TABLE raw.events (user_id VARCHAR, event_name VARCHAR, occurred_at TIMESTAMP)")
+    for table, columns in (("raw.users", "user_id VARCHAR, email VARCHAR, phone VARCHAR, whatsapp_opt_in BOOLEAN"),
+                           ("raw.events", "user_id VARCHAR, event_name VARCHAR, occurred_at TIMESTAMP")):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(f"CREATE TABLE {table} ({columns})")
     con.executemany(
         "INSERT INTO raw.users VALUES (?, ?, ?, ?)",
         [[u, f"{u}@example.com", f"+91 98{i:08d}", u not in opted_out] for i, u in enumerate(ids)],
     )
 
 
-def publish(con: duckdb.DuckDBPyConnection, membership: dict[str, dict[str, bool]]) -> None:
-    """What a build publishes: ``{segment: {user_id: is_holdout}}``."""
-    con.execute(
-        "CREATE OR REPLACE TABLE main.segment_membership "
-        "(segment_name VARCHAR, user_id VARCHAR, is_holdout BOOLEAN, as_of TIMESTAMP)"
-    )
+def publish(con: Any, membership: dict[str, dict[str, bool]]) -> None:
+    """What a build publishes: ``{segment: {user_id: is_holdout}}`` (tables in the
+    target schema, the default one on either engine)."""
+    con.execute("DROP TABLE IF EXISTS segment_membership")
+    con.execute("CREATE TABLE segment_membership (segment_name VARCHAR, user_id VARCHAR, is_holdout BOOLEAN, as_of TIMESTAMP)")
     rows = [[s, u, h, AS_OF] for s, members in membership.items() for u, h in members.items()]
     if rows:
-        con.executemany("INSERT INTO main.segment_membership VALUES (?, ?, ?, ?)", rows)
-    con.execute("CREATE OR REPLACE TABLE main.segment_catalog (segment_name VARCHAR)")
-    con.executemany("INSERT INTO main.segment_catalog VALUES (?)", [[s] for s in membership])
+        con.executemany("INSERT INTO segment_membership VALUES (?, ?, ?, ?)", rows)
+    con.execute("DROP TABLE IF EXISTS segment_catalog")
+    con.execute("CREATE TABLE segment_catalog (segment_name VARCHAR)")
+    con.executemany("INSERT INTO segment_catalog VALUES (?)", [[s] for s in membership])
 
 
-def state(con: duckdb.DuckDBPyConnection, destination: str, segment: str) -> set[str]:
+def state(con: Any, destination: str, segment: str) -> set[str]:
     rows = con.execute(
-        "SELECT user_id FROM main.sync_state WHERE destination = ? AND segment_name = ?", [destination, segment]
+        "SELECT user_id FROM sync_state WHERE destination = ? AND segment_name = ?", [destination, segment]
     ).fetchall()
     return {r[0] for r in rows}

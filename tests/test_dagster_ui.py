@@ -69,6 +69,7 @@ def webserver(dbt_manifest, tmp_path_factory) -> Iterator[str]:
         **os.environ,
         "DAGSTER_HOME": str(home),
         paths.WAREHOUSE_ENV: str(home / "warehouse.duckdb"),
+        "SEGMENTS_TARGET": "duckdb",
     }
     command = [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
     with log.open("w") as output:

@@ -31,7 +31,7 @@ from openapi_core.exceptions import OpenAPIError
 from werkzeug import Response
 
 from segments.errors import SegmentsError
-from segments.spec.parse import DESTINATION_TYPES
+from segments.spec.nodes import DESTINATION_TYPES
 from sync.destinations import REGISTRY
 from sync.destinations.base import Batch, BatchResult, Destination, Record, resolve_options
 from sync.http import Clock, HttpClient, RetryPolicy, SyncHttpError, TransientError

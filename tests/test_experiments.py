@@ -16,7 +16,7 @@ from fake_platforms import FakeIntercom, RecordingSession
 from sqlglot import exp
 from test_destinations_sync import fake_settings, warehouse  # noqa: F401 - a fixture
 from test_engines import expected_arm
-from test_history import BUILD, TARGET
+from test_history import BUILD, TARGET, session
 from test_postgres_semantics import engine_session, materialize  # noqa: F401 - a fixture
 from test_semantics import AS_OF, UNIVERSE, _load_rows, write_project
 
@@ -174,7 +174,8 @@ def test_history_records_the_arm_and_gains_the_column(tmp_path):
     con.execute(f"CREATE TABLE {BUILD}.{md.MEMBERSHIP} (segment_name VARCHAR, user_id VARCHAR, is_holdout BOOLEAN, "
                 "as_of TIMESTAMP, arm VARCHAR)")
     con.execute(f"INSERT INTO {BUILD}.{md.MEMBERSHIP} VALUES ('x', 'new', false, '2026-01-15', 'b')")
-    for statement in history.record(con, TARGET, BUILD, ["x"], dt.datetime(2026, 1, 15)):
-        con.execute(statement)
+    opened = session(con)
+    for statement in history.record(opened, ["x"], dt.datetime(2026, 1, 15), dt.datetime(2026, 1, 15, 1)):
+        opened.execute(statement)
     rows = con.execute(f"SELECT user_id, change, arm FROM {TARGET}.{history.HISTORY} ORDER BY user_id").fetchall()
     assert rows == [("gone", "exited", None), ("new", "entered", "b")]

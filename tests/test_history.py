@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 
 import duckdb
 import pytest
 
 from segments import history
 from segments.compiler import models as md
+from segments.engines.duckdb_engine import DuckDBEngine, DuckDBSession
 
 TARGET, BUILD = "main", "main_segments_build"
 T0 = dt.datetime(2026, 1, 15, 6)
@@ -54,12 +56,17 @@ def publish(con: duckdb.DuckDBPyConnection, members: dict[str, list[str]], as_of
     )
     if rows:
         con.executemany(f"INSERT INTO {BUILD}.{md.MEMBERSHIP} VALUES (?, ?, ?, ?)", rows)
-    recorded = history.record(con, TARGET, BUILD, list(members), as_of)
+    recorded = history.record(session(con), list(members), as_of, as_of)
     con.execute("BEGIN TRANSACTION")
-    for sql in recorded:
-        con.execute(sql)
+    for statement in recorded:
+        session(con).execute(statement)
     con.execute(f"CREATE OR REPLACE TABLE {TARGET}.{md.MEMBERSHIP} AS SELECT * FROM {BUILD}.{md.MEMBERSHIP}")
     con.execute("COMMIT")
+
+
+def session(con: duckdb.DuckDBPyConnection) -> DuckDBSession:
+    """An engine session over the test's in-memory DuckDB, schema ``main``."""
+    return DuckDBSession(DuckDBEngine(Path("in-memory"), TARGET), con)
 
 
 @pytest.fixture
@@ -70,7 +77,7 @@ def con():
 
 
 def test_no_history_before_the_first_publish(con):
-    assert history.latest(con, TARGET) == {}
+    assert history.latest(session(con)) == {}
 
 
 def test_each_publish_records_changes_and_sizes(con):
@@ -81,7 +88,7 @@ def test_each_publish_records_changes_and_sizes(con):
             f"SELECT segment_name, user_id, change FROM {TARGET}.{history.HISTORY} WHERE as_of = ?", [as_of]
         ).fetchall()
         assert set(recorded) == changes, f"step {step}"
-        latest = history.latest(con, TARGET, list(members))
+        latest = history.latest(session(con), list(members))
         got = {name: (b.members, b.entered, b.exited, b.change_pct) for name, b in latest.items()}
         assert got == sizes, f"step {step}"
         assert {b.as_of for b in latest.values()} <= {as_of}
@@ -89,16 +96,16 @@ def test_each_publish_records_changes_and_sizes(con):
 
 def test_sizes_count_the_holdout(con):
     publish(con, {"a": ["u1", "u2", "u11"]}, T0)
-    (a,) = history.latest(con, TARGET).values()
+    (a,) = history.latest(session(con)).values()
     assert (a.members, a.holdout) == (3, 2)
 
 
 def test_a_failed_publish_records_nothing(con):
     publish(con, {"a": ["u1"]}, T0)
-    recorded = history.record(con, TARGET, BUILD, ["a"], T0 + dt.timedelta(hours=1))
+    recorded = history.record(session(con), ["a"], T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=1))
     con.execute("BEGIN TRANSACTION")
-    for sql in recorded:
-        con.execute(sql)
+    for statement in recorded:
+        session(con).execute(statement)
     con.execute("ROLLBACK")
     assert con.execute(f"SELECT COUNT(*) FROM {TARGET}.{history.SIZES}").fetchone() == (1,)
     assert con.execute(f"SELECT COUNT(*) FROM {TARGET}.{history.HISTORY}").fetchone() == (1,)

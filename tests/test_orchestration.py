@@ -29,6 +29,7 @@ from dagster import (
     build_schedule_context,
     define_asset_job,
 )
+from sqlglot import exp
 
 from segments import demo_data, paths
 from segments.compiler import models as md
@@ -55,10 +56,10 @@ def reachable(segment: str):
     """A consumer downstream of one segment: how many published members may be messaged."""
 
     def compute(context: AssetExecutionContext) -> MaterializeResult:
-        with context.resources.warehouse.connect(read_only=True) as con:
-            (count,) = con.execute(
-                f"SELECT COUNT(*) FROM main.{md.MEMBERSHIP} WHERE segment_name = ? AND NOT is_holdout", [segment]
-            ).fetchone()
+        with context.resources.warehouse.session(read_only=True) as session:
+            members = session.engine.table(md.MEMBERSHIP)
+            mine = exp.and_(exp.column("segment_name").eq(exp.convert(segment)), exp.not_(exp.column("is_holdout")))
+            [(count,)] = session.rows(exp.select(exp.Count(this=exp.Star())).from_(members).where(mine))
         return MaterializeResult(metadata={"reachable": count})
 
     return compute
@@ -99,6 +100,7 @@ def gated_defs(code: SimpleNamespace, recorder: Recorder) -> Definitions:
 def run(defs: Definitions, job: str, warehouse: Path, as_of: dt.datetime, **tags: str):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(paths.WAREHOUSE_ENV, str(warehouse))
+        mp.setenv("SEGMENTS_TARGET", "duckdb")
         from orchestration.assets import AS_OF_TAG, format_as_of
 
         with DagsterInstance.ephemeral() as instance:

@@ -7,6 +7,7 @@ limits are asserted on the waits they asked for, and nothing really sleeps.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import duckdb
 import pytest
@@ -16,7 +17,10 @@ from segments.errors import SegmentsError
 from sync import engine
 from sync.http import Clock, RetryPolicy
 from sync.receiver import AudienceReceiver, Fault
-from sync_fixtures import CATALOG, SECRET, publish, state, users, webhook_destinations, write_project, write_users
+from sync_fixtures import (
+    CATALOG, SECRET, SyncWarehouse, postgres_database, publish, state, users, webhook_destinations, write_project,
+    write_users,
+)
 
 
 class FakeClock(Clock):
@@ -38,42 +42,53 @@ def receiver():
         yield r
 
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def target(request, tmp_path, monkeypatch) -> Iterator[SyncWarehouse]:
+    """The warehouse of a test, on each engine the sync keeps its record in (Spark's
+    record is a DuckDB file: tests/test_spark_sync.py)."""
+    if request.param == "duckdb":
+        yield SyncWarehouse("duckdb", tmp_path / "wh.duckdb")
+        return
+    with postgres_database(request.getfixturevalue("postgres_env"), monkeypatch) as env:
+        yield SyncWarehouse("postgres", tmp_path / "unused.duckdb", env)
+
+
 @pytest.fixture
-def world(tmp_path, receiver):
+def world(tmp_path, receiver, target):
     """A warehouse with 200 users, a project syncing `vip` to the receiver in
     batches of 25, and a helper to run the engine on it."""
-    warehouse = tmp_path / "wh.duckdb"
     project = write_project(
         tmp_path / "specs", webhook_destinations(receiver.url, batch_size=25, fields="[email]"),
         {"vip": "sync:\n  - destination: hook"},
     )
     ids = users(200)
-    with duckdb.connect(str(warehouse)) as con:
+    with target.connect() as con:
         write_users(con, ids)
         publish(con, {"vip": {u: False for u in ids[:120]}})
 
     class World:
         clock = FakeClock()
+        warehouse = target.path if target.target == "duckdb" else target.engine
 
         def sync(self, **kw):
             settings = engine.Settings(env={}, clock=self.clock, policy=kw.pop("policy", RetryPolicy(attempts=5)))
-            return engine.sync(project, warehouse, settings=settings, **kw)
+            return engine.sync(project, self.warehouse, settings=settings, **kw)
 
         def publish(self, membership, opted_out=frozenset()):
-            with duckdb.connect(str(warehouse)) as con:
+            with target.connect() as con:
                 if opted_out:
                     write_users(con, ids, opted_out)
                 publish(con, membership)
 
         def state(self, segment="vip"):
-            with duckdb.connect(str(warehouse)) as con:
+            with target.connect() as con:
                 return state(con, "hook", segment)
 
         def query(self, sql):
-            with duckdb.connect(str(warehouse)) as con:
-                return con.execute(sql).fetchall()
+            with target.connect() as con:
+                return [tuple(row) for row in con.execute(sql).fetchall()]
 
-    World.ids, World.warehouse, World.project = ids, warehouse, project
+    World.ids, World.project, World.target = ids, project, target
     return World()
 
 
@@ -85,7 +100,7 @@ def test_initial_sync_sends_every_member_once_in_batches(world, receiver):
     assert [len(d.added) for d in deliveries] == [25, 25, 25, 25, 20]
     assert deliveries[0].added[0] == {"user_id": "u00000", "email": "u00000@example.com"}
     assert world.state() == set(world.ids[:120])
-    assert world.query("SELECT status, planned_adds, added, batches FROM main.sync_runs") == [("succeeded", 120, 120, 5)]
+    assert world.query("SELECT status, planned_adds, added, batches FROM sync_runs") == [("succeeded", 120, 120, 5)]
 
 
 def test_a_change_sends_only_the_change(world, receiver):
@@ -212,9 +227,9 @@ def test_a_permanently_refused_batch_is_logged_and_the_sync_goes_on(world, recei
     receiver.fault = lambda number, headers: Fault(400) if number == 2 else None
     [outcome] = world.sync()
     assert (outcome.added, outcome.failed) == (95, 25)
-    errors = world.query("SELECT operation, status_code, COUNT(*) FROM main.sync_errors GROUP BY ALL")
+    errors = world.query("SELECT operation, status_code, COUNT(*) FROM sync_errors GROUP BY operation, status_code")
     assert errors == [("add", 400, 25)]
-    [message] = world.query("SELECT DISTINCT message FROM main.sync_errors")
+    [message] = world.query("SELECT DISTINCT message FROM sync_errors")
     assert "@" not in message[0] and SECRET not in message[0]
     receiver.fault = None
     [retry] = world.sync()
@@ -256,11 +271,12 @@ def test_filters_name_something(world):
 
 
 def test_two_syncs_of_one_destination_never_run_at_once(world):
-    import filelock
+    from sync.places import open_place
 
-    with filelock.FileLock(engine._lock_path(world.warehouse, "hook")):
+    with open_place(world.target.engine) as place, place.lock("hook"):
         with pytest.raises(SegmentsError, match="another sync of destination hook is running"):
             world.sync()
+    assert world.sync()[0].status == "succeeded"  # released with its holder
 
 
 def test_unbuilt_segments_are_refused(world, receiver):
@@ -295,9 +311,9 @@ def test_csv_destination_writes_change_files(tmp_path, world):
 def test_sync_tables_are_queryable(world, receiver):
     receiver.fault = lambda number, headers: Fault(422) if number == 1 else None
     world.sync()
-    runs = world.query("SELECT destination, segment_name, status, added, failed FROM main.sync_runs")
+    runs = world.query("SELECT destination, segment_name, status, added, failed FROM sync_runs")
     assert runs == [("hook", "vip", "succeeded", 95, 25)]
-    assert world.query("SELECT COUNT(*) FROM main.sync_errors WHERE status_code = 422") == [(25,)]
+    assert world.query("SELECT COUNT(*) FROM sync_errors WHERE status_code = 422") == [(25,)]
 
 
 def test_dry_run_plan_is_what_the_sync_then_does(world):
@@ -327,7 +343,7 @@ def test_an_applied_but_unacknowledged_batch_repeats_with_its_id(world, receiver
 def test_cli_plans_syncs_and_exits_1_when_blocked(world, receiver, capsys):
     from segments.cli import main
 
-    argv = ["sync", "--specs", str(world.project.specs_dir), "--warehouse", str(world.warehouse)]
+    argv = ["sync", "--specs", str(world.project.specs_dir), *world.target.cli_args]
     assert main(argv + ["--dry-run"]) == 0
     assert "vip -> hook: would add 120, remove 0 (holds 0); add e.g. u00000" in capsys.readouterr().out
     assert receiver.requests == 0
@@ -362,16 +378,17 @@ def test_refused_credentials_stop_the_destination_instead_of_failing_every_recor
     [outcome] = world.sync()
     assert outcome.status == "failed" and f"answered {status}" in outcome.message
     assert receiver.requests <= 2  # the batches already in flight, nothing after
-    assert world.query("SELECT COUNT(*) FROM main.sync_errors") == [(0,)]
+    assert world.query("SELECT COUNT(*) FROM sync_errors") == [(0,)]
     assert world.state() == set()
 
 
 def _plan_batches(project, warehouse, fields, size, encode, state=()):
-    from sync.scratch import open_scratch
+    from segments import engines
+    from sync.places import open_place
     from sync.store import Store, Wanted
 
-    with open_scratch(warehouse) as scratch:
-        store = Store(scratch, project.catalog)
+    with open_place(engines.get("duckdb", warehouse)) as place:
+        store = Store(place, project.catalog)
         store.ensure_tables()
         with duckdb.connect(str(warehouse)) as con:
             for user in state:
@@ -380,7 +397,7 @@ def _plan_batches(project, warehouse, fields, size, encode, state=()):
         batches = [b for b, _, _ in store.batches("hook", "vip", "s1", fields, size, plan.adds + plan.removes, encode)]
         records = [(tuple(b.added), tuple(b.removed)) for b in batches]  # read while the plan is there
     with duckdb.connect(str(warehouse)) as con:
-        con.execute("DELETE FROM main.sync_state")
+        con.execute("DELETE FROM sync_state")
     return batches, records
 
 

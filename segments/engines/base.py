@@ -13,6 +13,7 @@ then swapped in by renames, which only touch the metastore).
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -147,8 +148,9 @@ class Session(ABC):
     def rows(self, query: exp.Query) -> list[tuple]:
         return list(self.stream(query))
 
-    def columns(self, schema: str, table: str) -> dict[str, str]:
-        """Column name -> the engine's type name; empty when there is no such table."""
+    def columns(self, schema: str, table: str, catalog: str | None = None) -> dict[str, str]:
+        """Column name -> the engine's type name; empty when there is no such table
+        (``catalog``: a database attached under that name, on DuckDB)."""
         info = exp.table_("columns", db="information_schema")
         query = (
             exp.select("column_name", "data_type")
@@ -157,7 +159,20 @@ class Session(ABC):
             .where(exp.column("table_name").eq(exp.Literal.string(table)))
             .order_by("ordinal_position")
         )
+        if catalog is not None:
+            query = query.where(exp.column("table_catalog").eq(exp.Literal.string(catalog)))
         return {str(name): str(dtype) for name, dtype in self.rows(query)}
+
+    def has_table(self, schema: str, table: str) -> bool:
+        return bool(self.columns(schema, table))
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        Raises:
+            EngineError: the engine has no multi-statement transactions (Spark).
+        """
+        raise EngineError(f"{self.engine.describe()} has no multi-statement transactions")
 
     @abstractmethod
     def apply(self, changes: Sequence[Change]) -> None:
@@ -188,6 +203,52 @@ class Session(ABC):
         """``CREATE SCHEMA IF NOT EXISTS`` for the schema of every table replaced."""
         schemas = sorted({c.table.db for c in changes if isinstance(c, ReplaceTable) and c.table.db})
         return [exp.Create(kind="SCHEMA", exists=True, this=exp.Table(this=exp.to_identifier(s))) for s in schemas]
+
+
+def value(item: object, kind: exp.DataType.Type | exp.DataType) -> exp.Expression:
+    """A Python value as a literal of column type ``kind``.
+
+    >>> value("2026-01-15 00:00:00", exp.DataType.Type.TIMESTAMP).sql("postgres")
+    "CAST('2026-01-15 00:00:00' AS TIMESTAMP)"
+    >>> [value(v, exp.DataType.Type.BIGINT).sql("duckdb") for v in (None, 3)]
+    ['CAST(NULL AS BIGINT)', 'CAST(3 AS BIGINT)']
+    """
+    if isinstance(item, dt.datetime):
+        item = item.isoformat(sep=" ")
+    literal = exp.null() if item is None else exp.convert(item)
+    return exp.cast(literal, kind)
+
+
+def values_query(columns: Mapping[str, exp.DataType.Type | exp.DataType], rows: Sequence[Sequence[object]]) -> exp.Select:
+    """``SELECT * FROM (VALUES ...) AS v(columns)``, every value a literal cast to its
+    column's type; with no rows, a query of those columns that returns none.
+
+    >>> values_query({"a": exp.DataType.Type.VARCHAR}, [["x"]]).sql("duckdb")
+    "SELECT * FROM (VALUES (CAST('x' AS TEXT))) AS v(a)"
+    >>> values_query({"a": exp.DataType.Type.VARCHAR}, []).sql("duckdb")
+    'SELECT CAST(NULL AS TEXT) AS a WHERE FALSE'
+    """
+    if not rows:
+        return exp.select(*(exp.alias_(value(None, kind), c) for c, kind in columns.items())).where(exp.false())
+    tuples = [exp.Tuple(expressions=[value(v, kind) for v, kind in zip(row, columns.values())]) for row in rows]
+    alias = exp.TableAlias(this=exp.to_identifier("v"), columns=[exp.to_identifier(c) for c in columns])
+    return exp.select("*").from_(exp.Values(expressions=tuples, alias=alias))
+
+
+def create_table(table: exp.Table, columns: Mapping[str, tuple[exp.DataType.Type, bool, object]]) -> exp.Create:
+    """``CREATE TABLE IF NOT EXISTS`` from column definitions: name -> (type, NOT
+    NULL, default or None).
+
+    >>> create_table(exp.table_("t", db="s"), {"n": (exp.DataType.Type.BIGINT, True, 0)}).sql("postgres")
+    'CREATE TABLE IF NOT EXISTS s.t (n BIGINT NOT NULL DEFAULT 0)'
+    """
+    definitions = []
+    for name, (kind, not_null, default) in columns.items():
+        constraints = [exp.ColumnConstraint(kind=exp.NotNullColumnConstraint())] if not_null else []
+        if default is not None:
+            constraints.append(exp.ColumnConstraint(kind=exp.DefaultColumnConstraint(this=exp.convert(default))))
+        definitions.append(exp.ColumnDef(this=exp.to_identifier(name), kind=exp.DataType.build(kind), constraints=constraints))
+    return exp.Create(kind="TABLE", exists=True, this=exp.Schema(this=table, expressions=definitions))
 
 
 def drop(kind: str, relation: exp.Table, cascade: bool = False) -> exp.Drop:

@@ -138,18 +138,23 @@ class DuckDBSession(Session):
         assert isinstance(change, DropView)
         return [drop("VIEW", change.view)]
 
-    def apply(self, changes: Sequence[Change]) -> None:
-        self.con.execute("BEGIN TRANSACTION")
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute(exp.Transaction())
         try:
+            yield
+        except BaseException:
+            self.execute(exp.Rollback())
+            raise
+        self.execute(exp.Commit())
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        with self.transaction():
             for statement in self.create_schemas(changes):
                 self.execute(statement)
             for change in changes:
                 for statement in self._statements(change):
                     self.execute(statement)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def staging(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -123,7 +123,7 @@ class SparkSQLSession(Session):
         except _errors() as error:
             raise EngineError(str(error).strip().splitlines()[0]) from None
 
-    def columns(self, schema: str, table: str) -> dict[str, str]:
+    def columns(self, schema: str, table: str, catalog: str | None = None) -> dict[str, str]:
         name = f"{schema}.{table}"
         if not self.spark.catalog.tableExists(name):
             return {}

@@ -221,3 +221,12 @@ def _to_naive_utc(value: dt.datetime | dt.date, zone: dt.tzinfo | None = None) -
     if value.tzinfo is not None:
         return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
+
+
+def utc_now() -> dt.datetime:
+    """The clock as every table stores times: naive UTC.
+
+    >>> utc_now().tzinfo is None
+    True
+    """
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

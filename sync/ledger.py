@@ -1,0 +1,173 @@
+"""The sync's record in a warehouse: ``sync_state``, ``sync_runs``, ``sync_errors``.
+
+The three tables live where the state of a sync must be transactional: in the
+DuckDB warehouse (attached to the sync's scratch database, see :mod:`sync.scratch`),
+in the PostgreSQL warehouse, or, for Spark, which has no multi-statement
+transactions, in a DuckDB file beside its warehouse (:func:`sync.sources.open_source`).
+Every statement is a sqlglot tree run through an engine :class:`Session`, so the one
+class serves each place; values are literals of the tree.
+
+A checkpoint applies one acknowledged batch in one transaction: the adds that did not
+fail go into ``sync_state`` with the ids the destination answered, the removes that
+did not fail leave it, the run's counters move and the batch's failures are logged.
+The rows of a batch come as queries (:class:`Changes`), so a DuckDB ledger reads them
+from the scratch plan in place and a PostgreSQL one receives them as ``VALUES``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from segments.engines.base import EngineError, Session, create_table, values_query
+from segments.errors import SegmentsError
+from segments.spec.timeparse import utc_now
+from sync.destinations.base import RecordFailure
+
+STATE, RUNS, ERRORS = "sync_state", "sync_runs", "sync_errors"
+RUNNING, INTERRUPTED = "running", "interrupted"
+
+_TEXT, _TIME, _BIG, _INT = (exp.DataType.Type.VARCHAR, exp.DataType.Type.TIMESTAMP,
+                            exp.DataType.Type.BIGINT, exp.DataType.Type.INT)
+# (type, NOT NULL, default) per column: the tables users query (README, "Syncing").
+COLUMNS: dict[str, dict[str, tuple[exp.DataType.Type, bool, int | None]]] = {
+    STATE: {
+        "destination": (_TEXT, True, None), "segment_name": (_TEXT, True, None), "user_id": (_TEXT, True, None),
+        "remote_id": (_TEXT, False, None), "synced_at": (_TIME, True, None), "sync_id": (_TEXT, True, None),
+    },
+    RUNS: {
+        "sync_id": (_TEXT, True, None), "destination": (_TEXT, True, None), "segment_name": (_TEXT, True, None),
+        "started_at": (_TIME, True, None), "finished_at": (_TIME, False, None), "status": (_TEXT, True, None),
+        "planned_adds": (_BIG, True, None), "planned_removes": (_BIG, True, None),
+        "added": (_BIG, True, 0), "removed": (_BIG, True, 0), "failed": (_BIG, True, 0), "batches": (_BIG, True, 0),
+        "message": (_TEXT, False, None),
+    },
+    ERRORS: {
+        "sync_id": (_TEXT, True, None), "destination": (_TEXT, True, None), "segment_name": (_TEXT, True, None),
+        "user_id": (_TEXT, True, None), "operation": (_TEXT, True, None), "status_code": (_INT, False, None),
+        "message": (_TEXT, True, None), "failed_at": (_TIME, True, None),
+    },
+}
+
+
+def _is(column: str, value: object) -> exp.Expression:
+    return exp.column(column).eq(exp.convert(value))
+
+
+def _pair(destination: str, segment: str) -> exp.Expression:
+    return exp.and_(_is("destination", destination), _is("segment_name", segment))
+
+
+@dataclass(frozen=True)
+class Changes:
+    """One acknowledged batch as the ledger applies it: ``adds`` a query of
+    ``(user_id, remote_id)`` and ``removes`` one of ``(user_id)``, both already
+    without the batch's failures, and how many rows each has."""
+
+    adds: exp.Query
+    removes: exp.Query
+    added: int
+    removed: int
+
+
+class Ledger:
+    """The sync tables of one warehouse (``schema``, and ``catalog`` when the
+    session reaches them attached under that name)."""
+
+    def __init__(self, session: Session, schema: str, catalog: str | None = None):
+        self.session = session
+        self.schema = schema
+        self.catalog = catalog
+
+    def table(self, name: str) -> exp.Table:
+        return exp.table_(name, db=self.schema, catalog=self.catalog)
+
+    def has(self, name: str) -> bool:
+        return bool(self.session.columns(self.schema, name, self.catalog))
+
+    def ensure_tables(self) -> None:
+        for name, columns in COLUMNS.items():
+            self.session.execute(create_table(self.table(name), columns))
+
+    def state(self, destination: str, segment: str) -> exp.Select:
+        """``(user_id, remote_id)`` the destination holds from us for ``segment``."""
+        if not self.has(STATE):
+            return values_query({"user_id": _TEXT, "remote_id": _TEXT}, [])
+        return exp.select("user_id", "remote_id").from_(self.table(STATE)).where(_pair(destination, segment))
+
+    def done_batches(self, destination: str, segment: str) -> int:
+        """Batches of the pair acknowledged so far: the next batch's number."""
+        total = exp.func("COALESCE", exp.Sum(this=exp.column("batches")), exp.Literal.number(0))
+        [(done,)] = self.session.rows(exp.select(total).from_(self.table(RUNS)).where(_pair(destination, segment)))
+        return int(done)
+
+    def start_run(self, sync_id: str, destination: str, segment: str, adds: int, removes: int) -> None:
+        """A run's row, ``running``; a ``running`` row of the destination left by a
+        run that died (the caller holds the destination's lock) becomes ``interrupted``."""
+        with self.session.transaction():
+            self.session.execute(exp.update(
+                self.table(RUNS), {"status": exp.convert(INTERRUPTED)},
+                where=exp.and_(_is("destination", destination), _is("status", RUNNING)),
+            ))
+            row = {"sync_id": sync_id, "destination": destination, "segment_name": segment, "started_at": utc_now(),
+                   "status": RUNNING, "planned_adds": adds, "planned_removes": removes}
+            self._insert(RUNS, [row])
+
+    def finish_run(self, sync_id: str, status: str, message: str | None = None) -> None:
+        self.session.execute(exp.update(
+            self.table(RUNS), {"status": exp.convert(status), "finished_at": _timestamp(utc_now()),
+                               "message": exp.convert(message)},
+            where=_is("sync_id", sync_id),
+        ))
+
+    def checkpoint(
+        self, sync_id: str, destination: str, segment: str, changes: Changes, failures: Sequence[RecordFailure],
+    ) -> None:
+        """Apply one acknowledged batch: one transaction.
+
+        Raises:
+            SegmentsError: the warehouse refused it; nothing of the batch was recorded.
+        """
+        now = utc_now()
+        state = self.table(STATE)
+        adds = exp.select(
+            exp.convert(destination), exp.convert(segment), "a.user_id", "a.remote_id", _timestamp(now), exp.convert(sync_id),
+        ).from_(exp.alias_(exp.Subquery(this=changes.adds), "a", table=True))
+        counters = {
+            name: exp.Add(this=exp.column(name), expression=exp.Literal.number(n))
+            for name, n in (("added", changes.added), ("removed", changes.removed), ("failed", len(failures)), ("batches", 1))
+        }
+        try:
+            with self.session.transaction():
+                if changes.added:
+                    self.session.execute(exp.insert(adds, state, columns=list(COLUMNS[STATE])))
+                if changes.removed:
+                    removed = exp.column("user_id").isin(query=changes.removes)
+                    self.session.execute(exp.delete(state, where=exp.and_(_pair(destination, segment), removed)))
+                self.session.execute(exp.update(self.table(RUNS), counters, where=_is("sync_id", sync_id)))
+                self._insert(ERRORS, [
+                    {"sync_id": sync_id, "destination": destination, "segment_name": segment, "user_id": f.user_id,
+                     "operation": f.operation, "status_code": f.status, "message": f.message, "failed_at": now}
+                    for f in failures
+                ])
+        except EngineError as error:
+            raise SegmentsError(f"recording sync state failed: {error}") from None
+
+    def forget(self, destination: str) -> None:
+        """Drop what we know a destination holds: the next sync sends everything again."""
+        if self.has(STATE):
+            self.session.execute(exp.delete(self.table(STATE), where=_is("destination", destination)))
+
+    def _insert(self, name: str, rows: Sequence[Mapping[str, object]]) -> None:
+        if not rows:
+            return
+        columns = {c: COLUMNS[name][c][0] for c in rows[0]}
+        self.session.execute(exp.insert(values_query(columns, [list(r.values()) for r in rows]),
+                                        self.table(name), columns=list(columns)))
+
+
+def _timestamp(value: dt.datetime) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), _TIME)
