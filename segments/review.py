@@ -55,6 +55,7 @@ BEFORE, AFTER, MOVES = "review_before", "review_after", "review_moves"
 class Size:
     members: int
     holdout: int
+    arms: tuple[tuple[str, int], ...] = ()  # members per experiment arm
 
 
 @dataclass(frozen=True)
@@ -388,7 +389,17 @@ def _sizes(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Size]:
         .from_(table)
         .group_by("segment_name")
     )
-    return {name: Size(members, holdout) for name, members, holdout in _fetch(con, query)}
+    arms: dict[str, list[tuple[str, int]]] = {}
+    per_arm = (
+        exp.select("segment_name", "arm", exp.Count(this=exp.Star()))
+        .from_(table)
+        .where(_is_set(exp.column("arm")))
+        .group_by("segment_name", "arm")
+        .order_by("segment_name", "arm")
+    )
+    for name, arm, count in _fetch(con, per_arm):
+        arms.setdefault(name, []).append((str(arm), int(count)))
+    return {name: Size(members, holdout, tuple(arms.get(name, ()))) for name, members, holdout in _fetch(con, query)}
 
 
 def _moves(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
@@ -623,7 +634,8 @@ def _segment_section(change: SegmentChange) -> list[str]:
 
 def _members(size: Size) -> str:
     holdout = f" ({size.holdout:,} holdout)" if size.holdout else ""
-    return f"{size.members:,} members{holdout}"
+    arms = f" (arms: {', '.join(f'{arm} {count:,}' for arm, count in size.arms)})" if size.arms else ""
+    return f"{size.members:,} members{holdout}{arms}"
 
 
 def _cut(diff: str) -> str:
