@@ -551,12 +551,13 @@ def review(
     warehouse_path: WarehouseOption = None,
     as_of: AsOfOption = None,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the Markdown here, not to stdout.")] = None,
+    target: TargetOption = "duckdb",
 ) -> None:
     """Markdown review of spec changes since REF: SQL diff, sizes, who enters and leaves."""
     from segments import review as rv
 
     _project(project_dir)
-    report = rv.markdown(rv.review(_specs(specs), base, paths.warehouse_path(warehouse_path), _as_of(as_of)))
+    report = rv.markdown(rv.review(_specs(specs), base, _engine(target, warehouse_path), _as_of(as_of)))
     if out_file is None:
         sys.stdout.write(report)
         return

@@ -36,6 +36,9 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pandas as pd
+from sqlglot import exp
+
+from segments.engines.base import export
 
 # Column -> DuckDB type, in the catalog's order. `write_duckdb` casts to these and
 # tests/test_demo_data.py checks them against segment_specs/_catalog.yml.
@@ -789,20 +792,21 @@ def write_duckdb(
     for view, frame in views.items():
         con.register(view, frame)
     try:
-        con.execute("BEGIN TRANSACTION")
+        con.execute(exp.Transaction().sql("duckdb"))
         try:
             for table, view, schema in (
                 (users_table, "__demo_users", USERS_SCHEMA),
                 (events_table, "__demo_events", EVENTS_SCHEMA),
             ):
-                parts = table.split(".")
-                if len(parts) > 1:
-                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_name(parts[:-1])}")
-                select = _select_cast(view, schema)
-                con.execute(f"CREATE OR REPLACE TABLE {_quote_name(parts)} AS {select}")
-            con.execute("COMMIT")
+                target = exp.to_table(table, quoted=True)
+                if target.db:
+                    schema_name = exp.Table(this=exp.to_identifier(target.db, quoted=True))
+                    con.execute(exp.Create(kind="SCHEMA", exists=True, this=schema_name).sql("duckdb"))
+                create = exp.Create(kind="TABLE", replace=True, this=target, expression=_select_cast(view, schema))
+                con.execute(create.sql("duckdb"))
+            con.execute(exp.Commit().sql("duckdb"))
         except BaseException:
-            con.execute("ROLLBACK")
+            con.execute(exp.Rollback().sql("duckdb"))
             raise
     finally:
         for view in views:
@@ -832,7 +836,6 @@ def write_files(
         raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
     paths = (out / f"users.{fmt}", out / f"events.{fmt}")
     con = duckdb.connect()
     try:
@@ -840,21 +843,17 @@ def write_files(
             paths, (data.users, data.events), (USERS_SCHEMA, EVENTS_SCHEMA), strict=True
         ):
             con.register("__demo_frame", frame)
-            target = str(path).replace("'", "''")
-            con.execute(f"COPY ({_select_cast('__demo_frame', schema)}) TO '{target}' ({options})")
+            export(con, _select_cast("__demo_frame", schema), str(path), fmt)
             con.unregister("__demo_frame")
     finally:
         con.close()
     return paths
 
 
-def _select_cast(view: str, schema: dict[str, str]) -> str:
-    columns = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in schema.items())
-    return f"SELECT {columns} FROM {view}"
-
-
-def _quote_name(parts: Sequence[str]) -> str:
-    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+def _select_cast(view: str, schema: dict[str, str]) -> exp.Select:
+    columns = [exp.alias_(exp.cast(exp.column(c, quoted=True), exp.DataType.build(t, dialect="duckdb")), c, quoted=True)
+               for c, t in schema.items()]
+    return exp.select(*columns).from_(view)
 
 
 # ---------------------------------------------------------------------------

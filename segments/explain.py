@@ -406,9 +406,7 @@ def explain_users(
               on=exp.EQ(this=sx.col("user_id", "x"), expression=sx.col("asked_id", "asked")), join_type="left")
     )
 
-    def source(schema: str, table: str) -> exp.Table:
-        return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
-
+    source = pipeline.source_table(engine)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, project.catalog)
         if as_of is None:

@@ -8,13 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 from sqlglot import exp
 
 from segments import dbtrun, engines, paths, publish_guard, warehouse
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
-from segments.engines.base import EngineError
+from segments.engines.base import EngineError, Session
 from segments.errors import SegmentsError
 from segments.spec.model import Project
 from segments.spec.parse import load_project
@@ -229,8 +228,7 @@ def preview(
     engine = engines.get(target, warehouse_file)
     compiled = md.compile_project(project, only=wanted)
 
-    def source(schema: str, table: str) -> exp.Table:
-        return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
+    source = source_table(engine)
 
     def col(name: str, table: str) -> exp.Column:
         return exp.column(name, table=table)
@@ -295,10 +293,18 @@ def preview(
     return Preview(segment, parts, shown, sql)
 
 
-def materialize(
-    con: duckdb.DuckDBPyConnection, compiled: md.CompiledProject, model: str, as_of: dt.datetime, table: str
-) -> exp.Select:
-    """Run a compiled model's SQL directly (no dbt) into the temporary table ``table``.
+def source_table(engine: engines.Engine) -> Callable[[str, str], exp.Table]:
+    """How the compiled SQL run directly (no dbt) reads a catalog source on ``engine``:
+    the sources of the target schema in the engine's own."""
+
+    def source(schema: str, table: str) -> exp.Table:
+        return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
+
+    return source
+
+
+def materialize(session: Session, compiled: md.CompiledProject, model: str, as_of: dt.datetime, table: str) -> exp.Select:
+    """Run a compiled model's SQL directly (no dbt) into the session's temporary table ``table``.
 
     Returns:
         The standalone query that was run.
@@ -306,13 +312,9 @@ def materialize(
     Raises:
         SegmentsError: when the warehouse cannot run it.
     """
-    query = render.standalone_query(compiled, model, as_of)
-    create = exp.Create(
-        kind="TABLE", this=exp.to_table(table), expression=query,
-        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-    )
+    query = render.standalone_query(compiled, model, as_of, source_table(session.engine))
     try:
-        con.execute(dialects.render(create, "duckdb"))
-    except duckdb.Error as error:
+        session.create_temporary(table, query)
+    except EngineError as error:
         raise SegmentsError(f"running the compiled SQL of {model} failed: {error}") from None
     return query

@@ -36,6 +36,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from segments.compiler import dialects, render
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
+from segments.engines.base import duckdb_setting
 from segments.errors import SpecError, SpecErrors
 from segments.spec import grammar
 from segments.spec import model as m
@@ -335,7 +336,7 @@ def run(project: m.Project, test: SegmentTest) -> Outcome:
     compiled = md.compile_project(project, only=list(test.expect))
     query = render.standalone_query(compiled, md.MEMBERSHIP, test.as_of, select=exp.select("segment_name", "user_id").from_(md.MEMBERSHIP))
     with duckdb.connect(":memory:") as con:
-        con.execute("SET TimeZone = 'UTC'")
+        duckdb_setting(con, "TimeZone", "UTC")
         load(con, project.catalog, test)
         rows = con.execute(dialects.render(query, "duckdb")).fetchall()
     got: dict[str, set[str]] = {}

@@ -33,8 +33,12 @@ from segments.spec import model as m
 from sync.destinations import REGISTRY
 from sync.dry_run import Cost, cost
 from sync.routing import OWNER, check_owners
-from sync.destinations.base import Audience, Batch, BatchResult, Destination, is_http_url, resolve_options
-from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, SyncHttpError, TerminalError, new_session
+from sync.destinations.api import is_http_url
+from sync.destinations.base import Audience, Destination
+from sync.destinations.batches import Batch, BatchResult
+from sync.destinations.options import resolve_options
+from sync.errors import SinkError, TerminalError
+from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, new_session
 from sync.places import open_place
 from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PlanSummary, Store, Wanted
 
@@ -88,7 +92,7 @@ class Progress:
 
     def advance(self, pair: Pair, changes: int) -> None: ...
 
-    def retrying(self, destination: str, error: SyncHttpError, wait: float) -> None: ...
+    def retrying(self, destination: str, error: SinkError, wait: float) -> None: ...
 
 
 @dataclass
@@ -265,7 +269,7 @@ class Engine:
         elif plan.adds or plan.removes:
             try:
                 self._send(store, destination, pair, target, wanted, plan, outcome)
-            except SyncHttpError as error:
+            except SinkError as error:
                 outcome.status, outcome.message = FAILED, str(error)
             except BaseException as error:
                 # Whatever stopped the run (a bug, Ctrl-C, the store), its row must not
@@ -298,7 +302,7 @@ class Engine:
         batches = store.batches(destination.name, pair.key, outcome.sync_id or "", wanted.fields,
                                 destination.batch_size, total, encode=destination.JSON_CHANGES)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
-        stopped: SyncHttpError | None = None
+        stopped: SinkError | None = None
 
         def settle(future: Future[BatchResult]) -> None:
             nonlocal stopped
@@ -307,7 +311,7 @@ class Engine:
                 result = future.result()
             except TerminalError as error:
                 result = BatchResult.all_failed(batch, error)
-            except SyncHttpError as error:  # unreachable or refusing our credentials: stop
+            except SinkError as error:  # unreachable or refusing our credentials: stop
                 stopped = stopped or error
                 return
             added, removed = store.checkpoint(batch, first, last, result)

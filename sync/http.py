@@ -31,32 +31,11 @@ import requests
 import tenacity
 from requests.adapters import HTTPAdapter
 
+from sync.errors import AuthError, SinkError, TerminalError, TransientError
+
 TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 AUTH_STATUSES = frozenset({401, 403})
 DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
-
-
-class SyncHttpError(Exception):
-    """A request that did not succeed; ``status`` is None for connection errors."""
-
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
-class TransientError(SyncHttpError):
-    """Worth retrying: throttled, a server error, or no answer."""
-
-
-class TerminalError(SyncHttpError):
-    """Retrying will not help: the request itself was refused."""
-
-
-class AuthError(SyncHttpError):
-    """401 or 403: the destination refuses our credentials, so every other request
-    would be refused too. Not a :class:`TerminalError`: it stops the destination
-    instead of failing records one by one."""
 
 
 @dataclass
@@ -171,7 +150,7 @@ class _ServerAskedWait(tenacity.wait.wait_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         wait = self.backoff(retry_state)
         error = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(error, SyncHttpError) and error.retry_after is not None:
+        if isinstance(error, SinkError) and error.retry_after is not None:
             wait = max(wait, min(error.retry_after, self.policy.max_wait))
         return wait
 
@@ -218,7 +197,7 @@ class HttpClient:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Clock = field(default_factory=Clock)
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
-    on_retry: Callable[[SyncHttpError, float], None] | None = None
+    on_retry: Callable[[SinkError, float], None] | None = None
 
     def request(self, method: str, url: str, *, where: str | None = None, **kwargs: object) -> requests.Response:
         """Send until a 2xx answer (returned), a terminal error, or no attempts left.
@@ -245,7 +224,7 @@ class HttpClient:
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
         if self.on_retry is not None and retry_state.outcome is not None and retry_state.next_action is not None:
             error = retry_state.outcome.exception()
-            if isinstance(error, SyncHttpError):
+            if isinstance(error, SinkError):
                 self.on_retry(error, retry_state.next_action.sleep)
 
     def _once(self, method: str, url: str, where: str | None, kwargs: dict[str, object]) -> requests.Response:

@@ -25,7 +25,7 @@ from sqlglot import exp
 from segments.engines.base import EngineError, Session, create_table, values_query
 from segments.errors import SegmentsError
 from segments.spec.timeparse import utc_now
-from sync.destinations.base import RecordFailure
+from sync.destinations.batches import RecordFailure
 
 STATE, RUNS, ERRORS = "sync_state", "sync_runs", "sync_errors"
 RUNNING, INTERRUPTED = "running", "interrupted"

@@ -21,7 +21,7 @@ batches in flight.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -31,10 +31,10 @@ from sqlglot import exp
 
 from segments import warehouse
 from segments.compiler import models as md
-from segments.engines.base import create_table, drop, values_query
+from segments.engines.base import count_if, create_table, drop, duckdb_setting, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
-from sync.destinations.base import Batch, BatchResult, EncodedChanges, LazyRecords, Record
+from sync.destinations.batches import Batch, BatchResult, EncodedChanges, LazyRecords, Record
 from sync.ledger import Changes
 from sync.places import Place
 from sync.scratch import WAREHOUSE
@@ -60,8 +60,13 @@ def _sql(expression: exp.Expression) -> str:
     return expression.sql(dialect="duckdb")
 
 
-def _literal(text: str) -> str:
-    return _sql(exp.Literal.string(text))
+def _op_is(op: str) -> exp.Expression:
+    return exp.column("op").eq(exp.convert(op))
+
+
+def _rows(first: int, last: int) -> exp.Expression:
+    """Plan rows first..last (their rowids: their places in the plan)."""
+    return exp.Between(this=exp.column("rowid"), low=exp.convert(first), high=exp.convert(last))
 
 
 # Column types whose DuckDB JSON is what json.dumps makes of their Python values
@@ -136,10 +141,10 @@ class Store:
             SegmentsError: a memory limit DuckDB does not understand.
         """
         try:
-            self.con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+            duckdb_setting(self.con, "memory_limit", memory_limit)
         except duckdb.Error as error:
             raise SegmentsError(f"{MEMORY_LIMIT_ENV}={memory_limit!r}: {error}") from None
-        self.con.execute(f"SET threads = {THREADS}")
+        duckdb_setting(self.con, "threads", THREADS)
         self.memory_limit = memory_limit
 
     # ---- set-up ------------------------------------------------------------------------
@@ -249,7 +254,7 @@ class Store:
         self.drop_plan()
         # Rows go in in plan order, so a row's rowid is its place in the plan (one sort,
         # which spills under the memory limit; a row_number() window ran out of it).
-        self.con.execute("SET preserve_insertion_order = true")
+        duckdb_setting(self.con, "preserve_insertion_order", True)
         with self.hold():
             wanted_rows = self._wanted_query(wanted)
             if not self.place.attached:
@@ -265,17 +270,15 @@ class Store:
                 .order_by("user_id", "op")
             )
             try:
-                self.con.execute(f"CREATE TABLE {PLAN} AS {_sql(ordered)}")
+                self.con.execute(_sql(exp.Create(kind="TABLE", this=exp.to_table(PLAN), expression=ordered)))
             except duckdb.OutOfMemoryException:
                 raise SegmentsError(
                     f"planning {wanted.key} -> {destination} needs more memory than DuckDB's limit "
                     f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
             audience = self.con.execute(_sql(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=state)))).fetchone()[0]
-        adds_n, removes_n = self.con.execute(
-            f"SELECT COUNT(*) FILTER (WHERE op = 'add'), COUNT(*) FILTER (WHERE op = 'remove') FROM {PLAN}"
-        ).fetchone()
-        sample = lambda op: tuple(r[0] for r in self.con.execute(  # noqa: E731
-            f"SELECT user_id FROM {PLAN} WHERE op = ? ORDER BY rowid LIMIT 5", [op]).fetchall())
+        adds_n, removes_n = self.con.execute(_sql(exp.select(count_if(_op_is("add")), count_if(_op_is("remove"))).from_(PLAN))).fetchone()
+        sample = lambda op: tuple(r[0] for r in self.con.execute(_sql(  # noqa: E731
+            exp.select("user_id").from_(PLAN).where(_op_is(op)).order_by("rowid").limit(5))).fetchall())
         return PlanSummary(adds_n, removes_n, audience, sample("add"), sample("remove"))
 
     def drop_plan(self) -> None:
@@ -289,12 +292,11 @@ class Store:
         return tuple(Record(r[1], remote_id=r[2]) for r in rows if r[0] == "remove")  # type: ignore[arg-type]
 
     def _page(self, fields: Sequence[str], first: int, last: int, op: str | None = None) -> list[tuple[object, ...]]:
-        columns = ", ".join(["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]])
-        only = "" if op is None else " AND op = ?"
-        return self.con.execute(
-            f"SELECT {columns} FROM {PLAN} WHERE rowid BETWEEN ? AND ?{only} ORDER BY rowid",
-            [first, last] + ([] if op is None else [op]),
-        ).fetchall()
+        columns = ["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]]
+        query = exp.select(*columns).from_(PLAN).where(_rows(first, last)).order_by("rowid")
+        if op is not None:
+            query = query.where(_op_is(op))
+        return self.con.execute(_sql(query)).fetchall()
 
     def _lazy(self, count: int, fields: Sequence[str], first: int, last: int, op: str) -> LazyRecords:
         return LazyRecords(count, lambda: self._records(self._page(fields, first, last, op), fields, op))
@@ -302,23 +304,35 @@ class Store:
     def _json_encodable(self, fields: Sequence[str]) -> bool:
         """Whether DuckDB's JSON of the plan's fields is byte for byte what
         ``json.dumps`` makes of the Python values (see :class:`EncodedChanges`)."""
-        types = [str(d[1]) for d in self.con.execute(f"SELECT * FROM {PLAN} LIMIT 0").description[3:]]
+        types = [str(d[1]) for d in self.con.execute(_sql(exp.select("*").from_(PLAN).limit(0))).description[3:]]
         return "user_id" not in fields and all(t in _JSON_AS_PYTHON for t in types)
 
     @staticmethod
-    def _json_page_sql(fields: Sequence[str]) -> str:
-        """One page of the plan as (adds, removes, batch id keys, adds' JSON objects,
+    def _json_page(fields: Sequence[str]) -> Callable[[int, int], exp.Select]:
+        """Plan rows first..last as (adds, removes, batch id keys, adds' JSON objects,
         removes' JSON objects), every string made in the warehouse."""
-        pairs = "".join(f", {_literal(name)}, f_{i}" for i, name in enumerate(fields))
-        return (
-            "SELECT COUNT(*) FILTER (WHERE op = 'add'), COUNT(*) FILTER (WHERE op = 'remove'), "
-            "string_agg(chr(0) || op || ':' || user_id, '' ORDER BY rowid), "
-            f"string_agg(json_object('user_id', user_id{pairs})::VARCHAR, ',' ORDER BY rowid) FILTER (WHERE op = 'add'), "
-            "string_agg(json_object('user_id', user_id)::VARCHAR, ',' ORDER BY rowid) FILTER (WHERE op = 'remove') "
-            f"FROM {PLAN} WHERE rowid BETWEEN ? AND ?"
-        )
 
-    def _encode(self, json_page: str, first: int, last: int) -> tuple[int, int, str, EncodedChanges]:
+        def joined(text: exp.Expression, separator: str) -> exp.GroupConcat:
+            ordered = exp.Order(this=text, expressions=[exp.Ordered(this=exp.column("rowid"))])
+            return exp.GroupConcat(this=ordered, separator=exp.Literal.string(separator))
+
+        def objects(*pairs: tuple[str, str]) -> exp.Expression:
+            json = exp.JSONObject(expressions=[
+                exp.JSONKeyValue(this=exp.Literal.string(key), expression=exp.column(column)) for key, column in pairs])
+            return joined(exp.cast(json, _TEXT), ",")
+
+        key = exp.DPipe(this=exp.DPipe(this=exp.DPipe(
+            this=exp.Chr(expressions=[exp.Literal.number(0)]), expression=exp.column("op")),
+            expression=exp.Literal.string(":")), expression=exp.column("user_id"))
+        added = objects(("user_id", "user_id"), *((name, f"f_{i}") for i, name in enumerate(fields)))
+        page = exp.select(
+            count_if(_op_is("add")), count_if(_op_is("remove")), joined(key, ""),
+            exp.Filter(this=added, expression=exp.Where(this=_op_is("add"))),
+            exp.Filter(this=objects(("user_id", "user_id")), expression=exp.Where(this=_op_is("remove"))),
+        ).from_(PLAN)
+        return lambda first, last: page.where(_rows(first, last))
+
+    def _encode(self, json_page: Callable[[int, int], exp.Select], first: int, last: int) -> tuple[int, int, str, EncodedChanges]:
         """Plan rows first..last as (adds, removes, batch id keys, their JSON), at most
         :data:`ENCODE_ROWS` rows per query: a query's strings are built in DuckDB's
         memory, which is capped, and batches may be far larger."""
@@ -328,7 +342,7 @@ class Store:
         removed: list[str] = []
         for start in range(first, last + 1, ENCODE_ROWS):
             end = min(start + ENCODE_ROWS, last + 1) - 1
-            n_adds, n_removes, some_keys, some_added, some_removed = self.con.execute(json_page, [start, end]).fetchone()
+            n_adds, n_removes, some_keys, some_added, some_removed = self.con.execute(_sql(json_page(start, end))).fetchone()
             adds, removes = adds + n_adds, removes + n_removes
             keys.append(some_keys)
             added += [some_added] if some_added else []
@@ -350,7 +364,7 @@ class Store:
         with self.hold():
             done = self.ledger.done_batches(destination, segment)
         encode = encode and self._json_encodable(fields)
-        json_page = self._json_page_sql(fields)
+        json_page = self._json_page(fields)
         for number, first in enumerate(range(0, total, size)):
             last = min(first + size, total) - 1
             added: Sequence[Record]

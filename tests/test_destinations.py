@@ -33,8 +33,10 @@ from werkzeug import Response
 from segments.errors import SegmentsError
 from segments.spec.nodes import DESTINATION_TYPES
 from sync.destinations import REGISTRY
-from sync.destinations.base import Batch, BatchResult, Destination, Record, resolve_options
-from sync.http import Clock, HttpClient, RetryPolicy, SyncHttpError, TransientError
+from sync.destinations.base import Destination
+from sync.destinations.batches import Batch, BatchResult, Record
+from sync.destinations.options import resolve_options
+from sync.http import Clock, HttpClient, RetryPolicy, SinkError, TransientError
 
 ENV = {
     "INTERCOM_TOKEN": "tok-intercom-SECRET",
@@ -400,7 +402,7 @@ def test_chatwoot_defines_a_missing_label_and_says_when_it_cannot(httpserver, ht
     assert fake.account_labels == {"cart-abandoners"} and fake.labels[1] == ["cart-abandoners"]
 
     fake.admin = False
-    with pytest.raises(SyncHttpError, match="label 'vip' is not defined in the account and creating it failed"):
+    with pytest.raises(SinkError, match="label 'vip' is not defined in the account and creating it failed"):
         destination.audience("vip", {})
 
 
@@ -509,7 +511,7 @@ def test_no_secret_or_pii_in_messages(type_, status, httpserver, http, retried):
     try:
         result = destination.audience("cart", TARGET.get(type_, {})).send(LEAKY[type_])
         messages += [f.message for f in result.failures]
-    except SyncHttpError as error:
+    except SinkError as error:
         assert isinstance(error, TransientError) == (status == 503)
         messages.append(str(error))
     messages += retried

@@ -10,7 +10,7 @@ from fake_platforms import RecordingSession
 from test_destinations_sync import WORLDS, fake_settings, project, publish, warehouse  # noqa: F401 - fixtures
 
 from sync.destinations import REGISTRY
-from sync.destinations.base import resolve_options
+from sync.destinations.options import resolve_options
 from sync.dry_run import DOCUMENTED, cost, duration, totals
 from sync.engine import summary_line, sync
 from sync.http import Clock

@@ -342,3 +342,32 @@ def test_local_days_of_a_catalog_timezone(target, postgres_env, spark_dir, monke
         ("2026-01-31", "2026-01-31", "2026-01-31"),
         ("2026-01-31", "2026-01-30", "2026-01-31"),
     ]
+
+
+def test_a_spark_built_membership_syncs_exactly(built, specs, spark_dir):
+    """``segments sync --target spark``: the membership is read from Spark page by page,
+    the record kept in a DuckDB file beside the Spark warehouse; the loopback
+    receiver's audiences then equal the membership exactly, and a second sync sends
+    nothing."""
+    from sync import engine as sync_engine
+    from sync.places import sync_state_file
+    from sync.receiver import AudienceReceiver
+    from sync_fixtures import SECRET
+
+    members: dict[str, set[str]] = {}
+    for row in csv.DictReader(io.StringIO(built["spark"].members)):
+        if row["is_holdout"] == "false":
+            members.setdefault(row["segment_name"], set()).add(row["user_id"])
+    project = load_project(specs)
+    spark = built["spark"].engine
+    with AudienceReceiver(SECRET) as receiver:
+        settings = sync_engine.Settings(env={"CRM_HOOK_URL": receiver.url, "CRM_HOOK_SECRET": SECRET})
+        outcomes = sync_engine.sync(project, spark, destination="crm_hook", settings=settings)
+        assert outcomes and all(o.ok for o in outcomes), [sync_engine.summary_line(o) for o in outcomes]
+        synced = {o.segment for o in outcomes}
+        assert receiver.audiences == {name: members[name] for name in synced if members.get(name)}
+        assert sum(o.added for o in outcomes) == sum(len(members.get(name, ())) for name in synced) > 0
+        again = sync_engine.sync(project, spark, destination="crm_hook", settings=settings)
+        assert [(o.added, o.removed) for o in again] == [(0, 0)] * len(again)
+        assert receiver.bad_signatures == 0
+    assert sync_state_file(spark) == spark_dir / "sync_state.duckdb"

@@ -411,6 +411,29 @@ def test_bad_input_exits_1(capsys, repo, warehouse, tmp_path_factory, base, setu
     assert code == 1 and message in err and "Traceback" not in err
 
 
+def test_the_review_on_postgresql_says_what_it_says_on_duckdb(capsys, repo, warehouse, postgres_env, monkeypatch):
+    """``--target postgres``: both sides run on the server (in temporary tables of the
+    review's session), and the report is the DuckDB one but for where it ran."""
+    from sync_fixtures import PgConnection, postgres_database
+
+    with postgres_database(postgres_env, monkeypatch) as env, PgConnection(env) as con:
+        con.execute("CREATE SCHEMA raw")
+        con.execute("CREATE TABLE raw.users (user_id VARCHAR, created_at TIMESTAMP, email VARCHAR, city VARCHAR, plan VARCHAR)")
+        con.execute("CREATE TABLE raw.events (user_id VARCHAR, event_name VARCHAR, occurred_at TIMESTAMP, amount DOUBLE PRECISION)")
+        with duckdb.connect(str(warehouse), read_only=True) as source:
+            for table in ("raw.users", "raw.events"):
+                rows = source.execute(f"SELECT * FROM {table}").fetchall()
+                con.executemany(f"INSERT INTO {table} VALUES ({', '.join(['?'] * len(rows[0]))})", rows)
+        on_duckdb = review(capsys, repo, warehouse, "HEAD~1")
+        code = main(["review", "--base", "HEAD~1", "--specs", str(repo / SPECS), "--target", "postgres",
+                     "--as-of", AS_OF_TEXT])
+        on_postgres = capsys.readouterr()
+    assert code == 0, on_postgres.err
+    where = re.compile(r"evaluated on `[^`]+`")
+    assert "evaluated on `PostgreSQL" in on_postgres.out
+    assert where.sub("evaluated on `X`", on_postgres.out) == where.sub("evaluated on `X`", on_duckdb[1])
+
+
 def test_an_experiments_arms_are_counted(capsys, repo, warehouse):
     """Arms of a new experiment, against md5 in Python (SPEC 2.7)."""
     spec = "name: split\nwhere: {attribute: city, is: Mumbai}\nexperiment: {name: copy, arms: {a: 50, b: 50}}\n"

@@ -206,7 +206,7 @@ def test_a_retried_batch_keeps_its_webhook_id(world, receiver):
 
 
 def test_signatures_verify_with_the_standard_webhooks_library(world):
-    from sync.destinations.base import Batch, Record
+    from sync.destinations.batches import Batch, Record
     from sync.destinations.webhook import WebhookDestination, body
     from sync.http import HttpClient, new_session
 
@@ -460,7 +460,7 @@ def test_fields_json_would_spell_differently_are_encoded_by_python(typed):
 def test_lazy_records_are_read_on_the_planning_thread_only():
     import threading
 
-    from sync.destinations.base import LazyRecords, Record
+    from sync.destinations.batches import LazyRecords, Record
 
     records = LazyRecords(1, lambda: (Record("u1"),))
     errors: list[Exception] = []
@@ -469,3 +469,19 @@ def test_lazy_records_are_read_on_the_planning_thread_only():
     thread.join()
     assert len(records) == 1 and "thread that planned it" in str(errors[0])
     assert list(records) == [Record("u1")]
+
+
+def test_a_csv_destination_that_cannot_write_is_recorded_like_any_other(tmp_path, world, receiver):
+    """A sink error without HTTP: the csv pair fails with its reason, its run is
+    recorded failed (never left running), and the other destination still syncs."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the csv destination wants a folder")
+    destinations = webhook_destinations(receiver.url) + f"  files:\n    type: csv\n    path: {blocked}\n"
+    project = write_project(tmp_path / "both", destinations,
+                            {"vip": "sync:\n  - destination: files\n  - destination: hook"})
+    outcomes = engine.sync(project, world.warehouse, settings=engine.Settings(env={}, clock=world.clock))
+    by_destination = {o.destination: o for o in outcomes}
+    assert by_destination["files"].status == "failed" and "cannot write" in by_destination["files"].message
+    assert (by_destination["hook"].status, by_destination["hook"].added) == ("succeeded", 120)
+    runs = dict(world.query("SELECT destination, status FROM sync_runs"))
+    assert runs == {"files": "failed", "hook": "succeeded"}

@@ -17,7 +17,8 @@ from werkzeug import Response
 from segments.cli import main
 from sync import engine
 from sync.destinations import REGISTRY
-from sync.destinations.base import Record, resolve_options
+from sync.destinations.batches import Record
+from sync.destinations.options import resolve_options
 from sync.destinations.webhook import WebhookAudience
 from sync.http import Clock, HttpClient, RetryPolicy, TerminalError, new_session
 from sync_fixtures import publish, state, users, webhook_destinations, write_project, write_users

@@ -93,6 +93,9 @@ class Engine(ABC):
     dialect: ClassVar[str]
     #: dbt runs in this process (Spark: dbt-spark's session shares our JVM).
     dbt_in_process: ClassVar[bool] = False
+    #: creating a temporary table needs a read-write session (PostgreSQL refuses every
+    #: CREATE in a read-only transaction)
+    temporaries_need_writes: ClassVar[bool] = False
 
     def __init__(self, target_schema: str):
         self.target_schema = target_schema
@@ -148,6 +151,12 @@ class Session(ABC):
     def rows(self, query: exp.Query) -> list[tuple]:
         return list(self.stream(query))
 
+    def create_temporary(self, name: str, query: exp.Query) -> None:
+        """The rows of ``query`` in table ``name``, private to this session and gone
+        when it closes."""
+        temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
+        self.execute(exp.Create(kind="TABLE", this=exp.to_table(name), expression=query, properties=temporary))
+
     def columns(self, schema: str, table: str, catalog: str | None = None) -> dict[str, str]:
         """Column name -> the engine's type name; empty when there is no such table
         (``catalog``: a database attached under that name, on DuckDB)."""
@@ -189,7 +198,7 @@ class Session(ABC):
         :meth:`import_tables`: in memory, in UTC."""
         con = duckdb.connect(":memory:")
         try:
-            con.execute("SET TimeZone = 'UTC'")
+            duckdb_setting(con, "TimeZone", "UTC")
             yield con
         finally:
             con.close()
@@ -235,6 +244,20 @@ def values_query(columns: Mapping[str, exp.DataType.Type | exp.DataType], rows: 
     return exp.select("*").from_(exp.Values(expressions=tuples, alias=alias))
 
 
+def duckdb_setting(con: duckdb.DuckDBPyConnection, name: str, value: object) -> None:
+    """``SET name = value`` on a DuckDB connection (every one runs in UTC, for instance)."""
+    con.execute(exp.Set(expressions=[exp.SetItem(this=exp.column(name).eq(exp.convert(value)))]).sql("duckdb"))
+
+
+def count_if(condition: exp.Expression) -> exp.Expression:
+    """``COUNT(*) FILTER (WHERE condition)``, which sqlglot writes as each engine says it.
+
+    >>> count_if(exp.column("is_holdout")).sql("postgres")
+    'COUNT(*) FILTER(WHERE is_holdout)'
+    """
+    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))
+
+
 def create_table(table: exp.Table, columns: Mapping[str, tuple[exp.DataType.Type, bool, object]]) -> exp.Create:
     """``CREATE TABLE IF NOT EXISTS`` from column definitions: name -> (type, NOT
     NULL, default or None).
@@ -260,13 +283,14 @@ def drop(kind: str, relation: exp.Table, cascade: bool = False) -> exp.Drop:
     return exp.Drop(kind=kind, exists=True, tables=[relation], cascade=cascade)
 
 
-def export(source: duckdb.DuckDBPyConnection, table: str, path: str, file_format: str) -> None:
-    """Write a DuckDB table to ``path`` as ``csv`` (with a header; NULL is an empty
-    field, an empty string ``""``) or ``parquet``."""
+def export(source: duckdb.DuckDBPyConnection, table: str | exp.Query, path: str, file_format: str) -> None:
+    """Write a DuckDB table (or the rows of a query) to ``path`` as ``csv`` (with a
+    header; NULL is an empty field, an empty string ``""``) or ``parquet``."""
     params = [exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var(file_format))]
     if file_format == "csv":
         params.append(exp.CopyParameter(this=exp.var("HEADER")))
-    query = exp.Subquery(this=exp.select("*").from_(exp.to_table(table)))
+    rows = table if isinstance(table, exp.Query) else exp.select("*").from_(exp.to_table(table))
+    query = exp.Subquery(this=rows)
     copy = exp.Copy(this=query, kind=False, files=[exp.Literal.string(path)], params=params)
     try:
         source.execute(copy.sql("duckdb"))

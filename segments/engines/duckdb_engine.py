@@ -13,6 +13,7 @@ from sqlglot import exp
 
 from segments import paths
 from segments.engines import profiles
+from segments.engines import base
 from segments.engines.base import Change, DropView, Engine, EngineError, ReplaceTable, ReplaceView, Session, drop
 from segments.errors import SegmentsError
 
@@ -32,7 +33,7 @@ def connect(
     except duckdb.Error as error:
         raise _open_error(path, error) from None
     try:
-        con.execute("SET TimeZone = 'UTC'")
+        base.duckdb_setting(con, "TimeZone", "UTC")
         yield con
     finally:
         con.close()
@@ -83,7 +84,7 @@ def attached(
         yield
     except BaseException:
         with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")  # an error inside a transaction: nothing of it is kept
+            con.execute(exp.Rollback().sql("duckdb"))  # an error inside a transaction: nothing of it is kept
         raise
     finally:
         con.execute(exp.Detach(this=exp.to_identifier(alias), exists=False).sql(dialect="duckdb"))

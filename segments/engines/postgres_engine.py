@@ -38,6 +38,7 @@ _CONNECTION_KEYS = ("host", "port", "user", "password", "dbname")
 class PostgresEngine(Engine):
     target = "postgres"
     dialect = "postgres"
+    temporaries_need_writes = True
 
     def __init__(self, settings: Mapping[str, object]):
         super().__init__(str(settings["schema"]))

@@ -115,6 +115,10 @@ class SparkSQLSession(Session):
     def execute(self, statement: exp.Expression) -> None:
         self._run(statement)
 
+    def create_temporary(self, name: str, query: exp.Query) -> None:
+        # Spark has no temporary tables: a temporary view, computed once and cached
+        self.execute(exp.Cache(this=exp.to_table(name), expression=query))
+
     def stream(self, query: exp.Query) -> Iterator[tuple]:
         frame = self._run(query)
         try:

@@ -22,15 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sync.destinations.base import (
-    ApiDestination,
-    Audience,
-    Batch,
-    BatchResult,
-    Option,
-    RecordFailure,
-    bearer,
-)
+from sync.destinations.api import ApiDestination, bearer
+from sync.destinations.base import Audience
+from sync.destinations.batches import Batch, BatchResult, RecordFailure
+from sync.destinations.options import Option
 from sync.routing import owner_attribute
 
 MAX_OBJECTS = 75

@@ -32,14 +32,9 @@ import threading
 from collections.abc import Mapping
 
 from segments.errors import SegmentsError
-from sync.destinations.base import (
-    ApiDestination,
-    Audience,
-    ContactAudience,
-    ContactIds,
-    Option,
-    segment,
-)
+from sync.destinations.api import ApiDestination, ContactAudience, ContactIds, segment
+from sync.destinations.base import Audience
+from sync.destinations.options import Option
 from sync.http import AuthError, HttpClient, RateLimiter, TerminalError
 
 PAGE_SIZE = 15  # contacts per search page, fixed by Chatwoot

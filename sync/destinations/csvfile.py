@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import IO
 
 from segments import spreadsheet
-from segments.errors import SegmentsError
-from sync.destinations.base import Audience, Batch, BatchResult, Destination, Option, Record
+from sync.errors import TransientError
+from sync.destinations.base import Audience, Destination
+from sync.destinations.batches import Batch, BatchResult, Record
+from sync.destinations.options import Option
 
 
 class CsvAudience(Audience):
@@ -51,7 +53,7 @@ class CsvAudience(Audience):
             self._write(batch.sync_id, "added", batch.added)
             self._write(batch.sync_id, "removed", batch.removed)
         except OSError as error:
-            raise SegmentsError(f"destination {batch.destination}: cannot write {self.directory}: {error.strerror}") from None
+            raise TransientError(f"destination {batch.destination}: cannot write {self.directory}: {error.strerror}") from None
         return BatchResult()
 
     def close(self) -> None:

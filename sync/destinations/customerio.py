@@ -22,16 +22,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from segments.errors import SegmentsError
-from sync.destinations.base import (
-    ApiDestination,
-    Audience,
-    Batch,
-    BatchResult,
-    Option,
-    Record,
-    RecordFailure,
-    basic,
-)
+from sync.destinations.api import ApiDestination, basic
+from sync.destinations.base import Audience
+from sync.destinations.batches import Batch, BatchResult, Record, RecordFailure
+from sync.destinations.options import Option
 from sync.http import HttpClient, TerminalError
 
 ID_TYPES = ("id", "email", "cio_id")

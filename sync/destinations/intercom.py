@@ -26,19 +26,10 @@ import threading
 from collections.abc import Mapping
 from dataclasses import replace
 
-from sync.destinations.base import (
-    NOT_FOUND,
-    ApiDestination,
-    Audience,
-    Batch,
-    BatchResult,
-    ContactAudience,
-    ContactIds,
-    Option,
-    RecordFailure,
-    bearer,
-    segment,
-)
+from sync.destinations.api import NOT_FOUND, ApiDestination, ContactAudience, ContactIds, bearer, segment
+from sync.destinations.base import Audience
+from sync.destinations.batches import Batch, BatchResult, RecordFailure
+from sync.destinations.options import Option
 from sync.http import HttpClient, TerminalError
 from sync.routing import admin_id, owner_of
 

@@ -25,15 +25,10 @@ import re
 from collections.abc import Mapping
 
 from segments.errors import SegmentsError
-from sync.destinations.base import (
-    ApiDestination,
-    Audience,
-    Option,
-    PerRecordAudience,
-    Record,
-    bearer,
-    segment,
-)
+from sync.destinations.api import ApiDestination, bearer, segment
+from sync.destinations.base import Audience, PerRecordAudience
+from sync.destinations.batches import Record
+from sync.destinations.options import Option
 from sync.http import HttpClient, TerminalError
 from sync.routing import owner_attribute
 

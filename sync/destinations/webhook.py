@@ -17,7 +17,10 @@ import time
 from collections.abc import Callable, Mapping
 
 from segments.errors import SegmentsError
-from sync.destinations.base import Audience, Batch, BatchResult, Destination, Option, is_http_url
+from sync.destinations.api import is_http_url
+from sync.destinations.base import Audience, Destination
+from sync.destinations.batches import Batch, BatchResult
+from sync.destinations.options import Option
 from sync.http import HttpClient
 
 SECRET_PREFIX = "whsec_"
@@ -68,7 +71,7 @@ def body(batch: Batch) -> bytes:
     bytes ``json.dumps`` would make of its records, without making them.
 
     Examples:
-        >>> from sync.destinations.base import EncodedChanges, Record
+        >>> from sync.destinations.batches import EncodedChanges, Record
         >>> records = Batch("d", "s", "i", "b", (Record("u1", {"email": "a@x"}),), (Record("u9"),))
         >>> body(records)
         b'{"segment":"s","destination":"d","sync_id":"i","added":[{"user_id":"u1","email":"a@x"}],"removed":[{"user_id":"u9"}]}'
