@@ -26,7 +26,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import duckdb
-import pandas
 from sqlglot import exp
 
 from segments import warehouse
@@ -206,6 +205,8 @@ class Store:
         return exp.select(*columns).from_(name)
 
     def _append(self, insert: str, rows: list[tuple], columns: list[str]) -> None:
+        import pandas  # only for a remote warehouse's rows: tens of MB a DuckDB sync need not carry
+
         self.con.register("sync_rows", pandas.DataFrame(rows, columns=columns, dtype=object))
         try:
             self.con.execute(insert)

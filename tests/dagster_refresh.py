@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import sys
 
-from dagster import DagsterInstance
-
-from orchestration import definitions, schedules
-from orchestration.assets import AS_OF_TAG
-
 
 def main(as_of: str, out: str) -> None:
+    # imported here, not when pytest collects this file: the code location reads the
+    # project's manifest when it is imported
+    from dagster import DagsterInstance
+
+    from orchestration import definitions, schedules
+    from orchestration.assets import AS_OF_TAG
+
     with DagsterInstance.ephemeral() as instance:
         result = definitions.defs.resolve_job_def(schedules.FULL_REFRESH_JOB).execute_in_process(
             instance=instance, tags={AS_OF_TAG: as_of}, raise_on_error=False,
