@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib.metadata
 import json
 import os
@@ -316,7 +317,10 @@ def dbt_project(specs: Path = SPECS) -> Path:
 
 
 def read_run_results(project: Path) -> DbtTimes:
-    results = json.loads((project / "target" / "run_results.json").read_text())
+    path = project / "target" / "run_results.json"
+    if not path.exists():  # an incremental refresh runs no dbt
+        return DbtTimes(0.0, 0.0, 0.0, {})
+    results = json.loads(path.read_text())
     nodes: dict[str, float] = {}
     for node in results["results"]:
         kind, _, name = node["unique_id"].split(".", 2)
@@ -328,7 +332,9 @@ def read_run_results(project: Path) -> DbtTimes:
 def dbt_parse(project: Path) -> str:
     """How the last dbt invocation parsed the project, from its debug log."""
     log = project / "logs" / "dbt.log"
-    text = log.read_text(errors="replace") if log.exists() else ""
+    if not log.exists():
+        return "no dbt run (incremental refresh)"
+    text = log.read_text(errors="replace")
     full = re.search(r"Unable to do partial parsing because ([^.\"]+)", text)
     if full:
         return f"full ({full[1]})"
@@ -353,9 +359,13 @@ def in_place(warehouse: Path) -> Iterator[Path]:
 
 
 def measure_build(label: str, warehouse: Path, as_of: dt.datetime, log: Path, *flags: str,
-                  specs: Path = SPECS, cold: bool = False) -> Build:
+                  specs: Path = SPECS, cold: bool = False, full: bool = True) -> Build:
     """``segments build`` as a subprocess; ``cold``: without dbt's partial-parse file (the
-    first build after compile), else with it, as a scheduled build finds it."""
+    first build after compile), else with it, as a scheduled build finds it. ``full``:
+    a full build (``--full-refresh``), else what ``segments build`` chooses (an
+    incremental refresh after a build)."""
+    if full:
+        flags = tuple(dict.fromkeys((*full_refresh_flags()[0], *flags)))
     project = dbt_project(specs)
     stale = [project / "target" / "run_results.json", project / "logs" / "dbt.log"]
     for path in stale + ([project / "target" / "partial_parse.msgpack"] if cold else []):
@@ -801,6 +811,7 @@ def compare_snapshot(warehouse: Path, parquet: Path) -> tuple[int, int, list[tup
     return only_snapshot, only_current, per_segment
 
 
+@functools.cache
 def full_refresh_flags() -> tuple[list[str], str]:
     """``--full-refresh`` when ``segments build`` has it; else none (every build is full)."""
     help_text = subprocess.run(segments_cmd("build", "--help"), capture_output=True, text=True).stdout
@@ -843,7 +854,7 @@ def measure_refresh(warehouse: Path, next_day: Path, as_of: dt.datetime, repeats
         print(f"  {label}: {appended:,} events appended, as_of {later}", flush=True)
         copy = copy_warehouse(warehouse, work / "full-refresh.duckdb")
         try:
-            refresh = measure_build(f"refresh, {label}", warehouse, later, log)
+            refresh = measure_build(f"refresh, {label}", warehouse, later, log, full=False)
             snapshot = work / "refresh-membership.parquet"
             snapshot_membership(warehouse, snapshot)
             full = measure_build(f"full build, {label}", copy, later, log, *flags)

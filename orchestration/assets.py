@@ -23,7 +23,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from orchestration.project import dbt_project
 from orchestration.resources import Warehouse
 from orchestration.translator import SegmentsTranslator, model_key, segment_nodes, source_key
-from segments import dbtrun, history, paths, pipeline
+from segments import dbtrun, history, paths, pipeline, refresh
 from segments import warehouse as wh
 from segments.compiler import models as md
 from segments.compiler import writer
@@ -117,6 +117,8 @@ def segments_build(context: AssetExecutionContext, dbt: DbtCliResource, warehous
     # dbt's artifacts go to a directory of their own, removed after the run (dagster-dbt
     # would otherwise keep one per run under dbt_project/target).
     env = {**dbtrun.as_of_env(as_of), **warehouse.engine.dbt_env()}
+    with warehouse.session() as session:
+        refresh.forget(session)  # dbt rebuilds what a later `segments build` would refresh
     with tempfile.TemporaryDirectory(prefix="segments-dbt-") as target, dbtrun.environment(env):
         invocation = dbt.cli(
             ["build"],

@@ -24,7 +24,7 @@ from segments import engines, paths, pipeline, spreadsheet, warehouse
 from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.parse import load_project
-from segments.spec.timeparse import parse_as_of
+from segments.spec.timeparse import parse_as_of, utc_now
 
 app = typer.Typer(
     add_completion=False,
@@ -62,7 +62,7 @@ TargetOption = Annotated[
 
 def _as_of(value: str | None) -> dt.datetime:
     """``--as-of``: the times of specs (``now - 7d``, ``2026-01-31``), ``now`` the clock."""
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    now = utc_now().replace(microsecond=0)
     if value is None:
         return now
     try:
@@ -236,7 +236,15 @@ def build(
     _project(project_dir)
     result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh, force)
     print_sizes(result)
-    out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
+    done = result.refreshed
+    if done is not None:
+        out.print(
+            f"refreshed {len(result.segments)} segments from as_of {done.previous_as_of.isoformat(sep=' ')} in "
+            f"{result.seconds:.1f}s: measures of {done.measured:,} users and segments of {done.flagged:,} evaluated again"
+        )
+    else:
+        why = f" ({result.full_because}; incremental refresh not possible)" if result.full_because else ""
+        out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s{why}")
 
 
 @app.command()
@@ -500,9 +508,7 @@ def demo(
     from segments import demo_data
 
     specs = _project(project_dir).specs_dir
-    at = _as_of(as_of) if as_of else dt.datetime.now(dt.timezone.utc).replace(
-        tzinfo=None, hour=0, minute=0, second=0, microsecond=0
-    )
+    at = _as_of(as_of) if as_of else utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
     warehouse_file = paths.warehouse_path(warehouse_path)
     data = demo_data.generate(users=users, seed=seed, anchor=at)
     with warehouse.connect(warehouse_file) as con:
@@ -510,7 +516,15 @@ def demo(
     out.print(f"generated {len(data.users):,} users and {len(data.events):,} events into {warehouse_file}")
     result = run_build(specs, warehouse_file, at)
     print_sizes(result)
-    out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s")
+    done = result.refreshed
+    if done is not None:
+        out.print(
+            f"refreshed {len(result.segments)} segments from as_of {done.previous_as_of.isoformat(sep=' ')} in "
+            f"{result.seconds:.1f}s: measures of {done.measured:,} users and segments of {done.flagged:,} evaluated again"
+        )
+    else:
+        why = f" ({result.full_because}; incremental refresh not possible)" if result.full_because else ""
+        out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s{why}")
     demo_sync(specs, warehouse_file)
 
 

@@ -33,6 +33,7 @@ from segments.engines.base import EngineError, Session
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from segments.spec.parse import load_project
+from segments.spec.timeparse import utc_now
 
 ALL, ANY, NOT, LEAF = "all", "any", "not", "leaf"
 
@@ -410,7 +411,7 @@ def explain_users(
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, project.catalog)
         if as_of is None:
-            as_of = _published_as_of(session, wanted) or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+            as_of = _published_as_of(session, wanted) or utc_now().replace(microsecond=0)
         # the rule's own times (``within``, ``now - 7d``) read as_of as the models do
         select = render.substitute(final, lambda node: node, sx.timestamp_literal(as_of))
         query = render.standalone_query(compiled, md.BASE, as_of, source, select=select, also=(md.USERS, md.FLAGS))  # type: ignore[arg-type]

@@ -50,6 +50,7 @@ def _count(source: exp.Table, alias: str, *conditions: exp.Expression) -> exp.Su
 
 def record(
     session: Session, segments: Sequence[str], as_of: dt.datetime, published_at: dt.datetime,
+    users: str | None = None,
 ) -> list[exp.Expression]:
     """The statements that record a publish of the build schema's membership, for
     ``session``'s engine; run them before the membership is replaced.
@@ -58,6 +59,8 @@ def record(
         segments: every segment of the build (each gets a size row).
         as_of: the build's instant.
         published_at: when the publish happens.
+        users: a table of the only users whose membership can have changed (an
+            incremental refresh: :mod:`segments.refresh`), None for every user.
     """
     engine = session.engine
     history, sizes = engine.table(HISTORY), engine.table(SIZES)
@@ -73,6 +76,10 @@ def record(
     published = session.columns(engine.target_schema, md.MEMBERSHIP)
     before = rows(engine.table(md.MEMBERSHIP), published) if published else values_query(key, [])
     at, now = value(as_of, _TIME), value(published_at, _TIME)
+    after: exp.Query = rows(built, session.columns(engine.build_schema, md.MEMBERSHIP))
+    if users is not None:
+        only = exp.column("user_id").isin(query=exp.select("user_id").from_(exp.to_table(users)))
+        after, before = after.where(only), before.where(only.copy())
 
     # One full join of the old and the new membership finds both who entered (no old
     # row) and who left (no new row): one hash table, where two EXCEPTs build two.
@@ -85,7 +92,7 @@ def record(
             exp.alias_(exp.Case(ifs=[entered], default=exp.convert(EXITED)), "change"), at, now,
             exp.alias_(exp.func("COALESCE", new(ARM), old(ARM)), ARM),
         )
-        .from_(exp.alias_(exp.Subquery(this=rows(built, session.columns(engine.build_schema, md.MEMBERSHIP))), "n", table=True))
+        .from_(exp.alias_(exp.Subquery(this=after), "n", table=True))
         .join(
             exp.alias_(exp.Subquery(this=before), "o", table=True), join_type="full outer",
             on=exp.and_(new("segment_name").eq(old("segment_name")), new("user_id").eq(old("user_id"))),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from segments import dbtrun, engines, paths, publish_guard, warehouse
+from segments import dbtrun, engines, paths, publish_guard, refresh, warehouse
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
 from segments.engines.base import EngineError, Session
@@ -84,6 +84,10 @@ class BuildResult:
     sizes: list[tuple[str, int, int]]
     seconds: float
     as_of: dt.datetime
+    #: set when the build was an incremental refresh of the last one (no dbt run)
+    refreshed: refresh.Outcome | None = None
+    #: why a build that was not asked to be full could not refresh
+    full_because: str | None = None
 
 
 def build(
@@ -120,12 +124,27 @@ def build(
         on_compiled(result)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, result.project.catalog)
+    reasons: list[str] = []
+    if not full_refresh:
+        with engine.connect() as session:
+            outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append)
+            if outcome is not None:
+                warehouse.publish(
+                    session, result.project, result.compiled.segments, as_of, force=force, changed_users=refresh.FLAGGED,
+                )
+                sizes = warehouse.segment_sizes(session)
+                return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of, outcome)
+    with engine.connect() as session:
+        refresh.forget(session)  # the tables change under it
     args = ["build", "--full-refresh"] if full_refresh else ["build"]
     dbtrun.run_dbt(result.project_dir, args, engine, as_of, on_node=on_node)
     with engine.connect() as session:
         warehouse.publish(session, result.project, result.compiled.segments, as_of, force=force)
+        refresh.record(session, result.compiled, as_of)
         sizes = warehouse.segment_sizes(session)
-    return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of)
+    return BuildResult(
+        result.compiled.segments, sizes, time.monotonic() - started, as_of, full_because=reasons[0] if reasons else None,
+    )
 
 
 @dataclass(frozen=True)

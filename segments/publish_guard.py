@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from segments import membership
 from segments.compiler import models as md
 from segments.engines.base import Session
 
@@ -24,14 +25,10 @@ def empty_specs(specs_dir: object) -> str:
 
 
 def _sizes(session: Session, schema: str) -> dict[str, int]:
-    if not session.columns(schema, md.MEMBERSHIP):
+    if not session.has_table(schema, md.MEMBERSHIP):
         return {}
-    query = (
-        exp.select("segment_name", exp.Count(this=exp.Star()))
-        .from_(session.engine.table(md.MEMBERSHIP, schema))
-        .group_by("segment_name")
-    )
-    return {str(name): int(size) for name, size in session.rows(query)}
+    sizes = membership.sizes(session, session.engine.table(md.MEMBERSHIP, schema))
+    return {name: members for name, (members, _) in sizes.items()}
 
 
 def refusal(session: Session, published: list[str], segments: list[str]) -> str | None:

@@ -18,13 +18,15 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import history, input_checks, publish_guard
+from segments import history, input_checks, membership, publish_guard
 from segments.compiler import models as md
+from segments.compiler import sqlexpr as sx
 from segments.engines.base import (
     Change,
     DropView,
     EngineError,
     PartialChange,
+    ReplaceRows,
     ReplaceTable,
     ReplaceView,
     Session,
@@ -106,7 +108,10 @@ def _published_segments(session: Session) -> list[str]:
     return [str(row[0]) for row in session.rows(query)]
 
 
-def publish(session: Session, project: m.Project, segments: list[str], as_of: dt.datetime, force: bool = False) -> None:
+def publish(
+    session: Session, project: m.Project, segments: list[str], as_of: dt.datetime, force: bool = False,
+    changed_users: str | None = None,
+) -> None:
     """Make a finished build visible, all at once.
 
     Copies ``segment_membership`` and ``user_traits`` from the build schema into the
@@ -119,6 +124,10 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
     Unless ``force``, a build that would drop or empty most published segments is
     refused (:mod:`segments.publish_guard`).
 
+    ``changed_users`` (an incremental refresh, DuckDB): a table of the only users whose
+    rows can differ from the published ones; only their rows are replaced and
+    compared, and every published row takes the new ``as_of``.
+
     Raises:
         SegmentsError: publishing failed or was refused (saying whether anything changed).
     """
@@ -127,10 +136,7 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
     refused = None if force else publish_guard.refusal(session, previous, segments)
     if refused:
         raise SegmentsError(refused)
-    changes: list[Change] = [
-        ReplaceTable(engine.table(table), exp.select("*").from_(engine.table(table, engine.build_schema)))
-        for table in PUBLISHED_TABLES
-    ]
+    changes: list[Change] = [_published_rows(session, table, as_of, changed_users) for table in PUBLISHED_TABLES]
     changes.append(ReplaceTable(engine.table(SEGMENT_CATALOG), _catalog_rows(project, segments, as_of)))
     changes += [DropView(engine.table(md.segment_model_name(name))) for name in sorted(set(previous) - set(segments))]
     for name in segments:
@@ -141,7 +147,7 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
         )
         changes.append(ReplaceView(engine.table(md.segment_model_name(name)), members))
     published_at = utc_now()
-    recorded = history.record(session, segments, as_of, published_at)
+    recorded = history.record(session, segments, as_of, published_at, users=changed_users)
     try:
         for statement in recorded:  # before the membership changes: it compares old and new
             session.execute(statement)
@@ -158,6 +164,17 @@ def publish(session: Session, project: m.Project, segments: list[str], as_of: dt
                 f"attempt (published_at {published_at}), which {engine.describe()} cannot delete: {error}"
             ) from None
         raise SegmentsError(f"publishing the build failed, the warehouse is unchanged: {error}") from None
+
+
+def _published_rows(session: Session, table: str, as_of: dt.datetime, changed_users: str | None) -> Change:
+    """The published copy of a build table: all of it, or the changed users' rows."""
+    engine = session.engine
+    built = exp.select("*").from_(engine.table(table, engine.build_schema))
+    if changed_users is None:
+        return ReplaceTable(engine.table(table), built)
+    users = exp.select("user_id").from_(exp.to_table(changed_users))
+    stamp = ("as_of", sx.timestamp_literal(as_of)) if table == md.MEMBERSHIP else None
+    return ReplaceRows(engine.table(table), users, built.where(exp.column("user_id").isin(query=users.copy())), stamp)
 
 
 _CATALOG_COLUMNS: dict[str, exp.DataType.Type] = {
@@ -187,21 +204,12 @@ def _catalog_rows(project: m.Project, segments: list[str], as_of: dt.datetime) -
 def segment_sizes(session: Session) -> list[tuple[str, int, int]]:
     """(segment, members, holdout members) per published segment, in name order."""
     engine = session.engine
-    if not session.columns(engine.target_schema, SEGMENT_CATALOG):
+    if not session.has_table(engine.target_schema, SEGMENT_CATALOG):
         raise SegmentsError("the warehouse has no build yet: run `segments build`")
-    held = exp.Filter(this=exp.Count(this=exp.column("user_id", "m")), expression=exp.Where(this=exp.column("is_holdout", "m")))
-    name = exp.column("segment_name", "c")
-    query = (
-        exp.select(name, exp.Count(this=exp.column("user_id", "m")), held)
-        .from_(exp.alias_(engine.table(SEGMENT_CATALOG), "c", table=True))
-        .join(
-            exp.alias_(engine.table(md.MEMBERSHIP), "m", table=True),
-            on=exp.column("segment_name", "m").eq(name.copy()), join_type="left",
-        )
-        .group_by(name.copy())
-        .order_by(engine.sort_key(name.copy()))
-    )
-    return [(str(n), int(size), int(holdout)) for n, size, holdout in session.rows(query)]
+    counts = {}
+    if session.has_table(engine.target_schema, md.MEMBERSHIP):
+        counts = membership.sizes(session, engine.table(md.MEMBERSHIP))
+    return [(name, *counts.get(name, (0, 0))) for name in sorted(_published_segments(session))]
 
 
 def last_builds(session: Session) -> dict[str, tuple[int, dt.datetime | None]]:

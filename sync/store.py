@@ -1,21 +1,19 @@
-"""Sync state in the warehouse: what each destination holds, the plan, the run log.
+"""A sync's plan and its bookkeeping, on every engine.
 
-Three tables in the target schema, for users to query:
-
-- ``sync_state``: per (destination, segment), the members this project put there and
-  the destination's id for each. Only these are ever removed: members someone else
-  added are not ours to touch.
-- ``sync_runs``: one row per (run, destination, segment): status, planned and
-  applied counts, acknowledged batches, and why it stopped.
-- ``sync_errors``: per-record failures (status and message; never PII).
+The record is three tables users query (``sync_state``, ``sync_runs``,
+``sync_errors``: :mod:`sync.ledger`), kept where :mod:`sync.places` says for the
+engine. Only the members in ``sync_state`` are ever removed: members someone else
+added are not ours to touch.
 
 A plan is the difference between the wanted audience and ``sync_state``, computed in
 one short hold of the warehouse and written, in a fixed order, to the sync's own
 scratch database (:mod:`sync.scratch`), from which it is read back page by page while
 the warehouse is free for other commands: memory stays flat however large the
-audience. :meth:`Store.checkpoint` holds the warehouse again just long enough to apply
-one acknowledged batch to the state in one transaction: a crash loses at most the
-batches in flight.
+audience. On DuckDB the plan reads the attached warehouse in place; from PostgreSQL and
+Spark the audience (and, from PostgreSQL, the state) is streamed into the scratch
+database first, :data:`COPY_ROWS` rows at a time. :meth:`Store.checkpoint` holds the
+warehouse again just long enough to apply one acknowledged batch to the state in one
+transaction: a crash loses at most the batches in flight.
 """
 
 from __future__ import annotations

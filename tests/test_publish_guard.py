@@ -82,9 +82,9 @@ def _session_with(tmp_path: Path, before: dict[str, int], after: dict[str, int])
     with duckdb.connect(str(tmp_path / "guard.duckdb")) as con:
         for schema, sizes in (("main", before), (engine.build_schema, after)):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            con.execute(f"CREATE TABLE {schema}.segment_membership (segment_name VARCHAR, user_id VARCHAR)")
+            con.execute(f"CREATE TABLE {schema}.segment_membership (segment_name VARCHAR, user_id VARCHAR, is_holdout BOOLEAN DEFAULT false)")
             for name, size in ((n, k) for n, k in sizes.items() if k):
-                con.executemany(f"INSERT INTO {schema}.segment_membership VALUES (?, ?)", [[name, str(i)] for i in range(size)])
+                con.executemany(f"INSERT INTO {schema}.segment_membership (segment_name, user_id) VALUES (?, ?)", [[name, str(i)] for i in range(size)])
     return engine
 
 

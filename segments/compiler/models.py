@@ -117,6 +117,8 @@ class CompiledProject:
     #: each segment's rule over the base (a derived rule reads the flags of the
     #: segments it names), as ``int_segment_flags`` evaluates it
     rules: dict[str, exp.Expression] = field(default_factory=dict)
+    #: the distinct measures and follow-ups the measure models compute
+    measures: ms.MeasureSet = field(default_factory=ms.MeasureSet)
 
     def model(self, name: str) -> Model:
         for model in self.models:
@@ -351,7 +353,7 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
         tables = sources.setdefault(relation.schema or TARGET_SCHEMA_SOURCE, [])
         if relation.name not in tables:
             tables.append(relation.name)
-    return CompiledProject(models, sources, catalog, names, {name: where for _, name, where in rules})
+    return CompiledProject(models, sources, catalog, names, {name: where for _, name, where in rules}, measure_set)
 
 
 def _check_collisions(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, segments: list[str]) -> None:

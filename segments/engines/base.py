@@ -54,7 +54,28 @@ class DropView:
     view: exp.Table
 
 
-Change = ReplaceTable | ReplaceView | DropView
+@dataclass(frozen=True)
+class ReplaceRows:
+    """The rows of ``table`` of the users ``users`` selects become the rows of
+    ``query``; with ``stamp`` (column, value), every row's column then takes the value.
+    What an incremental refresh publishes (DuckDB only: see :mod:`segments.refresh`)."""
+
+    table: exp.Table
+    users: exp.Query
+    query: exp.Query
+    stamp: tuple[str, exp.Expression] | None = None
+
+    def statements(self) -> list[exp.Expression]:
+        statements: list[exp.Expression] = [
+            exp.delete(self.table, where=exp.column("user_id").isin(query=self.users.copy())),
+            exp.insert(self.query, self.table),
+        ]
+        if self.stamp is not None:
+            statements.append(exp.update(self.table, {self.stamp[0]: self.stamp[1]}))
+        return statements
+
+
+Change = ReplaceTable | ReplaceView | DropView | ReplaceRows
 
 # sqlglot types each catalog type accepts in an input column, whatever the engine.
 _TEXT = frozenset(exp.DataType.TEXT_TYPES)

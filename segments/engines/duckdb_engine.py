@@ -14,7 +14,9 @@ from sqlglot import exp
 from segments import paths
 from segments.engines import profiles
 from segments.engines import base
-from segments.engines.base import Change, DropView, Engine, EngineError, ReplaceTable, ReplaceView, Session, drop
+from segments.engines.base import (
+    Change, DropView, Engine, EngineError, ReplaceRows, ReplaceTable, ReplaceView, Session, drop,
+)
 from segments.errors import SegmentsError
 
 
@@ -136,6 +138,8 @@ class DuckDBSession(Session):
             return [exp.Create(kind="TABLE", replace=True, this=change.table, expression=change.query)]
         if isinstance(change, ReplaceView):
             return [exp.Create(kind="VIEW", replace=True, this=change.view, expression=change.query)]
+        if isinstance(change, ReplaceRows):
+            return change.statements()
         assert isinstance(change, DropView)
         return [drop("VIEW", change.view)]
 

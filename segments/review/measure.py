@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from sqlglot import exp
 
-from segments import engines, gitref, pipeline, warehouse
+from segments import engines, gitref, membership, pipeline, warehouse
 from segments.compiler import models as md
 from segments.engines.base import EngineError, Session, count_if
 from segments.errors import SegmentsError
@@ -71,11 +71,6 @@ def _is_set(column: exp.Column) -> exp.Expression:
 
 
 def _sizes(session: Session, table: str) -> dict[str, Size]:
-    query = (
-        exp.select("segment_name", exp.Count(this=exp.Star()), count_if(exp.column("is_holdout")))
-        .from_(table)
-        .group_by("segment_name")
-    )
     arms: dict[str, list[tuple[str, int]]] = {}
     per_arm = (
         exp.select("segment_name", "arm", exp.Count(this=exp.Star()))
@@ -87,8 +82,8 @@ def _sizes(session: Session, table: str) -> dict[str, Size]:
     for name, arm, count in session.rows(per_arm):
         arms.setdefault(str(name), []).append((str(arm), int(count)))
     return {
-        str(name): Size(int(members), int(holdout), tuple(arms.get(str(name), ())))
-        for name, members, holdout in session.rows(query)
+        name: Size(*counts, tuple(arms.get(name, ())))
+        for name, counts in membership.sizes(session, exp.to_table(table)).items()
     }
 
 

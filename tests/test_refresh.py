@@ -1,0 +1,208 @@
+"""Incremental refresh (:mod:`segments.refresh`): a ``segments build`` after a build
+evaluates again only the users whose segments can have changed, without dbt, and
+publishes the same membership, traits and history as a full build at the same as_of.
+
+One warehouse is refreshed round after round; after each round a copy of it is built
+in full (``--full-refresh``, through dbt) and the published tables must be equal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from sqlglot import exp
+
+from segments import demo_data, paths, pipeline, refresh
+from segments.compiler import models as md
+
+ANCHOR = dt.datetime(2026, 3, 1)
+T0 = ANCHOR - dt.timedelta(days=3)
+PUBLISHED = ("main.segment_membership", "main.user_traits", "main_segments_build.int_segment_flags")
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("specs") / "segment_specs"
+    shutil.copytree(paths.SPECS_DIR, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory) -> tuple[Path, Path]:
+    """A warehouse holding the events up to T0, and the events after it aside."""
+    root = tmp_path_factory.mktemp("refresh")
+    warehouse = root / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse))
+    demo_data.write_duckdb(demo_data.generate(users=600, seed=11, anchor=ANCHOR), con)
+    con.execute("CREATE TABLE raw.later AS SELECT * FROM raw.events WHERE occurred_at > ?", [T0])
+    con.execute("DELETE FROM raw.events WHERE occurred_at > ?", [T0])
+    con.close()
+    return warehouse, root
+
+
+@pytest.fixture(autouse=True)
+def work_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv(paths.WORK_DIR_ENV, str(tmp_path_factory.mktemp("work")))
+
+
+@pytest.fixture(scope="module")
+def built(events, specs, tmp_path_factory) -> Path:
+    """The module's warehouse after at least one build (the rounds make more)."""
+    warehouse, _ = events
+    con = duckdb.connect(str(warehouse), read_only=True)
+    has_state = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [refresh.STATE]
+    ).fetchone()[0]
+    con.close()
+    if not has_state:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(paths.WORK_DIR_ENV, str(tmp_path_factory.mktemp("work")))
+            pipeline.build(specs, warehouse, T0)
+    return warehouse
+
+
+def published(warehouse: Path) -> dict[str, set[tuple]]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return {table: set(con.execute(f"SELECT * FROM {table}").fetchall()) for table in PUBLISHED}
+    finally:
+        con.close()
+
+
+def full_build_of(warehouse: Path, specs: Path, as_of: dt.datetime, tmp_path: Path) -> dict[str, set[tuple]]:
+    copy = tmp_path / "full.duckdb"
+    shutil.copyfile(warehouse, copy)
+    result = pipeline.build(specs, copy, as_of, full_refresh=True)
+    assert result.refreshed is None
+    return published(copy)
+
+
+def execute(warehouse: Path, sql: str, *params: object) -> None:
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute(sql, list(params))
+    finally:
+        con.close()
+
+
+# Each round: what happens to the data, the as_of of the build, whether it may refresh.
+ROUNDS = [
+    ("the first build is a full one", None, T0, False),
+    ("an hour of new events", "occurred_at <= TIMESTAMP '2026-02-26 01:00:00'", T0 + dt.timedelta(hours=1), True),
+    ("a day of new events", "occurred_at <= TIMESTAMP '2026-02-27 01:00:00'", T0 + dt.timedelta(days=1, hours=1), True),
+    ("the rest of the events", "TRUE", ANCHOR, True),
+    ("a quiet week: windows slide, nothing arrives", None, ANCHOR + dt.timedelta(days=7), True),
+]
+
+
+def test_rounds_of_refreshes_publish_what_a_full_build_publishes(events, specs, tmp_path):
+    warehouse, _ = events
+    for label, arrive, as_of, refreshes in ROUNDS:
+        if arrive is not None:
+            execute(warehouse, f"INSERT INTO raw.events SELECT * FROM raw.later WHERE {arrive}")
+            execute(warehouse, f"DELETE FROM raw.later WHERE {arrive}")
+        result = pipeline.build(specs, warehouse, as_of)
+        assert (result.refreshed is not None) == refreshes, label
+        if refreshes:
+            assert result.refreshed.previous_as_of < as_of
+        expected = full_build_of(warehouse, specs, as_of, tmp_path)
+        got = published(warehouse)
+        for table in PUBLISHED:
+            assert got[table] == expected[table], f"{label}: {table} differs from a full build"
+
+
+def test_history_of_a_refresh_records_who_entered_and_left(events, specs, tmp_path):
+    warehouse, _ = events
+    con = duckdb.connect(str(warehouse), read_only=True)
+    last = con.execute("SELECT max(published_at) FROM main.segment_membership_history").fetchone()[0]
+    con.close()
+    as_of = T0 + dt.timedelta(days=12)
+    copy = tmp_path / "before.duckdb"
+    shutil.copyfile(warehouse, copy)
+    before = published(copy)["main.segment_membership"]
+    result = pipeline.build(specs, warehouse, as_of)
+    assert result.refreshed is not None
+    after = published(warehouse)["main.segment_membership"]
+    con = duckdb.connect(str(warehouse), read_only=True)
+    rows = con.execute(
+        "SELECT segment_name, user_id, change FROM main.segment_membership_history WHERE published_at > ?", [last]
+    ).fetchall()
+    con.close()
+    old = {(s, u) for s, u, *_ in before}
+    new = {(s, u) for s, u, *_ in after}
+    assert {(s, u) for s, u, c in rows if c == "entered"} == new - old
+    assert {(s, u) for s, u, c in rows if c == "exited"} == old - new
+    assert new - old or old - new, "a 3-day slide changes some membership"
+
+
+# What makes the next build a full one; each is applied to a refreshed warehouse.
+FALLBACKS = [
+    ("a user's attribute changed", "UPDATE raw.users SET city = 'Pune' WHERE user_id = (SELECT min(user_id) FROM raw.users)", 1),
+    ("an event arrived before the last as_of", "INSERT INTO raw.events SELECT * FROM raw.events WHERE occurred_at < ? LIMIT 1", 1),
+    ("as_of moved back", None, -1),
+]
+
+
+@pytest.mark.parametrize("label, sql, days", FALLBACKS, ids=[f[0] for f in FALLBACKS])
+def test_what_a_refresh_cannot_continue_from_gets_a_full_build(built, specs, tmp_path, label, sql, days):
+    source = built
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(source, warehouse)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    last = con.execute(f"SELECT as_of FROM main_segments_build.{refresh.STATE}").fetchone()[0]
+    con.close()
+    if sql is not None:
+        execute(warehouse, sql, *([last] if "?" in sql else []))
+    as_of = last + dt.timedelta(days=days)
+    result = pipeline.build(specs, warehouse, as_of)
+    assert result.refreshed is None, label
+    assert published(warehouse) == full_build_of(warehouse, specs, as_of, tmp_path)
+
+
+def test_a_changed_spec_gets_a_full_build(built, specs, tmp_path):
+    source = built
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(source, warehouse)
+    changed = tmp_path / "specs"
+    shutil.copytree(specs, changed)
+    spec = next(p for p in changed.glob("*.yml") if not p.name.startswith("_") and "within: 48h" in p.read_text())
+    spec.write_text(spec.read_text().replace("within: 48h", "within: 72h"))
+    con = duckdb.connect(str(warehouse), read_only=True)
+    last = con.execute(f"SELECT as_of FROM main_segments_build.{refresh.STATE}").fetchone()[0]
+    con.close()
+    assert pipeline.build(changed, warehouse, last + dt.timedelta(hours=1)).refreshed is None
+
+
+@pytest.mark.parametrize(
+    "query, edges",
+    [
+        ("SELECT 1 FROM t WHERE occurred_at > :as_of - INTERVAL '7' DAY AND event_name = 'a'", [("occurred_at", ("a",))]),
+        ("SELECT 1 FROM t WHERE (event_name IN ('a', 'b') AND x = 1) AND occurred_at <= :as_of", [("occurred_at", ("a", "b"))]),
+        ("SELECT 1 FROM t WHERE signup_at > :as_of - INTERVAL '7' DAY OR event_name = 'a'", [("signup_at", None)]),
+    ],
+)
+def test_edges_are_read_from_the_comparisons_with_as_of(query, edges):
+    tree = exp.maybe_parse(query, dialect="duckdb")
+    for placeholder in tree.find_all(exp.Placeholder):
+        placeholder.set("this", "as_of")
+    found = refresh.edges(md.Model("m", "f", tree, ""), "t")
+    assert [(e.column, e.events) for e in found] == edges
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT DATE_DIFF('day', signup_at, :as_of) FROM t",  # not a comparison
+        "SELECT 1 FROM t WHERE signup_at + INTERVAL '1' DAY > :as_of",  # an expression of a column
+    ],
+)
+def test_as_of_outside_a_comparison_with_a_column_needs_a_full_build(query):
+    tree = exp.maybe_parse(query, dialect="duckdb")
+    for placeholder in tree.find_all(exp.Placeholder):
+        placeholder.set("this", "as_of")
+    with pytest.raises(refresh.NotIncremental):
+        refresh.edges(md.Model("m", "f", tree, ""), "t")
