@@ -445,3 +445,16 @@ def test_an_uploaded_list_shows_its_matches_and_no_key(capsys, repo, warehouse):
     assert f"Uploaded list: {matched:,} users matched, {len(keys - users):,} listed keys match no user." in vip
     assert "-- uploaded list uploads/vip.csv: digest" in vip  # the list changed, its keys are not shown
     assert not any(key in out.lower() for key in keys)
+
+
+def test_an_experiments_arms_are_counted(capsys, repo, warehouse):
+    """Arms of a new experiment, against md5 in Python (SPEC 2.7)."""
+    spec = "name: split\nwhere: {attribute: city, is: Mumbai}\nexperiment: {name: copy, arms: {a: 50, b: 50}}\n"
+    commit(repo, {**V2, "split.yml": spec}, "v3")
+    out = review(capsys, repo, warehouse, "HEAD~1")[1]
+    mumbai = members(lambda u: u.city == "Mumbai")
+    count = {arm: 0 for arm in ("a", "b")}
+    for user_id in mumbai:
+        count["a" if int(hashlib.md5(f"copy:{user_id}".encode()).hexdigest()[:8], 16) % 10_000 < 5000 else "b"] += 1
+    assert f"{len(mumbai):,} members (arms: a {count['a']:,}, b {count['b']:,})" in out
+    assert all(count.values())
