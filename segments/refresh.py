@@ -38,7 +38,7 @@ from segments.compiler import measures as ms
 from segments.compiler import models as md
 from segments.compiler import render
 from segments.compiler import sqlexpr as sx
-from segments.engines.base import Session, drop
+from segments.engines.base import Engine, Session, drop
 
 #: One row in the build schema: the as_of, project and inputs of the last build.
 STATE = "segments_refresh_state"
@@ -46,6 +46,7 @@ STATE = "segments_refresh_state"
 MEASURED, FLAGGED = "_refresh_measured", "_refresh_flagged"
 _NEW_TRAITS = "int_user_traits__refresh"
 _FLAGS, _TRAITED = "_refresh_flags", "_refresh_traited"
+_TRAITS_FRESH, _TRAITS_CHANGED = "_refresh_traits_fresh", "_refresh_traits_changed"
 #: Temporary tables of the measures' refresh (see :mod:`segments.compiler.deltas`).
 _CHANGED, _CHANGED_DAYS, _OLD, _OLD_SEQUENCES = "_refresh_changed", "_refresh_changed_days", "_refresh_old", "_refresh_old_sequences"
 _DELTA, _DAYS, _HISTORY_USERS, _HISTORY = "_refresh_delta", "_refresh_days", "_refresh_history_users", "_refresh_history"
@@ -199,7 +200,7 @@ class _Build:
 
         def relation(node: exp.Table) -> exp.Expression:
             if "model" not in node.meta:
-                raise NotIncremental(f"{model} reads a source directly")
+                return source_table(self.engine, *node.meta["source"])
             name = node.meta["model"]
             return instead[name].copy() if name in instead else self.relation(name, as_of)
 
@@ -272,7 +273,8 @@ class State:
     as_of: dt.datetime
     fingerprint: str
     events_upto: int
-    users: str
+    #: the other inputs (users, uploaded lists): counted and hashed
+    inputs: str
 
 
 def _events_upto(build: _Build, as_of: dt.datetime) -> int:
@@ -282,34 +284,50 @@ def _events_upto(build: _Build, as_of: dt.datetime) -> int:
     return int(build.rows(query)[0][0])
 
 
-def _users_fingerprint(build: _Build) -> str:
-    columns = list(build.session.columns(build.engine.build_schema, md.USERS))
-    if not columns:
-        raise NotIncremental("the build has no users")
-    row_hash = exp.Anonymous(this="HASH", expressions=[exp.column(c) for c in columns])
-    query = exp.select(exp.Count(this=exp.Star()), exp.Sum(this=exp.cast(row_hash, exp.DataType.Type.INT128))).from_(build.table(md.USERS))
-    count, total = build.rows(query)[0]
-    return f"{count}:{total}"
+def source_table(engine: Engine, schema: str, table: str) -> exp.Table:
+    """A catalog source's table on ``engine`` (the target schema's in its own)."""
+    return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
+
+
+def _inputs_fingerprint(build: _Build) -> str:
+    """Every source but the events (users, uploaded lists): rows counted and hashed.
+    A changed user or list makes the next build a full one."""
+    events = build.compiled.catalog.events.relation
+    parts = []
+    for schema, tables in sorted(build.compiled.sources.items()):
+        for table in sorted(tables):
+            if (schema, table) == (events.schema or md.TARGET_SCHEMA_SOURCE, events.name):
+                continue
+            relation = source_table(build.engine, schema, table)
+            columns = list(build.session.columns(relation.db, relation.name))
+            if not columns:
+                parts.append(f"{schema}.{table}:none")
+                continue
+            row_hash = exp.Anonymous(this="HASH", expressions=[exp.column(c) for c in columns])
+            total = exp.Sum(this=exp.cast(row_hash, exp.DataType.Type.INT128))
+            count, summed = build.rows(exp.select(exp.Count(this=exp.Star()), total).from_(relation))[0]
+            parts.append(f"{schema}.{table}:{count}:{summed}")
+    return ";".join(parts)
 
 
 _STATE_COLUMNS = {
     "as_of": exp.DataType.Type.TIMESTAMP,
     "fingerprint": exp.DataType.Type.VARCHAR,
     "events_upto": exp.DataType.Type.BIGINT,
-    "users": exp.DataType.Type.VARCHAR,
+    "inputs": exp.DataType.Type.VARCHAR,
 }
 
 
 def _read_state(build: _Build) -> State | None:
-    if not build.session.columns(build.engine.build_schema, STATE):
-        return None
+    if list(build.session.columns(build.engine.build_schema, STATE)) != list(_STATE_COLUMNS):
+        return None  # none, or an older one
     rows = build.rows(exp.select(*_STATE_COLUMNS).from_(build.table(STATE)))
     return State(*rows[0]) if len(rows) == 1 else None
 
 
 def _write_state(build: _Build, state: State) -> None:
     values = [sx.timestamp_literal(state.as_of), exp.Literal.string(state.fingerprint),
-              exp.Literal.number(state.events_upto), exp.Literal.string(state.users)]
+              exp.Literal.number(state.events_upto), exp.Literal.string(state.inputs)]
     row = [exp.alias_(exp.cast(v, kind), name) for v, (name, kind) in zip(values, _STATE_COLUMNS.items())]
     build.run(exp.Create(kind="TABLE", this=build.table(STATE), replace=True, expression=exp.select(*row)))
 
@@ -320,7 +338,7 @@ def record(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) -
     if session.engine.dialect != "duckdb":
         return
     build = _Build(session, compiled)
-    _write_state(build, State(as_of, fingerprint(compiled), _events_upto(build, as_of), _users_fingerprint(build)))
+    _write_state(build, State(as_of, fingerprint(compiled), _events_upto(build, as_of), _inputs_fingerprint(build)))
 
 
 def forget(session: Session) -> None:
@@ -332,40 +350,50 @@ def forget(session: Session) -> None:
 # ---- the refresh --------------------------------------------------------------------
 
 
-def _new_traits(build: _Build, users: str, as_of: dt.datetime) -> exp.Expression:
-    """The traits model's query at ``as_of`` with its per-user part (the first layer:
-    measure traits and follow-ups) computed for ``users`` only and kept from the table
-    for everyone else; the layers of quantiles above it rank every user again."""
+def _refresh_traits(build: _Build, users: str, as_of: dt.datetime) -> exp.Query | None:
+    """Traits of ``users`` computed again; the users whose traits changed, or None
+    when none did (the table is then left as it is).
+
+    The first layer (measure traits, follow-ups) is per user: computed for ``users``
+    only and kept from the table for everyone else. The layers above it rank every
+    user (quantiles): they move when any user's value does, so they are computed again
+    for everyone into a new table, and rows are compared by user to find who changed.
+    A traits model that reads ``as_of`` itself is computed again for everyone."""
     traits = md.USER_TRAITS_AND_FOLLOWUPS
     tree = build.compiled.model(traits).query.copy()
     ctes = list(tree.ctes)
     per_user = ctes[0].this if ctes else tree
     assert isinstance(per_user, exp.Select)
     columns = [e.alias_or_name for e in per_user.expressions]
-    kept = exp.select(*columns).from_(build.table(traits)).where(exp.Not(this=_user_in(users)))
-    fresh = build.query(traits, {md.UNIVERSE: build.only(md.UNIVERSE, users, as_of)}, as_of, tree=per_user)
-    merged = exp.union(kept, fresh, distinct=False)
-    if not ctes:
-        return merged
-    ctes[0].set("this", merged)
-    return build.query(traits, {}, as_of, tree=tree)
-
-
-def _traits_changed(build: _Build, users: str, as_of: dt.datetime) -> exp.Query:
-    """Traits computed again into a new table (per user for ``users``, ranks for
-    everyone); the users whose row differs.
-
-    Quantiles rank every user: they move when any user's value does. Comparing rows by
-    user finds who actually changed."""
-    traits = md.USER_TRAITS_AND_FOLLOWUPS
-    build.run(exp.Create(kind="TABLE", this=build.table(_NEW_TRAITS), replace=True, expression=_new_traits(build, users, as_of)))
-    columns = [c for c in build.session.columns(build.engine.build_schema, traits) if c != "user_id"]
-    differs = sx.or_(*[exp.NullSafeNEQ(this=exp.column(c, "n"), expression=exp.column(c, "o")) for c in columns]) if columns else exp.false()
-    return (
+    if any(_is_as_of(p) for p in tree.find_all(exp.Placeholder)):
+        build.create_temp(_TRAITS_FRESH, exp.select(*columns).from_(build.table(traits)).where(exp.false()))
+        layer: exp.Query = build.query(traits, {}, as_of, tree=per_user)  # type: ignore[assignment]
+    else:
+        fresh = build.query(traits, {md.UNIVERSE: build.only(md.UNIVERSE, users, as_of)}, as_of, tree=per_user)
+        build.create_temp(_TRAITS_FRESH, fresh)
+        old = exp.select(*columns).from_(build.table(traits)).where(_user_in(users))
+        fresh_rows = exp.select(*columns).from_(_TRAITS_FRESH)
+        moved = exp.union(exp.except_(fresh_rows, old), exp.except_(old.copy(), fresh_rows.copy()), distinct=False)
+        if not build.rows(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=moved, alias=exp.TableAlias(this=sx.ident("m")))))[0][0]:
+            return None  # no user's own traits changed: nor do the ranks
+        kept = exp.select(*columns).from_(build.table(traits)).where(exp.Not(this=_user_in(users)))
+        layer = exp.union(kept, fresh_rows.copy(), distinct=False)
+    if ctes:
+        ctes[0].set("this", layer)
+        new = build.query(traits, {}, as_of, tree=tree)
+    else:
+        new = layer
+    build.run(exp.Create(kind="TABLE", this=build.table(_NEW_TRAITS), replace=True, expression=new))
+    others = [c for c in build.session.columns(build.engine.build_schema, traits) if c != "user_id"]
+    differs = sx.or_(*[exp.NullSafeNEQ(this=exp.column(c, "n"), expression=exp.column(c, "o")) for c in others]) if others else exp.false()
+    changed = (
         exp.select("user_id").from_(build.table(_NEW_TRAITS).as_("n"))
         .join(build.table(traits).as_("o"), using=["user_id"], join_type="FULL OUTER")
         .where(differs)
     )
+    build.create_temp(_TRAITS_CHANGED, changed)
+    _swap_traits(build)
+    return exp.select("user_id").from_(_TRAITS_CHANGED)
 
 
 def _swap_traits(build: _Build) -> None:
@@ -602,9 +630,9 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
         raise NotIncremental("as_of is earlier than the last build's")
     if _events_upto(build, state.as_of) != state.events_upto:
         raise NotIncremental("events up to the last build's as_of changed")
-    users = _users_fingerprint(build)
-    if users != state.users:
-        raise NotIncremental("the users changed")
+    inputs = _inputs_fingerprint(build)
+    if inputs != state.inputs:
+        raise NotIncremental("the users or an uploaded list changed")
     built_at = build.rows(exp.select("as_of").from_(build.table(md.MEMBERSHIP)).limit(1))
     if built_at and built_at[0][0] != state.as_of:
         raise NotIncremental("the build schema was built again since")  # by dbt alone (Dagster)
@@ -624,17 +652,17 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
     measured = _refresh_measures(build, measured_edges, t0, t1)
     universe_edges = edges(compiled.model(md.UNIVERSE), md.USERS)
     _create_users(build, _TRAITED, [exp.select("user_id").from_(MEASURED), *_edge_users(build, universe_edges, t0, t1)])
-    traits_changed = _traits_changed(build, _TRAITED, t1)
+    traits_changed = _refresh_traits(build, _TRAITED, t1)
     measured_users = exp.select("user_id").from_(MEASURED)
-    flagged = _create_users(build, FLAGGED, [measured_users, traits_changed, *_edge_users(build, flag_edges, t0, t1)])
-    _swap_traits(build)
+    changed = [traits_changed] if traits_changed is not None else []
+    flagged = _create_users(build, FLAGGED, [measured_users, *changed, *_edge_users(build, flag_edges, t0, t1)])
     build.create_temp(_FLAGS, build.query(md.FLAGS, {md.BASE: build.only(md.BASE, FLAGGED, t1)}, t1))
     build.replace_rows(md.FLAGS, FLAGGED, exp.select("*").from_(_FLAGS))
     build.replace_rows(md.MEMBERSHIP, FLAGGED, build.query(md.MEMBERSHIP, {md.FLAGS: exp.to_table(_FLAGS)}, t1))
     if t1 != t0:
         build.run(exp.update(build.table(md.MEMBERSHIP), {"as_of": sx.timestamp_literal(t1)}))
     new_events = _events_upto(build, t1)
-    _write_state(build, State(t1, state.fingerprint, new_events, users))
+    _write_state(build, State(t1, state.fingerprint, new_events, inputs))
     return Outcome(t1, t0, measured, flagged)
 
 

@@ -94,7 +94,7 @@ def _rewrite(dialect: str) -> Callable[[exp.Expression], exp.Expression]:
             quoted = node.copy()
             quoted.set("this", exp.Literal.string(node.this.name))
             return quoted
-        if isinstance(node, exp.CTE) and node.args.get("materialized") and dialect not in _MATERIALIZED_CTE:
+        if isinstance(node, exp.CTE) and node.args.get("materialized") is not None and dialect not in _MATERIALIZED_CTE:
             node.set("materialized", None)  # in place: its query is rewritten next
             return node
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.TIMESTAMP and dialect in _ZONED_TIMESTAMP:

@@ -190,9 +190,12 @@ def standalone_query(
         body = substitute(by_name[name].query, to_relation, literal_as_of)
         # a table of the build read more than once (the measures, the flags: once per
         # segment) is computed once; views and staging stay inlined, as dbt has them
+        # (said explicitly: DuckDB would otherwise materialize a staging CTE read twice,
+        # every event of it, before the scans that filter it)
         model = by_name[name]
-        once = readers[name] > 1 and model.folder != STAGING and model.materialized is None
-        query = query.with_(name, as_=body, materialized=once or None, copy=False)  # copying per CTE is quadratic
+        inlined = model.folder == STAGING or model.materialized == "view"
+        materialized = False if inlined else (True if readers[name] > 1 and model.materialized is None else None)
+        query = query.with_(name, as_=body, materialized=materialized, copy=False)  # copying per CTE is quadratic
     return query
 
 
