@@ -36,6 +36,7 @@ from sqlglot import exp
 from segments import engines, history, pipeline
 from segments.compiler import models as md
 from segments.engines.base import Session, value
+from segments.errors import SegmentsError
 from segments.spec import model as m
 from segments.spec.parse import load_project
 from segments.spec.timeparse import utc_now
@@ -135,20 +136,19 @@ class Watcher:
     """One specs folder and one warehouse, cycled by :meth:`cycle`.
 
     Args:
-        clock: the current time, naive UTC (tests move it by hand).
-        wall: seconds since the epoch, for the latency (tests keep the real one).
+        clock: the current time, naive UTC (default the real one; tests move it by hand).
         sync_settings: the sync engine's settings (its env names the destinations' secrets).
         force: send past the mass-removal guard and the size check.
     """
 
     def __init__(
         self, specs_dir: Path, warehouse: Path | None, target: str = engines.DEFAULT_TARGET,
-        clock: Callable[[], dt.datetime] = utc_now, sync_settings: object | None = None, force: bool = False,
+        clock: Callable[[], dt.datetime] | None = None, sync_settings: object | None = None, force: bool = False,
     ):
         self.specs_dir = specs_dir
         self.warehouse_file = warehouse
         self.engine = engines.get(target, warehouse)
-        self.clock = clock
+        self.clock = clock if clock is not None else utc_now
         self.sync_settings = sync_settings
         self.force = force
 
@@ -197,11 +197,16 @@ class Watcher:
 
     def run(self, interval: float, stop: threading.Event, log: Callable[[str], None], cycles: int | None = None) -> int:
         """Cycle every ``interval`` seconds until ``stop`` is set (or ``cycles`` ran);
-        the cycle in flight always finishes. Returns how many cycles ran."""
+        the cycle in flight always finishes, and a cycle that fails (a warehouse busy
+        with another command, a spec being edited) is logged and tried again at the
+        next. Returns how many cycles ran."""
         done = 0
         while not stop.is_set() and (cycles is None or done < cycles):
             started = time.monotonic()
-            log(self.cycle().line())
+            try:
+                log(self.cycle().line())
+            except SegmentsError as error:  # a busy warehouse, a bad spec: the next cycle tries again
+                log(f"cycle failed: {error}")
             done += 1
             stop.wait(max(interval - (time.monotonic() - started), 0.0))
         return done

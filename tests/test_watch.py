@@ -190,11 +190,12 @@ def test_kill_9_and_restart(specs, warehouse, receiver, tmp_path):
     assert arrive(warehouse, at) > 0
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(specs), str(warehouse), at.isoformat(), receiver.url, SECRET],
-        stdout=subprocess.PIPE, env={**os.environ},
+        stdout=subprocess.PIPE, env={**os.environ}, start_new_session=True,
     )
     assert child.stdout is not None and child.stdout.readline().strip() == b"started"
     time.sleep(1.0)  # inside the build
-    child.send_signal(signal.SIGKILL)
+    # the process and its dbt, as systemd kills a service's control group
+    os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     restarted = watcher(specs, warehouse, receiver, at)
     first = restarted.cycle()
