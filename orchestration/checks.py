@@ -126,7 +126,7 @@ def _size_result(session: Session, node: SegmentNode) -> AssetCheckResult:
 
 def _membership_result(session: Session, node: SegmentNode) -> AssetCheckResult:
     published = m.Relation(md.MEMBERSHIP, session.engine.target_schema)
-    schema = schemas.membership_schema(node.name, node.holdout_pct)
+    schema = schemas.membership_schema(node.name, node.holdout_pct, node.arms)
     mine = exp.column("segment_name").eq(exp.Literal.string(node.name))
     frame = _read(session, published, list(schema.columns), mine)
     if frame is None:

@@ -102,6 +102,7 @@ class SegmentNode:
     holdout_pct: float = 0
     owner: str | None = None
     destinations: tuple[str, ...] = ()
+    arms: tuple[str, ...] = ()  # the experiment's arms, if any
 
 
 def segment_nodes(manifest: Mapping[str, Any], translator: DagsterDbtTranslator) -> tuple[SegmentNode, ...]:
@@ -121,6 +122,7 @@ def segment_nodes(manifest: Mapping[str, Any], translator: DagsterDbtTranslator)
             holdout_pct=meta.get("holdout_pct", 0),
             owner=meta.get("owner"),
             destinations=tuple(meta.get("sync", ())),
+            arms=tuple((meta.get("experiment") or {}).get("arms", {})),
         ))
     return tuple(sorted(nodes, key=lambda node: node.name))
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from sqlglot import exp
 
 from segments import engines
+from segments.compiler import experiments
 from segments.compiler import models as md
 from segments.compiler import predicates as pr
 from segments.compiler import render
@@ -79,6 +80,7 @@ class Explanation:
     holdout: bool
     holdout_pct: float | None
     steps: list[Step]
+    arm: str | None = None  # the member's experiment arm
 
     def lines(self) -> list[str]:
         head = f"{self.segment}: user {self.user_id} at {self.as_of.isoformat(sep=' ')} UTC is "
@@ -94,6 +96,8 @@ class Explanation:
             verdict = f"in (not in the {_number(self.holdout_pct)}% holdout)"
         else:
             verdict = "in"
+        if self.member and self.arm is not None:
+            verdict += f", arm {self.arm}"
         return [head + verdict] + [step.line() for step in self.steps]
 
 
@@ -366,8 +370,9 @@ def explain_users(
     trees = {segment: builder.segment_tree(project.spec(segment), segment) for segment in wanted}
     verdicts = {segment: _holds(compiled.rules[segment]) for segment in wanted}
     holdouts = {segment: _holds(md.holdout_predicate(segment, project.spec(segment).holdout)) for segment in wanted}
+    arms = {segment: experiments.arm(project.spec(segment).experiment) for segment in wanted}
 
-    expressions = [*verdicts.values(), *holdouts.values()]
+    expressions = [*verdicts.values(), *holdouts.values(), *arms.values()]
     for nodes in trees.values():
         expressions += _expressions(nodes)
     unique: dict[int, exp.Expression] = {}
@@ -427,6 +432,7 @@ def explain_users(
                 in_universe and bool(row[alias[id(verdicts[segment])]]),
                 in_universe and bool(row[alias[id(verdicts[segment])]]) and bool(row[alias[id(holdouts[segment])]]),
                 project.spec(segment).holdout, steps,
+                row[alias[id(arms[segment])]] if in_universe and project.spec(segment).experiment else None,
             ))
     return out
 

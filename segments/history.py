@@ -6,8 +6,9 @@ the build's:
 
 ``segment_membership_history``
     one row per change: ``segment_name, user_id, change ('entered' | 'exited'),
-    as_of, published_at``. A segment that disappears from the specs sees all its
-    members exit.
+    as_of, published_at, arm`` (``arm``: the member's experiment arm, SPEC 2.7; a
+    history recorded before arms existed gets the column added). A segment that
+    disappears from the specs sees all its members exit.
 ``segment_size_history``
     one row per segment per publish: ``segment_name, as_of, published_at, members,
     holdout, entered, exited``. The size check and the size-over-time plots read it.
@@ -30,10 +31,12 @@ from segments.engines.base import Session, create_table, value, values_query
 HISTORY = "segment_membership_history"
 SIZES = "segment_size_history"
 ENTERED, EXITED = "entered", "exited"
+ARM = "arm"
 
 _TEXT, _TIME, _BIG = exp.DataType.Type.VARCHAR, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
 _COLUMNS: dict[str, dict[str, exp.DataType.Type]] = {
-    HISTORY: {"segment_name": _TEXT, "user_id": _TEXT, "change": _TEXT, "as_of": _TIME, "published_at": _TIME},
+    HISTORY: {"segment_name": _TEXT, "user_id": _TEXT, "change": _TEXT, "as_of": _TIME, "published_at": _TIME,
+              "arm": _TEXT},
     SIZES: {"segment_name": _TEXT, "as_of": _TIME, "published_at": _TIME,
             "members": _BIG, "holdout": _BIG, "entered": _BIG, "exited": _BIG},
 }
@@ -62,12 +65,18 @@ def record(
     engine = session.engine
     history, sizes = engine.table(HISTORY), engine.table(SIZES)
     built = engine.table(md.MEMBERSHIP, engine.build_schema)
-    key = {"segment_name": _TEXT, "user_id": _TEXT}
-    before: exp.Query = exp.select(*key).from_(engine.table(md.MEMBERSHIP))
-    if not session.has_table(engine.target_schema, md.MEMBERSHIP):
-        before = values_query(key, [])
+    key = {"segment_name": _TEXT, "user_id": _TEXT, ARM: _TEXT}
+
+    def rows(table: exp.Table, columns: dict[str, str]) -> exp.Query:
+        """The membership's key and arm (NULL where it has no arm column, as one
+        published before arms existed)."""
+        arm = exp.column(ARM) if ARM in columns else exp.alias_(exp.cast(exp.null(), _TEXT), ARM)
+        return exp.select("segment_name", "user_id", arm).from_(table)
+
+    published = session.columns(engine.target_schema, md.MEMBERSHIP)
+    before = rows(engine.table(md.MEMBERSHIP), published) if published else values_query(key, [])
     at, now = value(as_of, _TIME), value(published_at, _TIME)
-    after: exp.Query = exp.select(*key).from_(built)
+    after: exp.Query = rows(built, session.columns(engine.build_schema, md.MEMBERSHIP))
     if users is not None:
         only = exp.column("user_id").isin(query=exp.select("user_id").from_(exp.to_table(users)))
         after, before = after.where(only), before.where(only.copy())
@@ -81,6 +90,7 @@ def record(
             exp.alias_(exp.func("COALESCE", new("segment_name"), old("segment_name")), "segment_name"),
             exp.alias_(exp.func("COALESCE", new("user_id"), old("user_id")), "user_id"),
             exp.alias_(exp.Case(ifs=[entered], default=exp.convert(EXITED)), "change"), at, now,
+            exp.alias_(exp.func("COALESCE", new(ARM), old(ARM)), ARM),
         )
         .from_(exp.alias_(exp.Subquery(this=after), "n", table=True))
         .join(
@@ -93,6 +103,10 @@ def record(
         create_table(table, {c: (kind, False, None) for c, kind in _COLUMNS[name].items()})
         for name, table in ((HISTORY, history), (SIZES, sizes))
     ]
+    recorded = session.columns(engine.target_schema, HISTORY)
+    if recorded and ARM not in recorded:  # a history recorded before arms existed
+        column = exp.ColumnDef(this=exp.to_identifier(ARM), kind=exp.DataType.build(_TEXT))
+        statements.append(exp.Alter(this=history.copy(), kind="TABLE", actions=[column]))
     statements.append(exp.insert(moved, history.copy(), columns=list(_COLUMNS[HISTORY])))
     if segments:
         mine = lambda alias: exp.column("segment_name", alias).eq(exp.column("segment_name", "s"))  # noqa: E731

@@ -103,11 +103,12 @@ def events_schema(catalog: m.Catalog, now: dt.datetime) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, name=str(events.relation))
 
 
-def membership_schema(segment: str, holdout_pct: float) -> pa.DataFrameSchema:
-    """One segment's rows of ``segment_membership``.
+def membership_schema(segment: str, holdout_pct: float, arms: tuple[str, ...] = ()) -> pa.DataFrameSchema:
+    """One segment's rows of ``segment_membership``: with an experiment's ``arms``,
+    every member has one of them; without, none has an arm.
 
     >>> frame = pd.DataFrame({"segment_name": ["vip"], "user_id": ["u1"], "is_holdout": [True],
-    ...                       "as_of": [pd.Timestamp("2026-01-15")]})
+    ...                       "as_of": [pd.Timestamp("2026-01-15")], "arm": [None]})
     >>> problems(membership_schema("vip", 0), frame)
     ['is_holdout: holdout members in a segment without holdout (1 row(s), e.g. True)']
     """
@@ -123,6 +124,13 @@ def membership_schema(segment: str, holdout_pct: float) -> pa.DataFrameSchema:
         "is_holdout": pa.Column(checks=[_type_check("boolean"), *holdout_checks], nullable=False),
         "as_of": pa.Column(checks=[_type_check("timestamp"), *checks], nullable=False),
     }
+    if arms:
+        columns["arm"] = pa.Column(checks=[pa.Check.isin(list(arms))], nullable=False)
+    else:
+        columns["arm"] = pa.Column(
+            checks=[pa.Check(lambda s: s.isna(), name="no arm", error="arms in a segment without an experiment")],
+            nullable=True,
+        )
     return pa.DataFrameSchema(columns, name=f"segment_membership of {segment}")
 
 

@@ -141,7 +141,7 @@ def publish(
     changes += [DropView(engine.table(md.segment_model_name(name))) for name in sorted(set(previous) - set(segments))]
     for name in segments:
         members = (
-            exp.select("user_id", "is_holdout", "as_of")
+            exp.select("user_id", "is_holdout", "as_of", "arm")
             .from_(engine.table(md.MEMBERSHIP))
             .where(_segment_name_is(name))
         )

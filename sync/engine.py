@@ -55,6 +55,13 @@ class Pair:
     destination: str
     options: Mapping[str, object] = field(default_factory=dict)
     owner: str | None = None  # the spec's owner, routed where the destination says (sync.routing)
+    arm: str | None = None  # only this experiment arm's members
+
+    @property
+    def key(self) -> str:
+        """What the pair is known as at the destination and in ``sync_state``: the
+        segment, or ``<segment>__<arm>`` for one arm (its default tag, label...)."""
+        return f"{self.segment}__{self.arm}" if self.arm else self.segment
 
 
 @dataclass
@@ -122,7 +129,7 @@ def select_pairs(project: m.Project, destination: str | None = None, segment: st
                 continue
             for target in spec.sync:
                 if destination is None or target.destination == destination:
-                    pairs.append(Pair(name, target.destination, target.options, spec.owner))
+                    pairs.append(Pair(name, target.destination, target.options, spec.owner, target.arm))
     return pairs
 
 
@@ -188,7 +195,7 @@ class Engine:
         destinations = {name: self._destination(name, session) for name in dict.fromkeys(p.destination for p in pairs)}
         targets = {
             p: resolve_options(destinations[p.destination].TARGET_OPTIONS, p.options,
-                               f"segment {p.segment}: sync to {p.destination}", self.settings.env)
+                               f"segment {p.key}: sync to {p.destination}", self.settings.env)
             for p in pairs
         }
         for name, destination in destinations.items():
@@ -215,12 +222,12 @@ class Engine:
         return outcomes
 
     def _wanted(self, destination: Destination, pair: Pair) -> Wanted:
-        return Wanted(pair.segment, destination.fields(), destination.requires, destination.required_fields())
+        return Wanted(pair.segment, destination.fields(), destination.requires, destination.required_fields(), pair.arm)
 
     def _plan_only(self, store: Store, destination: Destination, pair: Pair) -> Outcome:
         plan = store.make_plan(destination.name, self._wanted(destination, pair))
         store.drop_plan()
-        outcome = Outcome(pair.segment, pair.destination, PLANNED, plan, cost=cost(destination, plan.adds, plan.removes, pair.owner))
+        outcome = Outcome(pair.key, pair.destination, PLANNED, plan, cost=cost(destination, plan.adds, plan.removes, pair.owner))
         if self._blocked(destination, plan):
             outcome.message = self._blocked(destination, plan)
         return outcome
@@ -239,7 +246,7 @@ class Engine:
         down: str | None = None  # set when the destination stopped answering
         for pair in pairs:
             if down is not None:
-                outcomes.append(Outcome(pair.segment, pair.destination, SKIPPED, message=f"not sent: {down}"))
+                outcomes.append(Outcome(pair.key, pair.destination, SKIPPED, message=f"not sent: {down}"))
                 continue
             outcome = self._sync_pair(store, destination, pair, targets[pair], force)
             if outcome.status == FAILED:
@@ -254,8 +261,8 @@ class Engine:
         sync_id = str(uuid.uuid4())
         with store.hold():  # one short hold for the plan and the run's row
             plan = store.make_plan(destination.name, wanted)
-            store.start_run(sync_id, destination.name, pair.segment, plan)
-        outcome = Outcome(pair.segment, pair.destination, SUCCEEDED, plan, sync_id)
+            store.start_run(sync_id, destination.name, pair.key, plan)
+        outcome = Outcome(pair.key, pair.destination, SUCCEEDED, plan, sync_id)
         blocked = self._blocked(destination, plan)
         if blocked and not force:
             outcome.status, outcome.message = BLOCKED, blocked
@@ -291,8 +298,8 @@ class Engine:
         progress = self.settings.progress
         total = plan.adds + plan.removes
         progress.start(pair, total)
-        audience: Audience = destination.audience(pair.segment, {**target, OWNER: pair.owner})
-        batches = store.batches(destination.name, pair.segment, outcome.sync_id or "", wanted.fields,
+        audience: Audience = destination.audience(pair.key, {**target, OWNER: pair.owner})
+        batches = store.batches(destination.name, pair.key, outcome.sync_id or "", wanted.fields,
                                 destination.batch_size, total, encode=destination.JSON_CHANGES)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
         stopped: SinkError | None = None

@@ -93,6 +93,12 @@ class Wanted:
     fields: tuple[str, ...] = ()  # user attributes sent with adds
     requires: str | None = None  # a boolean attribute that must be true
     required_fields: tuple[str, ...] = ()  # attributes a member must have
+    arm: str | None = None  # only this experiment arm's members
+
+    @property
+    def key(self) -> str:
+        """The pair's name in ``sync_state`` and ``sync_runs``: ``<segment>__<arm>`` for one arm."""
+        return f"{self.segment}__{self.arm}" if self.arm else self.segment
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,8 @@ class Store:
             .where(exp.EQ(this=exp.column("segment_name", table="m"), expression=exp.Literal.string(wanted.segment)))
             .where(exp.not_(exp.column("is_holdout", table="m")))
         )
+        if wanted.arm is not None:
+            query = query.where(exp.EQ(this=exp.column("arm", table="m"), expression=exp.Literal.string(wanted.arm)))
         for i, name in enumerate(wanted.fields):
             query = query.select(exp.alias_(self._attribute(name), f"f_{i}"))
         if wanted.requires:
@@ -250,7 +258,7 @@ class Store:
             wanted_rows = self._wanted_query(wanted)
             if not self.place.attached:
                 wanted_rows = self._copy(WANTED_COPY, wanted_rows, self._field_types(wanted.fields))
-            state = self.ledger.state(destination, wanted.segment)
+            state = self.ledger.state(destination, wanted.key)
             if not self.place.ledger_local:
                 state = self._copy(STATE_COPY, state, {"user_id": _TEXT, "remote_id": _TEXT})
             ordered = (
@@ -264,7 +272,7 @@ class Store:
                 self.con.execute(_sql(exp.Create(kind="TABLE", this=exp.to_table(PLAN), expression=ordered)))
             except duckdb.OutOfMemoryException:
                 raise SegmentsError(
-                    f"planning {wanted.segment} -> {destination} needs more memory than DuckDB's limit "
+                    f"planning {wanted.key} -> {destination} needs more memory than DuckDB's limit "
                     f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
             audience = self.con.execute(_sql(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=state)))).fetchone()[0]
         adds_n, removes_n = self.con.execute(_sql(exp.select(count_if(_op_is("add")), count_if(_op_is("remove"))).from_(PLAN))).fetchone()

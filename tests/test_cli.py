@@ -394,4 +394,4 @@ def test_demo_runs_on_a_fresh_warehouse(capsys, tmp_path):
     warehouse = tmp_path / "demo.duckdb"
     code, out, err = run(capsys, "demo", "--users", "300", "--warehouse", str(warehouse))
     assert code == 0, err
-    assert "abandoned_cart" in out and "built 25 segments" in out
+    assert "abandoned_cart" in out and "built 30 segments" in out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import datetime as dt
 import io
 import math
@@ -212,6 +213,47 @@ def test_preview_agrees_with_the_build(built, specs, target):
     first = [r["user_id"] for r in csv.DictReader(io.StringIO(built[target].members)) if r["segment_name"] == "win_back"][:3]
     assert f"win_back: {size:,} members ({held:,} in holdout)" in out
     assert [line.strip() for line in out.splitlines()[1:]] == first
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_experiment_arms_and_priority_lists_match_an_independent_computation(built, specs, target):
+    """Arms from md5 in Python (SPEC 2.7) and priority lists from the listed segments'
+    members, against what each engine published."""
+    project = load_project(specs)
+    with built[target].engine.connect(read_only=True) as opened:
+        rows = opened.rows(exp.select("segment_name", "user_id", "arm").from_(opened.engine.table(md.MEMBERSHIP)))
+    members: dict[str, set[str]] = {}
+    arms: dict[tuple[str, str], str | None] = {}
+    for segment, user, arm in rows:
+        members.setdefault(segment, set()).add(user)
+        arms[(segment, user)] = arm
+    checked = 0
+    for spec in project.segments:
+        for name in spec.segment_names():
+            expected = {u: expected_arm(spec.experiment, u) if spec.experiment else None for u in members.get(name, ())}
+            assert {u: arms[(name, u)] for u in members.get(name, ())} == expected, name
+        if spec.experiment is not None:
+            assert len({arms[(spec.name, u)] for u in members[spec.name]}) == len(spec.experiment.arms)
+            checked += 1
+        if spec.priority:
+            taken: set[str] = set()
+            for listed in spec.priority:
+                assert members.get(f"{spec.name}__{listed}", set()) == members.get(listed, set()) - taken, listed
+                taken |= members.get(listed, set())
+            assert sum(len(members.get(n, ())) for n in spec.segment_names()) > 0
+            checked += 1
+    assert checked >= 2
+
+
+def expected_arm(experiment, user_id: str) -> str:
+    """SPEC 2.7 by hand: md5's first 8 hex digits mod 10000 against the cumulative percents."""
+    bucket = int(hashlib.md5(f"{experiment.name}:{user_id}".encode()).hexdigest()[:8], 16) % 10_000
+    total = 0
+    for arm, percent in experiment.arms:
+        total += round(percent * 100)
+        if bucket < total:
+            return arm
+    raise AssertionError("the arms add up to 100%")
 
 
 def _published(opened: Session) -> list[tuple]:

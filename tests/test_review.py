@@ -432,3 +432,16 @@ def test_the_review_on_postgresql_says_what_it_says_on_duckdb(capsys, repo, ware
     where = re.compile(r"evaluated on `[^`]+`")
     assert "evaluated on `PostgreSQL" in on_postgres.out
     assert where.sub("evaluated on `X`", on_postgres.out) == where.sub("evaluated on `X`", on_duckdb[1])
+
+
+def test_an_experiments_arms_are_counted(capsys, repo, warehouse):
+    """Arms of a new experiment, against md5 in Python (SPEC 2.7)."""
+    spec = "name: split\nwhere: {attribute: city, is: Mumbai}\nexperiment: {name: copy, arms: {a: 50, b: 50}}\n"
+    commit(repo, {**V2, "split.yml": spec}, "v3")
+    out = review(capsys, repo, warehouse, "HEAD~1")[1]
+    mumbai = members(lambda u: u.city == "Mumbai")
+    count = {arm: 0 for arm in ("a", "b")}
+    for user_id in mumbai:
+        count["a" if int(hashlib.md5(f"copy:{user_id}".encode()).hexdigest()[:8], 16) % 10_000 < 5000 else "b"] += 1
+    assert f"{len(mumbai):,} members (arms: a {count['a']:,}, b {count['b']:,})" in out
+    assert all(count.values())

@@ -598,6 +598,27 @@ HOLDOUT_CASES = [
     ("held_tiers__rest", 40, {"u02", "u03", "u04", "u07", "u08", "u10"}),
 ]
 
+# Priority lists (issue 16): a user is in the first listed segment that holds them only.
+# Expected members come from the listed segments' expected members, in Python.
+PRIORITY_SPECS = {
+    "first_campaign": ["engagement__high", "plan_tiers__pro", "held_max", "value_tiers__rest"],
+    "one_listed": ["seq_tiers__other"],
+}
+
+
+def _priority_cases() -> list[tuple[str, set[str]]]:
+    known = dict(TIER_CASES) | {name: expected for name, _, expected in HOLDOUT_CASES}
+    cases = []
+    for name, listed in PRIORITY_SPECS.items():
+        taken: set[str] = set()
+        for segment in listed:
+            cases.append((f"{name}__{segment}", known[segment] - taken))
+            taken |= known[segment]
+    return cases
+
+
+PRIORITY_CASES = _priority_cases()
+
 TRAIT_CONDITION_CASES = [
     ("t_orders_gte_2", "{trait: orders, gte: 2}", {"u01", "u02", "u09"}),
     ("t_orders_is_0", "{trait: orders, is: 0}", {"u04", "u08", "u10"}),
@@ -689,6 +710,7 @@ def _all_segments() -> dict[str, str]:
         segments[name] = body + (f"where: {where}\n" if where else "")
     segments.update(TIER_SPECS)
     segments.update(HOLDOUT_SPECS)
+    segments.update({name: f"priority: [{', '.join(listed)}]\n" for name, listed in PRIORITY_SPECS.items()})
     return segments
 
 
@@ -805,6 +827,16 @@ def test_uploads(warehouse, project, name, expected):
 @pytest.mark.parametrize(("name", "expected"), [pytest.param(n, e, id=n) for n, e in TIER_CASES])
 def test_tiers(warehouse, project, name, expected):
     assert members(warehouse, project, name) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [pytest.param(n, e, id=n) for n, e in PRIORITY_CASES])
+def test_priority_lists(warehouse, project, name, expected):
+    assert members(warehouse, project, name) == expected
+
+
+def test_priority_cases_are_not_trivial():
+    assert PRIORITY_CASES[1] == ("first_campaign__plan_tiers__pro", {"u06"})  # u01 went to engagement__high
+    assert all(expected for _, expected in PRIORITY_CASES)
 
 
 def test_tier_segments_are_named_spec__tier(project):
@@ -956,7 +988,7 @@ def check_membership(result: list[tuple]) -> None:
     for segment, user, _holdout, as_of in result:
         assert as_of == AS_OF
         got.setdefault(segment, set()).add(user)
-    cases = [(n, e) for n, _, e in WHERE_CASES] + UPLOAD_CASES + TIER_CASES
+    cases = [(n, e) for n, _, e in WHERE_CASES] + UPLOAD_CASES + TIER_CASES + PRIORITY_CASES
     cases += [(n, e) for n, _, e in HOLDOUT_CASES]
     wrong = {n: (sorted(got.get(n, set())), sorted(e)) for n, e in cases if got.get(n, set()) != e}
     assert not wrong

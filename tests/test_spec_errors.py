@@ -452,7 +452,7 @@ CASES: list[tuple[str, dict[str, str | None], str, str]] = [
         "missing_where",
         segment("description: nothing to match\n"),
         "s.yml:1:1",
-        "needs 'where' (or 'upload' or 'tiers')",
+        "needs 'where' (or 'upload', 'tiers' or 'priority')",
     ),
     (
         "name_is_not_stem",
@@ -659,6 +659,20 @@ CASES: list[tuple[str, dict[str, str | None], str, str]] = [
         "s.yml:3:15",
         "unknown key 'wher' (did you mean 'where'?)",
     ),
+    # --- priority lists ------------------------------------------------------------------------
+    ("priority_unknown_segment", segment("priority: [buyers, buyrs]\n"), "s.yml:2:20", "buyrs"),
+    ("priority_twice", segment("priority: [buyers, buyers]\n"), "s.yml:2:20", "segment 'buyers' is listed twice in priority"),
+    (
+        "priority_of_a_tiered_spec",
+        segment("priority: [engagement]\n"),
+        "s.yml:2:12",
+        "'engagement' has tiers and is not a segment itself",
+    ),
+    ("priority_and_where", segment("where: {segment: buyers}\npriority: [buyers]\n"), "s.yml:3:1",
+     "where and priority cannot be combined"),
+    ("priority_and_tiers", segment("tiers:\n  - {name: a}\npriority: [buyers]\n"), "s.yml:4:1",
+     "tiers and priority cannot be combined"),
+    ("empty_priority", segment("priority: []\n"), "s.yml:2:11", "priority needs at least one segment"),
     # --- uploads ---------------------------------------------------------------------------------
     (
         "upload_missing_file",

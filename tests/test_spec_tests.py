@@ -83,7 +83,7 @@ def test_a_wrong_expectation_fails_with_a_diff_and_why(capsys, specs):
     write(specs, "regional_offer.yml", REGIONAL.replace("expect: [a, f]", "expect: [a, b]"))
     code, out, err = cli(capsys, "test", "--specs", str(specs))
     assert code == 1
-    assert "1 of 3 segment test(s) failed" in err
+    assert "1 of 4 segment test(s) failed" in err
     lines = out.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("FAIL regional_offer")))
     assert lines[start].endswith("regional_offer.yml:9:5)")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from segments.compiler import experiments
 from segments.compiler import measures as ms
 from segments.compiler import predicates as pr
 from segments.compiler import sqlexpr as sx
@@ -278,11 +279,7 @@ def _holdout(segment: str, percent: float | None) -> exp.Expression:
     """SPEC 2.6: the first 8 hex digits of md5(name:user_id) as an integer, mod 100 < H."""
     if not percent:
         return exp.false()
-    digest = exp.MD5(this=exp.DPipe(this=sx.literal(f"{segment}:"), expression=sx.col("user_id")))
-    first8 = exp.Substring(this=digest, start=exp.Literal.number(1), length=exp.Literal.number(8))
-    as_int = exp.FromBase(this=first8, expression=exp.Literal.number(16))  # see dialects
-    bucket = exp.Mod(this=as_int, expression=exp.Literal.number(100))
-    return exp.LT(this=bucket, expression=sx.literal(percent))
+    return exp.LT(this=experiments.bucket(segment, 100), expression=sx.literal(percent))
 
 
 def _segment_queries(spec: m.SegmentSpec, resolver: _BaseResolver) -> list[tuple[str, exp.Expression]]:
@@ -392,16 +389,19 @@ def _segment_model(project: m.Project, spec: m.SegmentSpec, name: str) -> Model:
     }
     if spec.owner:
         meta["owner"] = spec.owner
+    if spec.experiment is not None:
+        meta["experiment"] = {"name": spec.experiment.name, "arms": dict(spec.experiment.arms)}
     if spec.sync:
-        meta["sync"] = [t.destination for t in spec.sync]
+        meta["sync"] = list(dict.fromkeys(t.destination for t in spec.sync))  # arms may share one
     # Keys are tested once for all segments, on segment_membership: a test per
     # segment would cost a dbt node and a scan each.
     columns = [
         ColumnDoc("user_id", "A member of the segment."),
         ColumnDoc("is_holdout", "True for the control group, which is never synced."),
         ColumnDoc("as_of", "The instant the segment was evaluated at."),
+        ColumnDoc("arm", "The member's experiment arm, if the spec has an experiment."),
     ]
-    query = exp.select("user_id", "is_holdout", "as_of").from_(sx.model_ref(MEMBERSHIP)).where(
+    query = exp.select("user_id", "is_holdout", "as_of", "arm").from_(sx.model_ref(MEMBERSHIP)).where(
         exp.EQ(this=sx.col("segment_name"), expression=sx.literal(name))
     )
     return Model(
@@ -758,14 +758,15 @@ def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) ->
     parts: list[exp.Query] = []
     query: exp.Query
     if rules:
-        holdout = {name: spec.holdout for spec, name, _ in rules}
-        for name in sorted(holdout):
+        spec_of = {name: spec for spec, name, _ in rules}
+        for name in sorted(spec_of):
             parts.append(
                 exp.select(
                     exp.alias_(sx.literal(name), "segment_name"),
                     "user_id",
-                    exp.alias_(_holdout(name, holdout[name]), "is_holdout"),
+                    exp.alias_(_holdout(name, spec_of[name].holdout), "is_holdout"),
                     exp.alias_(sx.as_of(), "as_of"),
+                    exp.alias_(experiments.arm(spec_of[name].experiment), "arm"),
                 ).from_(sx.model_ref(FLAGS)).where(sx.col(segment_model_name(name)))
             )
         query = parts[0]
@@ -777,6 +778,7 @@ def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) ->
             exp.alias_(exp.cast(exp.null(), exp.DataType.Type.VARCHAR), "user_id"),
             exp.alias_(exp.cast(exp.null(), exp.DataType.Type.BOOLEAN), "is_holdout"),
             exp.alias_(sx.as_of(), "as_of"),
+            exp.alias_(experiments.arm(None), "arm"),
         ]
         query = exp.select(*empty).where(exp.false())
     columns = [
@@ -784,6 +786,7 @@ def _membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) ->
         ColumnDoc("user_id", "A member."),
         ColumnDoc("is_holdout", "Control group member: kept here, never synced."),
         ColumnDoc("as_of", "The instant the build evaluated the member's segment at."),
+        ColumnDoc("arm", "The member's experiment arm (missing for a segment without an experiment)."),
     ]
     return Model(
         MEMBERSHIP, MARTS, query, "One row per (segment, member) at as_of, holdout flagged.", columns=columns,

@@ -71,7 +71,20 @@ def _is_set(column: exp.Column) -> exp.Expression:
 
 
 def _sizes(session: Session, table: str) -> dict[str, Size]:
-    return {name: Size(*counts) for name, counts in membership.sizes(session, exp.to_table(table)).items()}
+    arms: dict[str, list[tuple[str, int]]] = {}
+    per_arm = (
+        exp.select("segment_name", "arm", exp.Count(this=exp.Star()))
+        .from_(table)
+        .where(_is_set(exp.column("arm")))
+        .group_by("segment_name", "arm")
+        .order_by("segment_name", "arm")
+    )
+    for name, arm, count in session.rows(per_arm):
+        arms.setdefault(str(name), []).append((str(arm), int(count)))
+    return {
+        name: Size(*counts, tuple(arms.get(name, ())))
+        for name, counts in membership.sizes(session, exp.to_table(table)).items()
+    }
 
 
 def _moves(session: Session, names: list[str]) -> None:

@@ -22,6 +22,7 @@ BEFORE, AFTER, MOVES = "review_before", "review_after", "review_moves"
 class Size:
     members: int
     holdout: int
+    arms: tuple[tuple[str, int], ...] = ()  # members per experiment arm
 
 
 @dataclass(frozen=True)

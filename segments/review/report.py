@@ -173,7 +173,8 @@ def _segment_section(change: SegmentChange) -> list[str]:
 
 def _members(size: Size) -> str:
     holdout = f" ({size.holdout:,} holdout)" if size.holdout else ""
-    return f"{size.members:,} members{holdout}"
+    arms = f" (arms: {', '.join(f'{arm} {count:,}' for arm, count in size.arms)})" if size.arms else ""
+    return f"{size.members:,} members{holdout}{arms}"
 
 
 def _cut(diff: str) -> str:

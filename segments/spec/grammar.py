@@ -347,8 +347,21 @@ TIER = Mapping(
 SYNC_TARGET = Mapping(
     "sync_target",
     "A destination to push the segment to, with its options.",
-    (Key("destination", Text(), "A key of _destinations.yml.", required=True),),
+    (
+        Key("destination", Text(), "A key of _destinations.yml.", required=True),
+        Key("arm", Text(TIER_NAME), "Only the members of this experiment arm (each arm its own tag or destination)."),
+    ),
     other=AnyValue(),
+)
+EXPERIMENT = Mapping(
+    "experiment",
+    "Split the members into arms by percentage, deterministically per user and experiment name.",
+    (
+        Key("name", Text(SEGMENT_NAME), "The experiment's name, which the assignment hashes (default: the spec's "
+            "name); keep it to keep every user's arm, change it to reshuffle."),
+        Key("arms", MapOf(TIER_NAME, Number(minimum=0)), "Arm -> percent of the members (adding up to 100, at "
+            "most two decimals), e.g. {a: 45, b: 45, control: 10}.", required=True),
+    ),
 )
 CHECKS = Mapping(
     "checks",
@@ -410,14 +423,18 @@ SEGMENT = Mapping(
         Key("refresh", Cron(), "Cron schedule in UTC, or realtime (kept current by segments watch); default \"0 6 * * *\"."),
         Key("where", Ref("condition"), "The rule (required unless upload or tiers is given)."),
         Key("holdout", HOLDOUT, "Percent (0-50) of members kept as a control group, never synced."),
+        Key("experiment", Ref("experiment"), "Arms with percentages; the arm is in segment_membership.arm."),
         Key("upload", Ref("upload"), "Members from an uploaded list (narrowed by where, if given)."),
         Key("tiers", ListOf(Ref("tier"), 1), "Mutually exclusive levels, first match wins."),
+        Key("priority", ListOf(Text(), 1),
+            "Other segments in priority order: a user is a member of the first one that holds them "
+            "only, as the segment <name>__<segment> (one campaign per person)."),
         Key("sync", ListOf(Ref("sync_target")), "Destinations to push the segment to."),
         Key("checks", Ref("checks"), "Data checks of the segment's build."),
         Key("tests", ListOf(Ref("segment_test")), "Unit tests: users, events, as_of and expected members (segments test)."),
     ),
-    (Group(("upload", "tiers")),),
-    needs_one_of=("where", "upload", "tiers"),
+    (Group(("upload", "tiers", "priority")), Group(("where", "priority")), Group(("holdout", "experiment"))),
+    needs_one_of=("where", "upload", "tiers", "priority"),
 )
 
 # ---- _catalog.yml (SPEC 1.1) -----------------------------------------------------------------
@@ -499,7 +516,7 @@ TRAITS = Mapping(
 SHAPES: dict[str, Mapping | OneOf] = {
     shape.name: shape
     for shape in (
-        CONDITION, PROPERTY_CONDITION, TEST, PROPERTY_TEST, SEQUENCE, UPLOAD, TIER, SYNC_TARGET, CHECKS,
+        CONDITION, PROPERTY_CONDITION, TEST, PROPERTY_TEST, SEQUENCE, UPLOAD, TIER, SYNC_TARGET, CHECKS, EXPERIMENT,
         COLUMN, USERS, EVENTS, TRAIT, SEGMENT_TEST, TEST_USER, TEST_EVENT,
     )
 }

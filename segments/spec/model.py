@@ -376,6 +376,17 @@ class Tier:
 class SyncTarget:
     destination: str
     options: dict[str, object] = field(default_factory=dict)
+    #: only this experiment arm's members (``arm:``); None: every member
+    arm: str | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Arms with percentages; a user's arm depends only on ``name`` and the user id
+    (SPEC 2.7), so it stays when the rule changes."""
+
+    name: str
+    arms: tuple[tuple[str, float], ...]  # (arm, percent), in the order written; sum 100
 
 
 DEFAULT_REFRESH = "0 6 * * *"
@@ -407,8 +418,11 @@ class SegmentSpec:
     refresh: str = DEFAULT_REFRESH
     where: Condition | None = None
     holdout: float | None = None
+    experiment: Experiment | None = None
     upload: Upload | None = None
     tiers: tuple[Tier, ...] = ()
+    #: a priority list: the segments it orders (its tiers are ``{segment: X}`` each)
+    priority: tuple[str, ...] = ()
     sync: tuple[SyncTarget, ...] = ()
     checks: Checks = Checks()
     location: Location | None = None

@@ -246,10 +246,39 @@ def _tiers(
     return tiers, refs
 
 
+def _priority(
+    ctx: _Ctx, node: Node, name: str | None
+) -> tuple[list[tuple[m.Tier | None, Node]], list[list[tuple[str, Node]]]]:
+    """``priority: [a, b, c]``: one tier per listed segment, ``{segment: X}`` its rule,
+    so a user is in the first listed segment that holds them only (first match wins,
+    as tiers do). The listed names are checked with every spec known, as references."""
+    items = _list(ctx, node, "priority")
+    if not items:
+        if items is not None:
+            ctx.error(node, "priority needs at least one segment")
+        return [], []
+    tiers: list[tuple[m.Tier | None, Node]] = []
+    refs: list[list[tuple[str, Node]]] = []
+    seen: set[str] = set()
+    for item in items:
+        segment = _text(ctx, item, "a segment of priority")
+        refs.append([(segment, item)] if segment is not None else [])
+        if segment is None:
+            tiers.append((None, item))
+            continue
+        if segment in seen:
+            ctx.error(item, f"segment '{segment}' is listed twice in priority")
+        seen.add(segment)
+        if name is not None and len(f"{name}__{segment}") > MAX_NAME_LENGTH:
+            ctx.error(item, f"segment name '{name}__{segment}' is longer than {MAX_NAME_LENGTH} characters")
+        tiers.append((m.Tier(segment, m.SegmentCondition(segment)), item))
+    return tiers, refs
+
+
 def _sync(
-    ctx: _Ctx, node: Node, destinations: dict[str, m.Destination] | None
+    ctx: _Ctx, node: Node, destinations: dict[str, m.Destination] | None, experiment: m.Experiment | None = None,
 ) -> tuple[m.SyncTarget, ...] | None:
-    """``sync: [{destination, ...options}]``; options are kept as written."""
+    """``sync: [{destination, arm?, ...options}]``; options are kept as written."""
     mark = ctx.mark()
     targets = []
     for item in _list(ctx, node, "sync") or []:
@@ -260,9 +289,53 @@ def _sync(
         dest = _text(ctx, dest_node, "destination")
         if dest is not None and destinations is not None and dest not in destinations:
             _unknown(ctx, dest_node, "destination", dest, list(destinations), "_destinations.yml")
-        options = {k: _plain(ctx, v) for k, (_, v) in entries.items() if k != "destination"}
-        targets.append(m.SyncTarget(dest, options))  # type: ignore[arg-type]
+        arm = None
+        if "arm" in entries:
+            arm_node = entries["arm"][1]
+            arm = _text(ctx, arm_node, "arm")
+            arms = [a for a, _ in experiment.arms] if experiment is not None else []
+            if arm is not None and not arms:
+                ctx.error(arm_node, "arm: this spec has no experiment")
+            elif arm is not None and arm not in arms:
+                _unknown(ctx, arm_node, "arm", arm, arms, "the experiment's arms")
+        options = {k: _plain(ctx, v) for k, (_, v) in entries.items() if k not in ("destination", "arm")}
+        targets.append(m.SyncTarget(dest, options, arm))  # type: ignore[arg-type]
     return None if ctx.failed_since(mark) else tuple(targets)
+
+
+def _experiment(ctx: _Ctx, node: Node, spec_name: str) -> m.Experiment | None:
+    """``experiment: {name?, arms: {arm: percent, ...}}``: at least two arms, positive
+    percents with at most two decimals, adding up to 100."""
+    mark = ctx.mark()
+    entries = _entries(ctx, node, "experiment")
+    if entries is None:
+        return None
+    _check_keys(ctx, entries, grammar.EXPERIMENT.names)
+    name = spec_name
+    if "name" in entries:
+        name = _name(ctx, entries["name"][1], "experiment name", SEGMENT_NAME_RE,
+                     "lower-case letters, digits and _, starting with a letter, at most 63 characters") or spec_name
+    arms_node = _require(ctx, node, entries, "arms", "an experiment")
+    arms_entries = _entries(ctx, arms_node, "arms") if arms_node is not None else None
+    if arms_entries is None:
+        return None
+    arms: list[tuple[str, float]] = []
+    for arm, (key_node, value_node) in arms_entries.items():
+        if not TIER_NAME_RE.fullmatch(arm):
+            ctx.error(key_node, f"invalid arm name '{arm}': lower-case letters, digits and _, starting with a letter")
+        percent = _number(ctx, value_node, f"arm {arm}")
+        if percent is None:
+            continue
+        if percent <= 0 or abs(round(percent * 100) - percent * 100) > 1e-6:
+            ctx.error(value_node, f"arm {arm}: a percent above 0 with at most two decimals, got {percent}")
+            continue
+        arms.append((arm, percent))
+    if len(arms_entries) < 2:
+        ctx.error(arms_node, "an experiment needs at least two arms (a control group alone is holdout: N)")
+    total = sum(round(p * 100) for _, p in arms)
+    if not ctx.failed_since(mark) and total != 100 * 100:
+        ctx.error(arms_node, f"the arms add up to {total / 100:g}%, not 100%")
+    return None if ctx.failed_since(mark) else m.Experiment(name, tuple(arms))
 
 
 def _checks(ctx: _Ctx, node: Node) -> m.Checks | None:
@@ -315,6 +388,11 @@ def _segment(
     )
     refresh = _refresh(ctx, _value_of(entries, "refresh")) or m.DEFAULT_REFRESH
     holdout = _holdout(ctx, _value_of(entries, "holdout"))
+    experiment = None
+    if "experiment" in entries:
+        if "holdout" in entries:
+            ctx.error(entries["experiment"][0], "holdout and experiment cannot be combined: give the control group an arm")
+        experiment = _experiment(ctx, entries["experiment"][1], name or path.stem)
 
     top_refs: list[tuple[str, Node]] = []
     where_node = _value_of(entries, "where")
@@ -325,11 +403,18 @@ def _segment(
     if "upload" in entries:
         upload = _upload(ctx, entries["upload"][1], specs_dir, env)
     tiers: list[tuple[m.Tier | None, Node]] = []
-    if "tiers" in entries:
+    priority: tuple[str, ...] = ()
+    for key in ("tiers", "priority"):
+        for other in ("upload", "tiers", "where") if key == "priority" else ("upload",):
+            if key in entries and other in entries:
+                ctx.error(entries[key][0], f"{other} and {key} cannot be combined in one spec")
+    if "tiers" in entries or "priority" in entries:
         info.tiered = True
-        if "upload" in entries:
-            ctx.error(entries["tiers"][0], "upload and tiers cannot be combined in one spec")
-        tiers, tier_refs = _tiers(ctx, entries["tiers"][1], info.name, env)
+        if "tiers" in entries:
+            tiers, tier_refs = _tiers(ctx, entries["tiers"][1], info.name, env)
+        else:
+            tiers, tier_refs = _priority(ctx, entries["priority"][1], info.name)
+            priority = tuple(tier.name for tier, _ in tiers if tier is not None)
         info.refs.extend(ref for refs in tier_refs for ref in refs)
         for index, (_, node) in enumerate(tiers):
             if _kind(node) != "text" or f"{info.name}__{node.value}" in info.deps:
@@ -344,13 +429,13 @@ def _segment(
     info.refs.extend(top_refs)
     if (
         where_node is None
-        and not {"upload", "tiers"} & entries.keys()
+        and not {"upload", "tiers", "priority"} & entries.keys()
         and not _misspelt(ctx, entries, "where")
     ):
-        ctx.error(root, "a segment spec needs 'where' (or 'upload' or 'tiers')")
+        ctx.error(root, "a segment spec needs 'where' (or 'upload', 'tiers' or 'priority')")
     sync = ()
     if "sync" in entries:
-        sync = _sync(ctx, entries["sync"][1], destinations)
+        sync = _sync(ctx, entries["sync"][1], destinations, experiment)
     checks = m.Checks()
     if "checks" in entries:
         checks = _checks(ctx, entries["checks"][1])
@@ -366,8 +451,10 @@ def _segment(
         refresh=refresh,
         where=where,
         holdout=holdout,
+        experiment=experiment,
         upload=upload,
         tiers=tuple(tier for tier, _ in tiers),
+        priority=priority,
         sync=sync,
         checks=checks,  # type: ignore[arg-type]
         location=ctx.loc(root),  # type: ignore[arg-type]

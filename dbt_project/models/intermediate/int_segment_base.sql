@@ -16,6 +16,7 @@ SELECT
   u.lifetime_value,
   COALESCE(m.active_days_page_view_32cc27ba, 0) AS active_days_page_view_32cc27ba,
   COALESCE(m.count_cart_add_215fb41f, 0) AS count_cart_add_215fb41f,
+  COALESCE(m.count_cart_add_eff33f50, 0) AS count_cart_add_eff33f50,
   COALESCE(m.count_chat_started_f4af5e76, 0) AS count_chat_started_f4af5e76,
   COALESCE(m.count_demo_request_7a431744, 0) AS count_demo_request_7a431744,
   COALESCE(m.count_link_click_ef6e7185, 0) AS count_link_click_ef6e7185,

@@ -10,6 +10,7 @@ WITH layer_0 AS (
       ),
       FALSE
     ) AS seg_abandoned_cart,
+    COALESCE(count_cart_add_eff33f50 >= 1, FALSE) AS seg_cart_reminder_experiment,
     COALESCE((
       country = 'IN' AND language = 'hi'
     ), FALSE) AS seg_country_targeting,
@@ -105,6 +106,7 @@ WITH layer_0 AS (
 ), layer_1 AS (
   SELECT
     *,
+    COALESCE(seg_abandoned_cart, FALSE) AS seg_campaign_priority__abandoned_cart,
     COALESCE((
       count_message_read_f0150ee9 >= 2 AND NOT seg_engagement__high
     ), FALSE) AS seg_engagement__moderate,
@@ -129,6 +131,9 @@ WITH layer_0 AS (
 ), layer_2 AS (
   SELECT
     *,
+    COALESCE((
+      seg_high_intent AND NOT seg_campaign_priority__abandoned_cart
+    ), FALSE) AS seg_campaign_priority__high_intent,
     COALESCE(
       (
         count_message_read_6b6376fb >= 1
@@ -195,10 +200,40 @@ WITH layer_0 AS (
       FALSE
     ) AS seg_whatsapp_reactivation
   FROM layer_3
+), layer_5 AS (
+  SELECT
+    *,
+    COALESCE(
+      (
+        seg_whatsapp_reactivation
+        AND NOT seg_campaign_priority__abandoned_cart
+        AND NOT seg_campaign_priority__high_intent
+      ),
+      FALSE
+    ) AS seg_campaign_priority__whatsapp_reactivation
+  FROM layer_4
+), layer_6 AS (
+  SELECT
+    *,
+    COALESCE(
+      (
+        seg_win_back
+        AND NOT seg_campaign_priority__abandoned_cart
+        AND NOT seg_campaign_priority__high_intent
+        AND NOT seg_campaign_priority__whatsapp_reactivation
+      ),
+      FALSE
+    ) AS seg_campaign_priority__win_back
+  FROM layer_5
 )
 SELECT
   user_id,
   seg_abandoned_cart,
+  seg_campaign_priority__abandoned_cart,
+  seg_campaign_priority__high_intent,
+  seg_campaign_priority__whatsapp_reactivation,
+  seg_campaign_priority__win_back,
+  seg_cart_reminder_experiment,
   seg_country_targeting,
   seg_engagement__high,
   seg_engagement__moderate,
@@ -223,4 +258,4 @@ SELECT
   seg_welcome_journey,
   seg_whatsapp_reactivation,
   seg_win_back
-FROM layer_4
+FROM layer_6

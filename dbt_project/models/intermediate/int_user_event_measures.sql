@@ -3,6 +3,7 @@ SELECT
   e0.user_id,
   d.active_days_page_view_32cc27ba,
   e0.count_cart_add_215fb41f,
+  e0.count_cart_add_eff33f50,
   e0.count_chat_started_f4af5e76,
   e0.count_demo_request_7a431744,
   e0.count_link_click_ef6e7185,
@@ -27,6 +28,12 @@ FROM (
         occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL 48 HOUR
         AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
       )) AS count_cart_add_215fb41f,
+    COUNT(*) FILTER(WHERE
+      event_name = 'cart_add'
+      AND (
+        occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL 7 DAY
+        AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
+      )) AS count_cart_add_eff33f50,
     MAX(occurred_at) FILTER(WHERE
       event_name = 'cart_add'
       AND (

@@ -3,16 +3,74 @@ SELECT
   'abandoned_cart' AS segment_name,
   user_id,
   CAST('0x' || SUBSTRING(MD5('abandoned_cart:' || user_id), 1, 8) AS UBIGINT) % 100 < 10 AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_abandoned_cart
 UNION ALL
 SELECT
+  'campaign_priority__abandoned_cart' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_campaign_priority__abandoned_cart
+UNION ALL
+SELECT
+  'campaign_priority__high_intent' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_campaign_priority__high_intent
+UNION ALL
+SELECT
+  'campaign_priority__whatsapp_reactivation' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_campaign_priority__whatsapp_reactivation
+UNION ALL
+SELECT
+  'campaign_priority__win_back' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_campaign_priority__win_back
+UNION ALL
+SELECT
+  'cart_reminder_experiment' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CASE
+    WHEN CAST('0x' || SUBSTRING(MD5('cart_reminder_copy:' || user_id), 1, 8) AS UBIGINT) % 10000 < 4500
+    THEN 'a'
+    WHEN CAST('0x' || SUBSTRING(MD5('cart_reminder_copy:' || user_id), 1, 8) AS UBIGINT) % 10000 < 9000
+    THEN 'b'
+    ELSE 'control'
+  END AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_cart_reminder_experiment
+UNION ALL
+SELECT
   'country_targeting' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_country_targeting
@@ -21,7 +79,8 @@ SELECT
   'engagement__high' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__high
@@ -30,7 +89,8 @@ SELECT
   'engagement__inactive' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__inactive
@@ -39,7 +99,8 @@ SELECT
   'engagement__low' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__low
@@ -48,7 +109,8 @@ SELECT
   'engagement__moderate' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__moderate
@@ -57,7 +119,8 @@ SELECT
   'festive_campaign_clickers' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_festive_campaign_clickers
@@ -66,7 +129,8 @@ SELECT
   'high_intent' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_high_intent
@@ -75,7 +139,8 @@ SELECT
   'new_visitors' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_new_visitors
@@ -84,7 +149,8 @@ SELECT
   'non_responsive' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_non_responsive
@@ -93,7 +159,8 @@ SELECT
   'pricing_page_visitors' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_pricing_page_visitors
@@ -102,7 +169,8 @@ SELECT
   'referral_partner_visitors' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_referral_partner_visitors
@@ -111,7 +179,8 @@ SELECT
   'regional_offer' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_regional_offer
@@ -120,7 +189,8 @@ SELECT
   'returning_visitors' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_returning_visitors
@@ -129,7 +199,8 @@ SELECT
   'rfm__at_risk' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_rfm__at_risk
@@ -138,7 +209,8 @@ SELECT
   'rfm__champions' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_rfm__champions
@@ -147,7 +219,8 @@ SELECT
   'rfm__hibernating' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_rfm__hibernating
@@ -156,7 +229,8 @@ SELECT
   'rfm__loyal' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_rfm__loyal
@@ -165,7 +239,8 @@ SELECT
   'rfm__new_customers' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_rfm__new_customers
@@ -174,7 +249,8 @@ SELECT
   'support_follow_up' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_support_follow_up
@@ -183,7 +259,8 @@ SELECT
   'upgrade_candidates' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_upgrade_candidates
@@ -192,7 +269,8 @@ SELECT
   'vip_upload' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_vip_upload
@@ -201,7 +279,8 @@ SELECT
   'welcome_journey' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_welcome_journey
@@ -210,7 +289,8 @@ SELECT
   'whatsapp_reactivation' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_whatsapp_reactivation
@@ -219,7 +299,8 @@ SELECT
   'win_back' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_win_back

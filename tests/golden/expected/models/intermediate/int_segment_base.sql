@@ -16,6 +16,7 @@ SELECT
   u.lifetime_value,
   COALESCE(m.active_days_page_view_a802726e, 0) AS active_days_page_view_a802726e,
   COALESCE(m.count_cart_add_215fb41f, 0) AS count_cart_add_215fb41f,
+  COALESCE(m.count_cart_add_eff33f50, 0) AS count_cart_add_eff33f50,
   COALESCE(m.count_message_read_6b6376fb, 0) AS count_message_read_6b6376fb,
   COALESCE(m.count_message_read_f0150ee9, 0) AS count_message_read_f0150ee9,
   COALESCE(m.count_purchase_52e59e59, 0) AS count_purchase_52e59e59,

@@ -10,6 +10,7 @@ WITH layer_0 AS (
       ),
       FALSE
     ) AS seg_abandoned_cart,
+    COALESCE(count_cart_add_eff33f50 >= 1, FALSE) AS seg_copy_test,
     COALESCE((
       email_opt_in = TRUE AND count_message_read_f0150ee9 >= 8
     ), FALSE) AS seg_engagement__high,
@@ -52,6 +53,7 @@ WITH layer_0 AS (
       ),
       FALSE
     ) AS seg_engagement__low,
+    COALESCE(seg_copy_test, FALSE) AS seg_first_campaign__copy_test,
     COALESCE(
       (
         (
@@ -76,17 +78,36 @@ WITH layer_0 AS (
         email_opt_in = TRUE AND NOT seg_engagement__high AND NOT seg_engagement__low
       ),
       FALSE
-    ) AS seg_engagement__inactive
+    ) AS seg_engagement__inactive,
+    COALESCE((
+      seg_abandoned_cart AND NOT seg_first_campaign__copy_test
+    ), FALSE) AS seg_first_campaign__abandoned_cart
   FROM layer_1
+), layer_3 AS (
+  SELECT
+    *,
+    COALESCE(
+      (
+        seg_win_back
+        AND NOT seg_first_campaign__copy_test
+        AND NOT seg_first_campaign__abandoned_cart
+      ),
+      FALSE
+    ) AS seg_first_campaign__win_back
+  FROM layer_2
 )
 SELECT
   user_id,
   seg_abandoned_cart,
+  seg_copy_test,
   seg_engagement__high,
   seg_engagement__low,
   seg_engagement__inactive,
+  seg_first_campaign__copy_test,
+  seg_first_campaign__abandoned_cart,
+  seg_first_campaign__win_back,
   seg_pricing_repeat,
   seg_regional_offer,
   seg_vip,
   seg_win_back
-FROM layer_2
+FROM layer_3

@@ -3,16 +3,34 @@ SELECT
   'abandoned_cart' AS segment_name,
   user_id,
   CAST('0x' || SUBSTRING(MD5('abandoned_cart:' || user_id), 1, 8) AS UBIGINT) % 100 < 10 AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_abandoned_cart
 UNION ALL
 SELECT
+  'copy_test' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CASE
+    WHEN CAST('0x' || SUBSTRING(MD5('cart_copy:' || user_id), 1, 8) AS UBIGINT) % 10000 < 4550
+    THEN 'a'
+    WHEN CAST('0x' || SUBSTRING(MD5('cart_copy:' || user_id), 1, 8) AS UBIGINT) % 10000 < 9000
+    THEN 'b'
+    ELSE 'control'
+  END AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_copy_test
+UNION ALL
+SELECT
   'engagement__high' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__high
@@ -21,7 +39,8 @@ SELECT
   'engagement__inactive' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__inactive
@@ -30,16 +49,48 @@ SELECT
   'engagement__low' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__low
 UNION ALL
 SELECT
+  'first_campaign__abandoned_cart' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_first_campaign__abandoned_cart
+UNION ALL
+SELECT
+  'first_campaign__copy_test' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_first_campaign__copy_test
+UNION ALL
+SELECT
+  'first_campaign__win_back' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_first_campaign__win_back
+UNION ALL
+SELECT
   'pricing_repeat' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_pricing_repeat
@@ -48,7 +99,8 @@ SELECT
   'regional_offer' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_regional_offer
@@ -57,7 +109,8 @@ SELECT
   'vip' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_vip
@@ -66,7 +119,8 @@ SELECT
   'win_back' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of
+  CAST('{{ segments_as_of() }}' AS TIMESTAMP) AS as_of,
+  CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_win_back

@@ -3,6 +3,7 @@ SELECT
   u.user_id,
   d.active_days_page_view_a802726e,
   e0.count_cart_add_215fb41f,
+  e0.count_cart_add_eff33f50,
   e0.count_message_read_6b6376fb,
   e0.count_message_read_f0150ee9,
   e0.count_purchase_52e59e59,
@@ -21,6 +22,13 @@ LEFT JOIN (
         AND occurred_at <= CAST('{{ segments_as_of() }}' AS DATETIME)
       )
     ) AS count_cart_add_215fb41f,
+    COUNTIF(
+      event_name = 'cart_add'
+      AND (
+        occurred_at > CAST('{{ segments_as_of() }}' AS DATETIME) - INTERVAL 7 DAY
+        AND occurred_at <= CAST('{{ segments_as_of() }}' AS DATETIME)
+      )
+    ) AS count_cart_add_eff33f50,
     MAX(
       IF(
         event_name = 'cart_add'

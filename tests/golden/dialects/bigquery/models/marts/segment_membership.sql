@@ -6,16 +6,40 @@ SELECT
     CAST(REGEXP_REPLACE(SUBSTRING(TO_HEX(MD5('abandoned_cart:' || user_id)), 1, 8), '^([+-]?)', '\\10x') AS INT64),
     100
   ) < 10 AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_abandoned_cart
 UNION ALL
 SELECT
+  'copy_test' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CASE
+    WHEN MOD(
+      CAST(REGEXP_REPLACE(SUBSTRING(TO_HEX(MD5('cart_copy:' || user_id)), 1, 8), '^([+-]?)', '\\10x') AS INT64),
+      10000
+    ) < 4550
+    THEN 'a'
+    WHEN MOD(
+      CAST(REGEXP_REPLACE(SUBSTRING(TO_HEX(MD5('cart_copy:' || user_id)), 1, 8), '^([+-]?)', '\\10x') AS INT64),
+      10000
+    ) < 9000
+    THEN 'b'
+    ELSE 'control'
+  END AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_copy_test
+UNION ALL
+SELECT
   'engagement__high' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__high
@@ -24,7 +48,8 @@ SELECT
   'engagement__inactive' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__inactive
@@ -33,16 +58,48 @@ SELECT
   'engagement__low' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_engagement__low
 UNION ALL
 SELECT
+  'first_campaign__abandoned_cart' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_first_campaign__abandoned_cart
+UNION ALL
+SELECT
+  'first_campaign__copy_test' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_first_campaign__copy_test
+UNION ALL
+SELECT
+  'first_campaign__win_back' AS segment_name,
+  user_id,
+  FALSE AS is_holdout,
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
+FROM {{ ref('int_segment_flags') }}
+WHERE
+  seg_first_campaign__win_back
+UNION ALL
+SELECT
   'pricing_repeat' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_pricing_repeat
@@ -51,7 +108,8 @@ SELECT
   'regional_offer' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_regional_offer
@@ -60,7 +118,8 @@ SELECT
   'vip' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_vip
@@ -69,7 +128,8 @@ SELECT
   'win_back' AS segment_name,
   user_id,
   FALSE AS is_holdout,
-  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of
+  CAST('{{ segments_as_of() }}' AS DATETIME) AS as_of,
+  CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
   seg_win_back

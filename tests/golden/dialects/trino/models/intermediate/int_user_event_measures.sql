@@ -3,6 +3,7 @@ SELECT
   u.user_id,
   d.active_days_page_view_a802726e,
   e0.count_cart_add_215fb41f,
+  e0.count_cart_add_eff33f50,
   e0.count_message_read_6b6376fb,
   e0.count_message_read_f0150ee9,
   e0.count_purchase_52e59e59,
@@ -20,6 +21,12 @@ LEFT JOIN (
         occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL '48' HOUR
         AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
       )) AS count_cart_add_215fb41f,
+    COUNT(*) FILTER(WHERE
+      event_name = 'cart_add'
+      AND (
+        occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL '7' DAY
+        AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
+      )) AS count_cart_add_eff33f50,
     MAX(occurred_at) FILTER(WHERE
       event_name = 'cart_add'
       AND (

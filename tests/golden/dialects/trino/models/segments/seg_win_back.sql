@@ -2,7 +2,8 @@
 SELECT
   user_id,
   is_holdout,
-  as_of
+  as_of,
+  arm
 FROM {{ ref('segment_membership') }}
 WHERE
   segment_name = 'win_back'
