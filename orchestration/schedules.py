@@ -27,6 +27,7 @@ from dagster import (
 
 from orchestration.assets import AS_OF_TAG, MEMBERSHIP_KEY, format_as_of
 from orchestration.translator import SEGMENT_TAG, SegmentNode
+from segments.spec.model import REALTIME
 
 if TYPE_CHECKING:  # what define_asset_job returns; dagster does not export its name
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -88,9 +89,12 @@ def refresh_job(cron: str, segments: Sequence[SegmentNode], inputs: Sequence[Ass
 
 
 def refresh_schedules(segments: Iterable[SegmentNode], inputs: Sequence[AssetKey]) -> list[ScheduleDefinition]:
-    """One schedule per distinct cron, each running the refresh job of its segments."""
+    """One schedule per distinct cron, each running the refresh job of its segments.
+    ``refresh: realtime`` segments have none: the realtime sensor keeps them current."""
     by_cron: dict[str, list[SegmentNode]] = {}
     for node in segments:
+        if node.refresh == REALTIME:
+            continue
         by_cron.setdefault(node.refresh, []).append(node)
     return [_schedule(cron, refresh_job(cron, nodes, inputs)) for cron, nodes in sorted(by_cron.items())]
 

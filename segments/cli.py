@@ -531,6 +531,44 @@ def sync_command(
         )
 
 
+def _interval(text: str) -> float:
+    from segments.spec.timeparse import parse_duration
+
+    try:
+        seconds = parse_duration(text).seconds
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    if seconds <= 0:
+        raise typer.BadParameter("the interval must be longer than 0s")
+    return float(seconds)
+
+
+@app.command()
+def watch(
+    interval: Annotated[
+        str, typer.Option("--interval", help="Time between the starts of two cycles: 5s, 1m ...")
+    ] = "5s",
+    cycles: Annotated[
+        Optional[int], typer.Option("--cycles", min=1, help="Stop after this many cycles.", show_default="run until SIGTERM")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Sync past max_remove_pct and the size check.")] = False,
+    specs: SpecsOption = None,
+    project_dir: ProjectDirOption = None,
+    warehouse_path: WarehouseOption = None,
+) -> None:
+    """Keep the refresh: realtime segments current: build at now, sync their changes, repeat."""
+    from segments import watch as realtime
+
+    _project(project_dir)
+    specs_dir = _specs(specs)
+    seconds = _interval(interval)
+    if not realtime.realtime_segments(load_project(specs_dir)):
+        raise SegmentsError(f"no spec in {specs_dir} has refresh: realtime; nothing to watch")
+    watcher = realtime.Watcher(specs_dir, _warehouse("duckdb", warehouse_path), force=force)
+    with realtime.stop_on_signals() as stop:
+        watcher.run(seconds, stop, lambda line: err.print(line, markup=False, highlight=False), cycles)
+
+
 @app.command()
 def demo(
     users: Annotated[int, typer.Option("--users", min=1, help="How many demo users to generate.")] = 5000,

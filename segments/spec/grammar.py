@@ -69,7 +69,7 @@ class Time:
 
 @dataclass(frozen=True)
 class Cron:
-    """Five cron fields, in UTC."""
+    """Five cron fields, in UTC, or ``realtime``."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,8 @@ TIME_PATTERN = (
     rf"\s*(now(\s*[+-]\s*{timeparse.DURATION_RE.pattern})?"
     rf"|{timeparse.DATE_RE.pattern}|{timeparse.DATETIME_RE.pattern})\s*"
 )
-CRON_PATTERN = r"\s*\S+(\s+\S+){4}\s*"
+# ``realtime`` opts a segment into ``segments watch`` instead of a cron.
+CRON_PATTERN = r"\s*(realtime|\S+(\s+\S+){4})\s*"
 
 SCALAR = Either((Text(), Number(), Boolean()))
 
@@ -422,7 +423,7 @@ SEGMENT = Mapping(
         Key("description", Prose(), "What the audience is, for the people who use it."),
         Key("owner", Prose(), "Who acts on this audience."),
         Key("tags", ListOf(Prose()), "Free-form labels."),
-        Key("refresh", Cron(), "Cron schedule in UTC; default \"0 6 * * *\"."),
+        Key("refresh", Cron(), "Cron schedule in UTC, or realtime (kept current by segments watch); default \"0 6 * * *\"."),
         Key("where", Ref("condition"), "The rule (required unless upload or tiers is given)."),
         Key("holdout", HOLDOUT, "Percent (0-50) of members kept as a control group, never synced."),
         Key("experiment", Ref("experiment"), "Arms with percentages; the arm is in segment_membership.arm."),

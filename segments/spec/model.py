@@ -394,6 +394,8 @@ class Experiment:
 
 
 DEFAULT_REFRESH = "0 6 * * *"
+#: ``refresh: realtime``: no cron; ``segments watch`` (or the Dagster sensor) keeps it current.
+REALTIME = "realtime"
 DEFAULT_MAX_SIZE_CHANGE_PCT = 50
 
 
@@ -434,6 +436,11 @@ class SegmentSpec:
         if self.tiers:
             return tuple(f"{self.name}__{tier.name}" for tier in self.tiers)
         return (self.name,)
+
+    @property
+    def realtime(self) -> bool:
+        """``refresh: realtime``: kept current by ``segments watch``, on no cron."""
+        return self.refresh == REALTIME
 
 
 @dataclass(frozen=True)

@@ -82,13 +82,16 @@ def cron_problem(text: str) -> str | None:
 
 
 def _refresh(ctx: _Ctx, node: Node | None) -> str | None:
-    """``refresh``: a 5-field cron in UTC (unquoted ``0 * * * *`` is plain text)."""
+    """``refresh``: a 5-field cron in UTC (unquoted ``0 * * * *`` is plain text), or
+    ``realtime``."""
     text = _free_text(ctx, node, "refresh")
     if text is None:
         return None
+    if text.strip() == m.REALTIME:
+        return m.REALTIME
     problem = cron_problem(text)
     if problem:
-        ctx.error(node, f"invalid refresh cron '{text}': {problem}")
+        ctx.error(node, f"invalid refresh cron '{text}' (or 'realtime'): {problem}")
         return None
     return text
 

@@ -1,0 +1,224 @@
+"""``segments watch``: keep the ``refresh: realtime`` segments current, cycle after cycle.
+
+Each cycle evaluates every segment at ``as_of`` = now through :func:`segments.pipeline.build`
+(after the first build that is the incremental refresh of :mod:`segments.refresh`: only
+the users whose segments can have changed, no dbt; it refreshes every segment, not only
+the real-time ones, because one pass evaluates them all), then syncs the real-time
+segments' adds and removes through the sync engine of ``segments sync`` (its plan
+against ``sync_state``, its mass-removal guard, its checkpoints). A segment whose size
+check fails (``checks: max_size_change_pct``, as in Dagster) is not synced that cycle.
+
+Windows slide with the clock: ``as_of`` moves every cycle whether or not an event
+arrived, so a user whose cart_add leaves a 48-hour window leaves the segment on time.
+
+The high-water mark lives in the warehouse (``segments_watch_state``: the last cycle's
+``as_of``, how many events it had seen and the newest event's time), beside the refresh
+state that records the same ``as_of``. A restart resumes from it: what a destination
+holds is ``sync_state``, so the next plan sends exactly what is missing, nothing twice
+beyond the batches in flight when the process died.
+
+Nothing here logs member data: the cycle line holds counts and times only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlglot import exp
+
+from segments import engines, history, pipeline
+from segments.compiler import models as md
+from segments.engines.base import Session, value
+from segments.errors import SegmentsError
+from segments.spec import model as m
+from segments.spec.parse import load_project
+from segments.spec.timeparse import utc_now
+
+STATE = "segments_watch_state"
+_TIME, _BIG = exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
+_STATE_COLUMNS = {"as_of": _TIME, "events_seen": _BIG, "newest_event_at": _TIME}
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The high-water mark: the events counted up to ``as_of``, and the newest one's time."""
+
+    as_of: dt.datetime | None
+    events_seen: int
+    newest_event_at: dt.datetime | None
+
+
+@dataclass
+class Cycle:
+    """What one cycle did (counts and times, never members)."""
+
+    as_of: dt.datetime
+    events_seen: int = 0  # events that arrived since the last cycle
+    reevaluated: int | None = None  # users whose segments were evaluated again; None: full build
+    full_because: str | None = None
+    entered: int = 0
+    exited: int = 0
+    sent: int = 0
+    #: seconds from the newest new event to the last acknowledgement of this cycle
+    latency: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """The cycle's log line.
+
+        >>> Cycle(dt.datetime(2026, 3, 1, 12), 3, 40, None, 2, 1, 3, 1.25).line()
+        'as_of 2026-03-01 12:00:00: 3 events, 40 users re-evaluated, 2 entered, 1 exited, 3 sent, latency 1.25s'
+        """
+        evaluated = "full build" if self.reevaluated is None else f"{self.reevaluated} users re-evaluated"
+        latency = "-" if self.latency is None else f"{self.latency:.2f}s"
+        text = (f"as_of {self.as_of.isoformat(sep=' ')}: {self.events_seen} events, {evaluated}, "
+                f"{self.entered} entered, {self.exited} exited, {self.sent} sent, latency {latency}")
+        if self.full_because:
+            text += f" ({self.full_because})"
+        return text + "".join(f"; {problem}" for problem in self.problems)
+
+
+def realtime_segments(project: m.Project) -> list[str]:
+    """The segments of the specs with ``refresh: realtime`` (every tier of a tiered one)."""
+    return [name for spec in project.segments if spec.realtime for name in spec.segment_names()]
+
+
+def read_mark(session: Session) -> Mark:
+    engine = session.engine
+    if not session.has_table(engine.target_schema, STATE):
+        return Mark(None, 0, None)
+    rows = session.rows(exp.select(*_STATE_COLUMNS).from_(engine.table(STATE)))
+    if len(rows) != 1:
+        return Mark(None, 0, None)
+    as_of, seen, newest = rows[0]
+    return Mark(as_of, int(seen), newest)
+
+
+def _write_mark(session: Session, mark: Mark) -> None:
+    values = [value(mark.as_of, _TIME), value(mark.events_seen, _BIG), value(mark.newest_event_at, _TIME)]
+    row = [exp.alias_(exp.cast(v, kind), name) for v, (name, kind) in zip(values, _STATE_COLUMNS.items(), strict=True)]
+    session.execute(exp.Create(kind="TABLE", this=session.engine.table(STATE), replace=True, expression=exp.select(*row)))
+
+
+def _events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """How many events lie at or before ``as_of``, and the newest one's time."""
+    engine = session.engine
+    when = exp.column("occurred_at")
+    query = exp.select(exp.Count(this=exp.Star()), exp.Max(this=when)).from_(engine.table(md.EVENTS, engine.build_schema))
+    count, newest = session.rows(query.where(exp.LTE(this=when, expression=value(as_of, _TIME))))[0]
+    return int(count), newest
+
+
+def size_check_problem(size: history.BuildSize, limit: float) -> str | None:
+    """Why a segment's syncs wait (its size moved more than ``max_size_change_pct``), or None.
+
+    >>> size = history.BuildSize("vip", dt.datetime(2026, 1, 15), 150, 0, 60, 10, previous=100)
+    >>> size_check_problem(size, 20)
+    'size of vip moved by 50.0% (100 -> 150), more than the 20% allowed: not synced'
+    >>> size_check_problem(size, 50) is None
+    True
+    """
+    change = size.change_pct
+    if change is None or change <= limit:
+        return None
+    moved = "from empty" if change == float("inf") else f"by {change:.1f}%"
+    return f"size of {size.segment} moved {moved} ({size.previous} -> {size.members}), more than the {limit:g}% allowed: not synced"
+
+
+class Watcher:
+    """One specs folder and one warehouse, cycled by :meth:`cycle`.
+
+    Args:
+        clock: the current time, naive UTC (default the real one; tests move it by hand).
+        sync_settings: the sync engine's settings (its env names the destinations' secrets).
+        force: send past the mass-removal guard and the size check.
+    """
+
+    def __init__(
+        self, specs_dir: Path, warehouse: Path | None, target: str = engines.DEFAULT_TARGET,
+        clock: Callable[[], dt.datetime] | None = None, sync_settings: object | None = None, force: bool = False,
+    ):
+        self.specs_dir = specs_dir
+        self.warehouse_file = warehouse
+        self.engine = engines.get(target, warehouse)
+        self.clock = clock if clock is not None else utc_now
+        self.sync_settings = sync_settings
+        self.force = force
+
+    def cycle(self) -> Cycle:
+        """Build at now, then sync the real-time segments' changes."""
+        from sync import engine as sync_engine
+
+        with self.engine.connect(read_only=True) as session:
+            mark = read_mark(session) if session.has_table(self.engine.target_schema, STATE) else Mark(None, 0, None)
+        as_of = self.clock()
+        if mark.as_of is not None and as_of < mark.as_of:
+            as_of = mark.as_of  # never evaluate behind the mark: the refresh would start over
+        result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, force=self.force)
+        cycle = Cycle(as_of, full_because=result.full_because)
+        if result.refreshed is not None:
+            cycle.reevaluated = result.refreshed.flagged
+        project = load_project(self.specs_dir)
+        realtime = realtime_segments(project)
+        with self.engine.connect() as session:
+            seen, newest = _events_upto(session, as_of)
+            cycle.events_seen = max(seen - mark.events_seen, 0) if mark.as_of is not None else seen
+            sizes = history.latest(session, realtime)
+        waiting = set()
+        for name in realtime:
+            size = sizes.get(name)
+            if size is None:
+                continue
+            cycle.entered += size.entered
+            cycle.exited += size.exited
+            problem = size_check_problem(size, project.spec(name).checks.max_size_change_pct)
+            if problem and not self.force:
+                waiting.add(name)
+                cycle.problems.append(problem)
+        pairs = [p for p in sync_engine.select_pairs(project) if p.segment in realtime and p.segment not in waiting]
+        if pairs:
+            settings = self.sync_settings or sync_engine.Settings()
+            outcomes = sync_engine.Engine(project, self.engine, settings).run(pairs, force=self.force)  # type: ignore[arg-type]
+            acked = time.time()
+            cycle.sent = sum(o.added + o.removed for o in outcomes)
+            cycle.problems += [sync_engine.summary_line(o) for o in outcomes if not o.ok]
+            if cycle.sent and newest is not None and seen > mark.events_seen:
+                cycle.latency = max(acked - newest.replace(tzinfo=dt.timezone.utc).timestamp(), 0.0)
+        with self.engine.connect() as session:
+            _write_mark(session, Mark(as_of, seen, newest))
+        return cycle
+
+    def run(self, interval: float, stop: threading.Event, log: Callable[[str], None], cycles: int | None = None) -> int:
+        """Cycle every ``interval`` seconds until ``stop`` is set (or ``cycles`` ran);
+        the cycle in flight always finishes, and a cycle that fails (a warehouse busy
+        with another command, a spec being edited) is logged and tried again at the
+        next. Returns how many cycles ran."""
+        done = 0
+        while not stop.is_set() and (cycles is None or done < cycles):
+            started = time.monotonic()
+            try:
+                log(self.cycle().line())
+            except SegmentsError as error:  # a busy warehouse, a bad spec: the next cycle tries again
+                log(f"cycle failed: {error}")
+            done += 1
+            stop.wait(max(interval - (time.monotonic() - started), 0.0))
+        return done
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT: the loop stops after the cycle in flight."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
