@@ -47,7 +47,7 @@ def project(tmp_path) -> Path:
 def test_every_command_is_covered():
     assert set(COMMANDS) == {
         "validate", "compile", "schema", "build", "preview", "load", "members", "init", "list", "sync", "demo", "review",
-        "upload", "explain", "test",
+        "upload", "explain", "test", "watch",
     }
 
 
