@@ -143,6 +143,7 @@ def test_history_of_a_refresh_records_who_entered_and_left(events, specs, tmp_pa
 FALLBACKS = [
     ("a user's attribute changed", "UPDATE raw.users SET city = 'Pune' WHERE user_id = (SELECT min(user_id) FROM raw.users)", 1),
     ("an event arrived before the last as_of", "INSERT INTO raw.events SELECT * FROM raw.events WHERE occurred_at < ? LIMIT 1", 1),
+    ("an uploaded list changed", "DELETE FROM main.segment_uploads WHERE rowid = (SELECT min(rowid) FROM main.segment_uploads)", 1),
     ("as_of moved back", None, -1),
 ]
 
