@@ -11,9 +11,9 @@ WITH users AS (
   SELECT user_id, country, language, city, plan, lifetime_value, signup_at,
     coalesce(email_opt_in, false) AS email_opt_in,
     coalesce(whatsapp_opt_in, false) AS whatsapp_opt_in,
-    coalesce(lower(trim(email)) IN (
-      SELECT lower(trim(email)) FROM read_csv('{uploads}/vip_list.csv', header = true, all_varchar = true)
-      WHERE trim(email) <> ''
+    coalesce(user_id IN (
+      SELECT trim(user_id) FROM read_csv('{uploads}/vip_list.csv', header = true, all_varchar = true)
+      WHERE trim(user_id) <> ''
     ), false) AS vip_listed
   FROM raw.users
   WHERE created_at IS NULL OR created_at <= {as_of}

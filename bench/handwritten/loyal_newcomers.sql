@@ -29,9 +29,9 @@ WITH universe AS (
   WHERE event_name = 'purchase' AND occurred_at <= {as_of}
     AND user_id NOT IN (
       SELECT user_id FROM raw.users
-      WHERE lower(trim(email)) IN (
-        SELECT lower(trim(email)) FROM read_csv('{uploads}/vip_list.csv', header = true, all_varchar = true)
-        WHERE trim(email) <> ''
+      WHERE user_id IN (
+        SELECT trim(user_id) FROM read_csv('{uploads}/vip_list.csv', header = true, all_varchar = true)
+        WHERE trim(user_id) <> ''
       )
     )
   GROUP BY user_id

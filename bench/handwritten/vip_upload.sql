@@ -1,8 +1,8 @@
--- vip_upload: users whose email is on the sales team's list (trimmed, case-insensitive).
+-- vip_upload: users whose id is on the sales team's list (trimmed).
 SELECT user_id
 FROM raw.users
 WHERE (created_at IS NULL OR created_at <= {as_of})
-  AND lower(trim(email)) IN (
-    SELECT lower(trim(email)) FROM read_csv('{uploads}/vip_list.csv', header = true, all_varchar = true)
-    WHERE trim(email) <> ''
+  AND user_id IN (
+    SELECT trim(user_id) FROM read_csv('{uploads}/vip_list.csv', header = true, all_varchar = true)
+    WHERE trim(user_id) <> ''
   )

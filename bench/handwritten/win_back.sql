@@ -7,9 +7,9 @@ FROM raw.events e JOIN universe u ON u.user_id = e.user_id
 WHERE e.event_name = 'purchase' AND e.occurred_at <= {as_of}
   AND e.user_id NOT IN (
     SELECT user_id FROM raw.users
-    WHERE lower(trim(email)) IN (
-      SELECT lower(trim(email)) FROM read_csv('{uploads}/vip_list.csv', header = true, all_varchar = true)
-      WHERE trim(email) <> ''
+    WHERE user_id IN (
+      SELECT trim(user_id) FROM read_csv('{uploads}/vip_list.csv', header = true, all_varchar = true)
+      WHERE trim(user_id) <> ''
     )
   )
 GROUP BY e.user_id
