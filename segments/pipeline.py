@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlglot import exp
 
 from segments import dbtrun, engines, paths, publish_guard, refresh, uploads, warehouse
+from segments.refresh import build as refresh_build
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
 from segments.engines.base import EngineError, Session
@@ -337,7 +338,7 @@ def source_table(engine: engines.Engine, lists: exp.Table | None = None) -> Call
     def source(schema: str, table: str) -> exp.Table:
         if lists is not None and (schema, table) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
             return lists.copy()
-        return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
+        return refresh_build.source_table(engine, schema, table)
 
     return source
 

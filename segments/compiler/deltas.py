@@ -96,10 +96,6 @@ def needs_history(column: ms.MeasureColumn) -> str | None:
     return None
 
 
-def _count_if(condition: exp.Expression) -> exp.Expression:
-    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))
-
-
 def _history_flag(column: ms.MeasureColumn) -> str:
     return f"{column.name}__history"
 
@@ -114,7 +110,7 @@ def changed_aggregates(columns: list[ms.MeasureColumn], resolver: ms.EventRowRes
             continue
         now, before = qualifies(column, resolver, t1), qualifies(column, resolver, t0)
         if kind in ADDITIVE:
-            value: exp.Expression | None = exp.Sub(this=_count_if(now), expression=_count_if(before))
+            value: exp.Expression | None = exp.Sub(this=sx.count_if(now), expression=sx.count_if(before))
         elif kind == "last_occurred" or kind == "first_occurred":
             agg = exp.Max if kind == "last_occurred" else exp.Min
             value = exp.Filter(this=agg(this=sx.col("occurred_at", resolver.table)), expression=exp.Where(this=now))
@@ -127,9 +123,9 @@ def changed_aggregates(columns: list[ms.MeasureColumn], resolver: ms.EventRowRes
             out.append(exp.alias_(value, column.name))
         reason = needs_history(column)
         if reason == "moved":
-            out.append(exp.alias_(_count_if(exp.NEQ(this=now.copy(), expression=before.copy())), _history_flag(column)))
+            out.append(exp.alias_(sx.count_if(exp.NEQ(this=now.copy(), expression=before.copy())), _history_flag(column)))
         elif reason == "left":
-            out.append(exp.alias_(_count_if(sx.and_(before.copy(), exp.Not(this=sx.paren(now.copy())))), _history_flag(column)))
+            out.append(exp.alias_(sx.count_if(sx.and_(before.copy(), exp.Not(this=sx.paren(now.copy())))), _history_flag(column)))
     return out
 
 

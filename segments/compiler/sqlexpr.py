@@ -145,3 +145,12 @@ def paren(expression: exp.Expression) -> exp.Expression:
     if isinstance(expression, (exp.And, exp.Or)):
         return exp.Paren(this=expression)
     return expression
+
+
+def count_if(condition: exp.Expression) -> exp.Expression:
+    """``COUNT(*) FILTER (WHERE condition)``, which sqlglot writes as each engine says it.
+
+    >>> count_if(exp.column("is_holdout")).sql("postgres")
+    'COUNT(*) FILTER(WHERE is_holdout)'
+    """
+    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))

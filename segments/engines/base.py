@@ -24,6 +24,7 @@ import duckdb
 from sqlglot import exp
 
 from segments.compiler import dialects
+from segments.compiler.sqlexpr import count_if  # noqa: F401  (the warehouse layer's callers import it from here)
 from segments.errors import SegmentsError
 
 
@@ -275,15 +276,6 @@ def values_query(columns: Mapping[str, exp.DataType.Type | exp.DataType], rows: 
 def duckdb_setting(con: duckdb.DuckDBPyConnection, name: str, value: object) -> None:
     """``SET name = value`` on a DuckDB connection (every one runs in UTC, for instance)."""
     con.execute(exp.Set(expressions=[exp.SetItem(this=exp.column(name).eq(exp.convert(value)))]).sql("duckdb"))
-
-
-def count_if(condition: exp.Expression) -> exp.Expression:
-    """``COUNT(*) FILTER (WHERE condition)``, which sqlglot writes as each engine says it.
-
-    >>> count_if(exp.column("is_holdout")).sql("postgres")
-    'COUNT(*) FILTER(WHERE is_holdout)'
-    """
-    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))
 
 
 def create_table(table: exp.Table, columns: Mapping[str, tuple[exp.DataType.Type, bool, object]]) -> exp.Create:

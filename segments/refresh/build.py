@@ -11,7 +11,7 @@ from sqlglot import exp
 from segments.compiler import models as md
 from segments.compiler import render
 from segments.compiler import sqlexpr as sx
-from segments.engines.base import Engine, Session
+from segments.engines.base import Engine, Session, drop
 from segments.refresh.edges import Edge, is_as_of
 
 #: Temporary tables of one refresh: users whose measures / flags are computed again.
@@ -67,8 +67,9 @@ class BuildSchema:
         return render.substitute(query, relation, sx.timestamp_literal(as_of))  # type: ignore[arg-type]
 
     def create_temp(self, name: str, query: exp.Expression) -> None:
-        temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
-        self.run(exp.Create(kind="TABLE", this=exp.to_table(name), properties=temporary, replace=True, expression=query))
+        """The session's temporary table ``name`` (again, when a step reuses it)."""
+        self.run(drop("TABLE", exp.to_table(name)))
+        self.session.create_temporary(name, query)  # type: ignore[arg-type]
 
     def replace_rows(self, model: str, users: str, rows: exp.Query) -> None:
         """The rows of table ``model`` for the users of ``users`` become ``rows``
@@ -132,7 +133,3 @@ def create_users(build: BuildSchema, name: str, parts: list[exp.Query]) -> int:
 
 def at(bound: exp.Expression, instant: dt.datetime) -> exp.Expression:
     return render.substitute(bound, lambda node: node, sx.timestamp_literal(instant))
-
-
-def count_if(condition: exp.Expression) -> exp.Expression:
-    return exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=condition))

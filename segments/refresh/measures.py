@@ -13,7 +13,7 @@ from segments.compiler import measures as ms
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
 from segments.refresh.build import (
-    MEASURED, BuildSchema, at, count_if, create_users, event_names_in, user_in,
+    MEASURED, BuildSchema, at, create_users, event_names_in, user_in,
 )
 from segments.refresh.edges import Edge, NotIncremental, edges
 
@@ -146,8 +146,8 @@ def refresh_followups(build: BuildSchema, t0: dt.datetime, t1: dt.datetime) -> N
 
     parts: list[exp.Expression] = []
     for c in followups:
-        since = count_if(deltas.followup_qualifies(c, events, now_of(c), t1))
-        before = count_if(deltas.followup_qualifies(c, events, then_of(c), t0))
+        since = sx.count_if(deltas.followup_qualifies(c, events, now_of(c), t1))
+        before = sx.count_if(deltas.followup_qualifies(c, events, then_of(c), t0))
         parts += [exp.alias_(since, f"{c.name}__since"), exp.alias_(exp.Sub(this=since.copy(), expression=before), f"{c.name}__same")]
     changed = (
         exp.select(sx.col("user_id", "x"), *parts).from_(exp.to_table(_ANCHORS).as_("x"))
@@ -169,7 +169,7 @@ def refresh_followups(build: BuildSchema, t0: dt.datetime, t1: dt.datetime) -> N
     build.create_temp(_HISTORY_USERS, history_users)
     read = bool(build.count(_HISTORY_USERS))
     names = sorted({n for c in followups for n in c.sequence.events})
-    history = exp.select(sx.col("user_id", "x"), *[exp.alias_(count_if(deltas.followup_qualifies(c, events, now_of(c), t1)), c.name) for c in followups])
+    history = exp.select(sx.col("user_id", "x"), *[exp.alias_(sx.count_if(deltas.followup_qualifies(c, events, now_of(c), t1)), c.name) for c in followups])
     history = (
         history.from_(exp.to_table(_ANCHORS).as_("x"))
         .join(exp.Subquery(this=exp.select("*").from_(build.relation(md.EVENTS, t1)).where(
