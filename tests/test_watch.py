@@ -1,4 +1,4 @@
-"""``segments watch`` (:mod:`segments.watch`): after every round, the loopback webhook
+"""``segments watch`` (:mod:`sync.watch`): after every round, the loopback webhook
 receiver holds exactly what a full build at the same as_of makes of the real-time
 segments (holdout members excepted).
 
@@ -25,7 +25,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segments import cli, demo_data, engines, paths, pipeline, watch
+from segments import cli, demo_data, engines, paths, pipeline
+from sync import watch
 from segments.spec.parse import load_project
 from sync import engine as sync_engine
 from sync.receiver import AudienceReceiver
@@ -174,7 +175,7 @@ def test_refresh_cycles_reevaluate_few_users(specs, warehouse, receiver):
 _CHILD = """
 import datetime as dt, sys
 from pathlib import Path
-from segments import watch
+from sync import watch
 from sync import engine
 at = dt.datetime.fromisoformat(sys.argv[3])
 settings = engine.Settings(env={"CRM_HOOK_URL": sys.argv[4], "CRM_HOOK_SECRET": sys.argv[5]})

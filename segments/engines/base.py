@@ -255,6 +255,23 @@ class Session(ABC):
         return [exp.Create(kind="SCHEMA", exists=True, this=exp.Table(this=exp.to_identifier(s))) for s in schemas]
 
 
+class TransactionalSession(Session):
+    """A session of an engine with multi-statement transactions (DuckDB, PostgreSQL):
+    :meth:`apply` runs the statements of every change in one of them."""
+
+    @abstractmethod
+    def _statements(self, change: Change) -> list[exp.Expression]:
+        """The statements that make one change, in this engine's way."""
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        with self.transaction():
+            for statement in self.create_schemas(changes):
+                self.execute(statement)
+            for change in changes:
+                for statement in self._statements(change):
+                    self.execute(statement)
+
+
 def value(item: object, kind: exp.DataType.Type | exp.DataType) -> exp.Expression:
     """A Python value as a literal of column type ``kind``.
 

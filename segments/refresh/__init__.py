@@ -114,21 +114,14 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
 def attempt(session: Session, compiled: md.CompiledProject, as_of: dt.datetime, log: Callable[[str], None] | None = None) -> Outcome | None:
     """:func:`refresh` in one transaction; None (and nothing changed) when a full
     build is needed."""
-    con = getattr(session, "con", None)
-    if con is None or session.engine.dialect != "duckdb":
+    if getattr(session, "con", None) is None or session.engine.dialect != "duckdb":
         if log is not None:
             log(f"{session.engine.target} builds in full")
         return None
-    con.execute("BEGIN TRANSACTION")
     try:
-        outcome = refresh(session, compiled, as_of)
+        with session.transaction():  # rolled back when it raises, NotIncremental too
+            return refresh(session, compiled, as_of)
     except NotIncremental as why:
-        con.execute("ROLLBACK")
         if log is not None:
             log(str(why))
         return None
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-    return outcome

@@ -17,7 +17,9 @@ state that records the same ``as_of``. A restart resumes from it: what a destina
 holds is ``sync_state``, so the next plan sends exactly what is missing, nothing twice
 beyond the batches in flight when the process died.
 
-Nothing here logs member data: the cycle line holds counts and times only.
+It lives in ``sync`` because a cycle both builds and syncs (``segments`` never
+imports ``sync``). Nothing here logs member data: the cycle line holds counts and
+times only.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from segments.errors import SegmentsError
 from segments.spec import model as m
 from segments.spec.parse import load_project
 from segments.spec.timeparse import utc_now
+from sync import engine as sync_engine
 
 STATE = "segments_watch_state"
 _TIME, _BIG = exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
@@ -154,8 +157,6 @@ class Watcher:
 
     def cycle(self) -> Cycle:
         """Build at now, then sync the real-time segments' changes."""
-        from sync import engine as sync_engine
-
         with self.engine.connect(read_only=True) as session:
             mark = read_mark(session) if session.has_table(self.engine.target_schema, STATE) else Mark(None, 0, None)
         as_of = self.clock()
