@@ -72,8 +72,20 @@ class ReplaceRows:
             exp.insert(self.query, self.table),
         ]
         if self.stamp is not None:
-            statements.append(exp.update(self.table, {self.stamp[0]: self.stamp[1]}))
+            statements.append(stamp_every_row(self.table, *self.stamp))
         return statements
+
+
+def stamp_every_row(table: exp.Table, column: str, value: exp.Expression, kind: str = "TIMESTAMP") -> exp.Alter:
+    """Every row's ``column`` becomes the constant ``value`` (DuckDB): the column is
+    rewritten as one constant and the log holds one statement, where an UPDATE logs
+    every row (a refresh's whole membership, each time). The column keeps its place.
+
+    >>> stamp_every_row(exp.to_table("m"), "as_of", exp.Literal.string("2026-01-01")).sql("duckdb")
+    "ALTER TABLE m ALTER COLUMN as_of SET DATA TYPE TIMESTAMP USING '2026-01-01'"
+    """
+    retyped = exp.AlterColumn(this=exp.to_identifier(column), dtype=exp.DataType.build(kind), using=value)
+    return exp.Alter(this=table.copy(), kind="TABLE", actions=[retyped])
 
 
 Change = ReplaceTable | ReplaceView | DropView | ReplaceRows

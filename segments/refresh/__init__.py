@@ -34,7 +34,7 @@ from sqlglot import exp
 
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
-from segments.engines.base import Session
+from segments.engines.base import Session, stamp_every_row
 from segments.refresh.build import FLAGGED, MEASURED, BuildSchema, create_users, edge_users
 from segments.refresh.edges import Edge, NotIncremental, edges
 from segments.refresh.measures import refresh_measures
@@ -105,7 +105,7 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
     build.replace_rows(md.FLAGS, FLAGGED, exp.select("*").from_(_FLAGS))
     build.replace_rows(md.MEMBERSHIP, FLAGGED, build.query(md.MEMBERSHIP, {md.FLAGS: exp.to_table(_FLAGS)}, t1))
     if t1 != t0:
-        build.run(exp.update(build.table(md.MEMBERSHIP), {"as_of": sx.timestamp_literal(t1)}))
+        build.run(stamp_every_row(build.table(md.MEMBERSHIP), "as_of", sx.timestamp_literal(t1)))
     new_events = events_upto(build, t1)
     write_state(build, State(t1, state.fingerprint, new_events, inputs))
     return Outcome(t1, t0, measured, flagged)
