@@ -22,6 +22,7 @@ Nothing here logs member data: the cycle line holds counts and times only.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import signal
 import threading
@@ -68,6 +69,9 @@ class Cycle:
     sent: int = 0
     #: seconds from the newest new event to the last acknowledgement of this cycle
     latency: float | None = None
+    #: segments whose size check failed: their syncs wait for the next cycle
+    waiting: list[str] = field(default_factory=list)
+    #: syncs that failed or were blocked (the mass-removal guard)
     problems: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -82,7 +86,7 @@ class Cycle:
                 f"{self.entered} entered, {self.exited} exited, {self.sent} sent, latency {latency}")
         if self.full_because:
             text += f" ({self.full_because})"
-        return text + "".join(f"; {problem}" for problem in self.problems)
+        return text + "".join(f"; {problem}" for problem in [*self.waiting, *self.problems])
 
 
 def realtime_segments(project: m.Project) -> list[str]:
@@ -91,6 +95,7 @@ def realtime_segments(project: m.Project) -> list[str]:
 
 
 def read_mark(session: Session) -> Mark:
+    """The high-water mark the last cycle wrote (none before the first cycle)."""
     engine = session.engine
     if not session.has_table(engine.target_schema, STATE):
         return Mark(None, 0, None)
@@ -107,8 +112,9 @@ def _write_mark(session: Session, mark: Mark) -> None:
     session.execute(exp.Create(kind="TABLE", this=session.engine.table(STATE), replace=True, expression=exp.select(*row)))
 
 
-def _events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
-    """How many events lie at or before ``as_of``, and the newest one's time."""
+def events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """How many events lie at or before ``as_of``, and the newest one's time (the build
+    schema's events model is a view of the catalog's events table: it counts arrivals)."""
     engine = session.engine
     when = exp.column("occurred_at")
     query = exp.select(exp.Count(this=exp.Star()), exp.Max(this=when)).from_(engine.table(md.EVENTS, engine.build_schema))
@@ -117,19 +123,20 @@ def _events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime
 
 
 def size_check_problem(size: history.BuildSize, limit: float) -> str | None:
-    """Why a segment's syncs wait (its size moved more than ``max_size_change_pct``), or None.
+    """Why a segment's syncs wait (its size moved more than ``max_size_change_pct``, by
+    at least :data:`segments.history.MIN_SIZE_CHANGE` members), or None.
 
     >>> size = history.BuildSize("vip", dt.datetime(2026, 1, 15), 150, 0, 60, 10, previous=100)
     >>> size_check_problem(size, 20)
     'size of vip moved by 50.0% (100 -> 150), more than the 20% allowed: not synced'
     >>> size_check_problem(size, 50) is None
     True
+    >>> size_check_problem(history.BuildSize("vip", dt.datetime(2026, 1, 15), 4, 0, 4, 0, previous=0), 20) is None
+    True
     """
-    change = size.change_pct
-    if change is None or change <= limit:
+    if not size.fails_size_check(limit):
         return None
-    moved = "from empty" if change == float("inf") else f"by {change:.1f}%"
-    return f"size of {size.segment} moved {moved} ({size.previous} -> {size.members}), more than the {limit:g}% allowed: not synced"
+    return f"size of {size.segment} {size.move}, more than the {limit:g}% allowed: not synced"
 
 
 class Watcher:
@@ -151,24 +158,26 @@ class Watcher:
         self.clock = clock if clock is not None else utc_now
         self.sync_settings = sync_settings
         self.force = force
+        self._settings: object | None = None
 
     def cycle(self) -> Cycle:
         """Build at now, then sync the real-time segments' changes."""
         from sync import engine as sync_engine
 
         with self.engine.connect(read_only=True) as session:
-            mark = read_mark(session) if session.has_table(self.engine.target_schema, STATE) else Mark(None, 0, None)
+            mark = read_mark(session)
         as_of = self.clock()
         if mark.as_of is not None and as_of < mark.as_of:
             as_of = mark.as_of  # never evaluate behind the mark: the refresh would start over
-        result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, force=self.force)
+        compiled: list[pipeline.Compiled] = []  # the build parses the specs: its project serves the sync too
+        result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, on_compiled=compiled.append, force=self.force)
         cycle = Cycle(as_of, full_because=result.full_because)
         if result.refreshed is not None:
             cycle.reevaluated = result.refreshed.flagged
-        project = load_project(self.specs_dir)
+        project = compiled[0].project
         realtime = realtime_segments(project)
         with self.engine.connect() as session:
-            seen, newest = _events_upto(session, as_of)
+            seen, newest = events_upto(session, as_of)
             cycle.events_seen = max(seen - mark.events_seen, 0) if mark.as_of is not None else seen
             sizes = history.latest(session, realtime)
         waiting = set()
@@ -181,11 +190,10 @@ class Watcher:
             problem = size_check_problem(size, project.spec(name).checks.max_size_change_pct)
             if problem and not self.force:
                 waiting.add(name)
-                cycle.problems.append(problem)
+                cycle.waiting.append(problem)
         pairs = [p for p in sync_engine.select_pairs(project) if p.segment in realtime and p.segment not in waiting]
         if pairs:
-            settings = self.sync_settings or sync_engine.Settings()
-            outcomes = sync_engine.Engine(project, self.engine, settings).run(pairs, force=self.force)  # type: ignore[arg-type]
+            outcomes = sync_engine.Engine(project, self.engine, self._sync_settings()).run(pairs, force=self.force)
             acked = time.time()
             cycle.sent = sum(o.added + o.removed for o in outcomes)
             cycle.problems += [sync_engine.summary_line(o) for o in outcomes if not o.ok]
@@ -194,6 +202,20 @@ class Watcher:
         with self.engine.connect() as session:
             _write_mark(session, Mark(as_of, seen, newest))
         return cycle
+
+    def _sync_settings(self) -> object:
+        """The sync engine's settings with one keep-alive HTTP session for every cycle:
+        a cycle sends a few small batches, and a new connection per cycle would cost
+        more than they do."""
+        from sync import engine as sync_engine
+        from sync.http import new_session
+
+        if self._settings is None:
+            settings = self.sync_settings or sync_engine.Settings()
+            if settings.session is None:  # type: ignore[attr-defined]
+                settings = dataclasses.replace(settings, session=new_session())  # type: ignore[type-var]
+            self._settings = settings
+        return self._settings
 
     def run(self, interval: float, stop: threading.Event, log: Callable[[str], None], cycles: int | None = None) -> int:
         """Cycle every ``interval`` seconds until ``stop`` is set (or ``cycles`` ran);
