@@ -90,6 +90,7 @@ def cycle_metadata(cycle: watch.Cycle) -> dict[str, object]:
         metadata["full_build"] = MetadataValue.text(cycle.full_because or "first cycle")
     if cycle.latency is not None:
         metadata["latency_s"] = round(cycle.latency, 3)
+    metadata.update({f"{part}_s": round(seconds, 3) for part, seconds in cycle.timings.items()})
     if cycle.waiting:
         metadata["waiting"] = MetadataValue.md("\n".join(f"- {line}" for line in cycle.waiting))
     return metadata

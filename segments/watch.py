@@ -73,12 +73,16 @@ class Cycle:
     waiting: list[str] = field(default_factory=list)
     #: syncs that failed or were blocked (the mass-removal guard)
     problems: list[str] = field(default_factory=list)
+    #: where the cycle's time went, in seconds: build (refresh and publish), sync, total
+    timings: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         """The cycle's log line.
 
         >>> Cycle(dt.datetime(2026, 3, 1, 12), 3, 40, None, 2, 1, 3, 1.25).line()
         'as_of 2026-03-01 12:00:00: 3 events, 40 users re-evaluated, 2 entered, 1 exited, 3 sent, latency 1.25s'
+        >>> Cycle(dt.datetime(2026, 3, 1, 12), timings={"build": 0.5, "sync": 0.25, "total": 0.8}).line()[-48:]
+        'latency - [build 0.50s, sync 0.25s, total 0.80s]'
         """
         evaluated = "full build" if self.reevaluated is None else f"{self.reevaluated} users re-evaluated"
         latency = "-" if self.latency is None else f"{self.latency:.2f}s"
@@ -86,6 +90,8 @@ class Cycle:
                 f"{self.entered} entered, {self.exited} exited, {self.sent} sent, latency {latency}")
         if self.full_because:
             text += f" ({self.full_because})"
+        if self.timings:
+            text += " [" + ", ".join(f"{part} {seconds:.2f}s" for part, seconds in self.timings.items()) + "]"
         return text + "".join(f"; {problem}" for problem in [*self.waiting, *self.problems])
 
 
@@ -139,6 +145,17 @@ def size_check_problem(size: history.BuildSize, limit: float) -> str | None:
     return f"size of {size.segment} {size.move}, more than the {limit:g}% allowed: not synced"
 
 
+def _still_in_sync(pair: object, size: history.BuildSize | None, in_sync: set[tuple[str, str]]) -> bool:
+    """Whether a pair's plan is sure to be empty, so its sync (a plan query and a ledger
+    entry, about a tenth of a second each) can be skipped: its last sync by this watcher,
+    in the cycle before, succeeded (``in_sync``) and this cycle's refresh moved nobody
+    in or out of its segment. The caller asks only after a refresh: a full build may
+    follow a changed users table, and with it a consent attribute that a plan reads."""
+    if size is None or size.entered or size.exited:
+        return False
+    return (pair.key, pair.destination) in in_sync  # type: ignore[attr-defined]
+
+
 class Watcher:
     """One specs folder and one warehouse, cycled by :meth:`cycle`.
 
@@ -159,19 +176,28 @@ class Watcher:
         self.sync_settings = sync_settings
         self.force = force
         self._settings: object | None = None
+        self._mark: Mark | None = None
+        #: (pair key, destination) whose last sync by this watcher succeeded
+        self._in_sync: set[tuple[str, str]] = set()
 
     def cycle(self) -> Cycle:
         """Build at now, then sync the real-time segments' changes."""
         from sync import engine as sync_engine
 
-        with self.engine.connect(read_only=True) as session:
-            mark = read_mark(session)
+        started = time.perf_counter()
+        # a cycle that fails before its syncs finish leaves nothing trusted for the next one
+        trusted, self._in_sync = self._in_sync, set()
+        mark = self._mark
+        if mark is None:  # after a cycle, the mark is the one this watcher wrote (one watch per warehouse)
+            with self.engine.connect(read_only=True) as session:
+                mark = read_mark(session)
         as_of = self.clock()
         if mark.as_of is not None and as_of < mark.as_of:
             as_of = mark.as_of  # never evaluate behind the mark: the refresh would start over
         compiled: list[pipeline.Compiled] = []  # the build parses the specs: its project serves the sync too
         result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, on_compiled=compiled.append, force=self.force)
         cycle = Cycle(as_of, full_because=result.full_because)
+        cycle.timings["build"] = time.perf_counter() - started
         if result.refreshed is not None:
             cycle.reevaluated = result.refreshed.flagged
         project = compiled[0].project
@@ -192,15 +218,24 @@ class Watcher:
                 waiting.add(name)
                 cycle.waiting.append(problem)
         pairs = [p for p in sync_engine.select_pairs(project) if p.segment in realtime and p.segment not in waiting]
+        skipped = [p for p in pairs if result.refreshed is not None and _still_in_sync(p, sizes.get(p.segment), trusted)]
+        pairs = [p for p in pairs if p not in skipped]
+        in_sync = {(p.key, p.destination) for p in skipped}
         if pairs:
+            sync_started = time.perf_counter()
             outcomes = sync_engine.Engine(project, self.engine, self._sync_settings()).run(pairs, force=self.force)
             acked = time.time()
             cycle.sent = sum(o.added + o.removed for o in outcomes)
             cycle.problems += [sync_engine.summary_line(o) for o in outcomes if not o.ok]
+            in_sync |= {(o.segment, o.destination) for o in outcomes if o.ok}
             if cycle.sent and newest is not None and seen > mark.events_seen:
                 cycle.latency = max(acked - newest.replace(tzinfo=dt.timezone.utc).timestamp(), 0.0)
+            cycle.timings["sync"] = time.perf_counter() - sync_started
+        self._in_sync = in_sync
         with self.engine.connect() as session:
             _write_mark(session, Mark(as_of, seen, newest))
+        self._mark = Mark(as_of, seen, newest)
+        cycle.timings["total"] = time.perf_counter() - started
         return cycle
 
     def _sync_settings(self) -> object:

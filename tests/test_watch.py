@@ -70,12 +70,16 @@ ROUNDS = [  # (round, hours after T0, what happens first)
 
 
 def test_rounds_match_a_full_build(specs, warehouse, receiver, tmp_path):
+    """One watcher, as one `segments watch` process: its later cycles skip the syncs
+    of segments nobody entered or left (test_unchanged_segments_skip_their_sync)."""
     seen_events = 0
+    running = watcher(specs, warehouse, receiver, T0)
     for label, hours, before in ROUNDS:
         at = T0 + dt.timedelta(hours=hours)
         if before is not None:
             before(warehouse, at)
-        cycle = watcher(specs, warehouse, receiver, at).cycle()
+        running.clock = lambda at=at: at
+        cycle = running.cycle()
         assert cycle.as_of == at
         assert not cycle.problems, (label, cycle.problems)
         expected = full_build_members(specs, warehouse, at, tmp_path)
@@ -97,6 +101,22 @@ def test_refresh_cycles_reevaluate_few_users(specs, warehouse, receiver):
     assert (cycle.events_seen, cycle.sent) == (0, 0)
     with engines.get("duckdb", warehouse).connect(read_only=True) as session:
         assert watch.read_mark(session).as_of == at
+
+
+def test_unchanged_segments_skip_their_sync(specs, warehouse, receiver):
+    """A watcher syncs every pair at its first cycle; later, after a refresh, only the
+    pairs whose segment someone entered or left."""
+    at = T0 + dt.timedelta(hours=61, minutes=5)
+    running = watcher(specs, warehouse, receiver, at)
+    first = running.cycle()
+    assert "sync" in first.timings and not first.problems
+    requests = receiver.requests
+    running.clock = lambda: at + dt.timedelta(seconds=1)
+    quiet = running.cycle()
+    assert quiet.reevaluated is not None and (quiet.entered, quiet.exited, quiet.sent) == (0, 0, 0)
+    assert "sync" not in quiet.timings and receiver.requests == requests
+    other = watcher(specs, warehouse, receiver, at + dt.timedelta(seconds=2)).cycle()  # a new process trusts nothing
+    assert "sync" in other.timings and other.sent == 0 and receiver.requests == requests
 
 
 _CHILD = """
