@@ -65,11 +65,12 @@ sys.path.insert(0, str(BENCH))
 from build_bench import Proc, copy_warehouse, memory_kib, process_tree, run_checked, segments_cmd, write_data  # noqa: E402
 from sync_bench import machine  # noqa: E402
 
-from segments import paths, pipeline, refresh, watch  # noqa: E402
+from segments import paths, pipeline, refresh  # noqa: E402
 from segments import warehouse as wh  # noqa: E402
 from segments.spec.parse import load_project  # noqa: E402
 from segments.spec.timeparse import utc_now  # noqa: E402
 from sync import engine as sync_engine  # noqa: E402
+from sync import watch  # noqa: E402
 from sync.receiver import AudienceReceiver  # noqa: E402
 
 SECRET = "whsec_" + "cmVhbHRpbWUtYmVuY2gtc2VjcmV0LTAxMjM0NTY3OA=="

@@ -2,7 +2,7 @@
 
 The sensor's cursor is the high-water mark ``segments watch`` keeps in the warehouse
 (``segments_watch_state``: the last cycle's ``as_of`` and the events counted up to
-it; :mod:`segments.watch`). The warehouse's mark, not the cursor, decides: the cursor
+it; :mod:`sync.watch`). The warehouse's mark, not the cursor, decides: the cursor
 shows it in the UI, and a watch process or an earlier run that moved the mark is
 taken into account. At each tick the sensor
 
@@ -13,7 +13,7 @@ taken into account. At each tick the sensor
   user out within ``slide`` seconds), and skips otherwise.
 
 A run evaluates at the instant in its ``segments/as_of`` tag and runs one watch cycle
-(:meth:`segments.watch.Watcher.cycle`: the incremental refresh after the first build,
+(:meth:`sync.watch.Watcher.cycle`: the incremental refresh after the first build,
 publish, the sync of the real-time segments' changes to their destinations, the mark).
 It materializes the asset ``segments_realtime`` with the cycle's counts as metadata
 (events seen, users re-evaluated, entered, exited, sent, latency): counts, never
@@ -49,9 +49,10 @@ from dagster import (
 
 from orchestration.assets import AS_OF_TAG, format_as_of, run_as_of
 from orchestration.resources import Warehouse
-from segments import paths, watch
+from segments import paths
 from segments.errors import SegmentsError
 from segments.spec.timeparse import utc_now
+from sync import watch
 
 REALTIME_KEY = AssetKey("segments_realtime")
 #: The asset group of the real-time asset (the full refresh job leaves it out).

@@ -3,6 +3,10 @@
 Every failure the user can cause ends with a clear message on stderr and exit 1:
 commands raise :class:`SegmentsError`, and :func:`main` turns it (and anything
 unexpected) into that message. Nothing prints a traceback.
+
+The commands here need only the core. ``sync``, ``watch`` and ``demo`` push to
+destinations: the ``sync`` package adds them through the ``segments.commands`` entry
+point group (:mod:`segments.plugins`), so that ``segments`` never imports ``sync``.
 """
 
 from __future__ import annotations
@@ -16,100 +20,33 @@ from typing import Annotated, Optional
 import click
 import typer
 from typer._click.exceptions import UsageError as _TyperUsageError  # typer's vendored click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from segments import engines, keys, paths, pipeline, spreadsheet, uploads, warehouse
+from segments import engines, keys, paths, pipeline, plugins, spreadsheet, uploads, warehouse
+from segments.commandline import (
+    AsOfOption, ProjectDirOption, SpecsOption, TargetOption, WarehouseOption, as_of_value, engine_for, err, out,
+    print_build, run_build, specs_dir, use_project, warehouse_file,
+)
 from segments.compiler import dialects
 from segments.errors import SegmentsError, SpecErrors
 from segments.spec.parse import load_project
-from segments.spec.timeparse import parse_as_of, utc_now
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Audience segments for chat and messaging platforms: specs -> dbt -> warehouse -> destinations.",
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-SpecsOption = Annotated[
-    Optional[Path], typer.Option("--specs", help="Specs directory.", show_default="the project's, segment_specs/")
-]
-ProjectDirOption = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--project-dir",
-        help=f"The project's root (or ${paths.PROJECT_DIR_ENV}).",
-        show_default="the nearest folder up whose pyproject.toml has [tool.segments]",
-    ),
-]
-WarehouseOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--warehouse", help="DuckDB file of the duckdb target (or $SEGMENTS_WAREHOUSE).", show_default="warehouse.duckdb"
-    ),
-]
-AsOfOption = Annotated[
-    Optional[str], typer.Option("--as-of", help="Evaluate at this UTC instant: an ISO date or date-time, now, or now - 7d (as in specs).", show_default="now")
-]
-TargetOption = Annotated[
-    str,
-    typer.Option("--target", help="Engine, a dbt target of dbt_project/profiles.yml: duckdb, postgres or spark."),
-]
-
-
-def _as_of(value: str | None) -> dt.datetime:
-    """``--as-of``: the times of specs (``now - 7d``, ``2026-01-31``), ``now`` the clock."""
-    now = utc_now().replace(microsecond=0)
-    if value is None:
-        return now
-    try:
-        return parse_as_of(value, now)
-    except ValueError as error:
-        raise SegmentsError(f"--as-of: {error}") from None
-
-
-def _warehouse(target: str, warehouse_path: str | None) -> Path | None:
-    """The DuckDB file for the duckdb target; other targets take no --warehouse."""
-    if target not in engines.TARGETS:
-        raise SegmentsError(f"--target {target!r} is not supported; choose one of: {', '.join(engines.TARGETS)}")
-    if target != "duckdb":
-        if warehouse_path is not None:
-            raise SegmentsError(f"--warehouse names a DuckDB file; --target {target} connects as dbt_project/profiles.yml says")
-        return None
-    return paths.warehouse_path(warehouse_path)
-
-
-def _engine(target: str, warehouse_path: str | None) -> engines.Engine:
-    return engines.get(target, _warehouse(target, warehouse_path))
-
-
-def _project(project_dir: Path | None) -> paths.Layout:
-    """Settle the project every path of this command derives from."""
-    paths.use(project_dir)
-    return paths.current()
-
-
-def _specs(value: Path | None) -> Path:
-    specs = (value or paths.current().specs_dir).resolve()
-    if not specs.is_dir():
-        raise SegmentsError(f"{specs}: no such specs directory")
-    return specs
-
-
 @app.command()
 def validate(specs: SpecsOption = None, project_dir: ProjectDirOption = None) -> None:
     """Check every spec; print every error as file:line:col: message."""
-    from sync.engine import configuration_problems
-
     from segments.spec_tests import read_tests
 
-    _project(project_dir)
-    result = pipeline.compile_specs(_specs(specs))
+    use_project(project_dir)
+    result = pipeline.compile_specs(specs_dir(specs))
     read_tests(result.project)  # the specs' tests: file:line:col errors too
-    problems = configuration_problems(result.project)
+    validators, failed = plugins.load(plugins.VALIDATORS)
+    if failed:
+        raise SegmentsError("; ".join(f.message() for f in failed))
+    problems = [problem for _, validator in validators for problem in validator(result.project)]
     if problems:
         raise SegmentsError("destination options:\n  " + "\n  ".join(problems))
     out.print(f"ok: {len(result.project.segments)} specs, {len(result.compiled.segments)} segments, "
@@ -128,10 +65,10 @@ def compile_command(
     ] = None,
 ) -> None:
     """Write the dbt models for the specs (or check they are up to date)."""
-    _project(project_dir)
+    use_project(project_dir)
     if dialect is not None and dialect not in dialects.DIALECTS:
         raise SegmentsError(f"--dialect {dialect!r} is not supported; choose one of: {', '.join(dialects.DIALECTS)}")
-    result = pipeline.compile_specs(_specs(specs), dialect, switch=dialect is not None)
+    result = pipeline.compile_specs(specs_dir(specs), dialect, switch=dialect is not None)
     if check:
         _check_fresh(result.project_dir, result.files, "segments compile")
         return
@@ -167,7 +104,7 @@ def schema(
     from segments.compiler import writer
     from segments.spec import schema as spec_schema
 
-    out_dir = out_dir or _project(project_dir).schemas_dir
+    out_dir = out_dir or use_project(project_dir).schemas_dir
     files = spec_schema.generated_files()
     if check:
         _check_fresh(out_dir, files, "segments schema")
@@ -179,43 +116,6 @@ def schema(
     for change in changes:
         out.print(f"{change.kind:>8} {change.path}")
     out.print(f"{len(files)} schemas in {out_dir} ({len(changes)} file(s) changed)")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
-    )
-
-
-def run_build(
-    specs: Path, warehouse_file: Path | None, as_of: dt.datetime, target: str = "duckdb", full_refresh: bool = False,
-    force: bool = False,
-) -> pipeline.BuildResult:
-    """Build with a progress bar over dbt's nodes."""
-    with _progress() as progress:
-        task = progress.add_task("compiling", total=None)
-
-        def compiled(result: pipeline.Compiled) -> None:
-            progress.update(task, description="dbt build", total=pipeline.count_dbt_nodes(result.compiled))
-
-        def node(name: str, status: str) -> None:
-            progress.update(task, advance=1, description=f"dbt build: {name}")
-
-        return pipeline.build(
-            specs, warehouse_file, as_of, on_node=node, on_compiled=compiled, target=target, full_refresh=full_refresh,
-            force=force,
-        )
-
-
-def print_sizes(result: pipeline.BuildResult) -> None:
-    table = Table(title=f"Segments at {result.as_of.isoformat(sep=' ')} UTC")
-    table.add_column("segment")
-    table.add_column("members", justify="right")
-    table.add_column("holdout", justify="right")
-    for name, size, holdout in result.sizes:
-        table.add_row(name, f"{size:,}", f"{holdout:,}")
-    out.print(table)
 
 
 @app.command()
@@ -233,18 +133,9 @@ def build(
     ] = False,
 ) -> None:
     """Compile and build every segment on the warehouse through dbt."""
-    _project(project_dir)
-    result = run_build(_specs(specs), _warehouse(target, warehouse_path), _as_of(as_of), target, full_refresh, force)
-    print_sizes(result)
-    done = result.refreshed
-    if done is not None:
-        out.print(
-            f"refreshed {len(result.segments)} segments from as_of {done.previous_as_of.isoformat(sep=' ')} in "
-            f"{result.seconds:.1f}s: measures of {done.measured:,} users and segments of {done.flagged:,} evaluated again"
-        )
-    else:
-        why = f" ({result.full_because}; incremental refresh not possible)" if result.full_because else ""
-        out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s{why}")
+    use_project(project_dir)
+    result = run_build(specs_dir(specs), warehouse_file(target, warehouse_path), as_of_value(as_of), target, full_refresh, force)
+    print_build(result)
 
 
 @app.command()
@@ -264,13 +155,13 @@ def preview(
     sql_full: Annotated[bool, typer.Option("--sql-full", help="Print the whole query run, every model as a CTE.")] = False,
 ) -> None:
     """Size and sample members of one segment, without a full build."""
-    _project(project_dir)
-    warehouse_file = _warehouse(target, warehouse_path)
+    use_project(project_dir)
+    duckdb_file = warehouse_file(target, warehouse_path)
     chosen = tuple(c.strip() for c in columns.split(",") if c.strip()) if columns is not None else ()
     if columns is not None and not chosen:
         raise SegmentsError("--columns: name at least one users attribute, e.g. --columns city,plan")
     result = pipeline.preview(
-        _specs(specs), warehouse_file, name, _as_of(as_of), limit, target,
+        specs_dir(specs), duckdb_file, name, as_of_value(as_of), limit, target,
         columns=chosen, show_pii=show_pii, full_sql=sql_full,
     )
     if show_sql or sql_full:
@@ -304,10 +195,10 @@ def explain(
     """Why a user is in or out of a segment, rule by rule, with each measure's value."""
     from segments.explain import explain_users
 
-    _project(project_dir)
-    warehouse_file = _warehouse(target, warehouse_path)
-    at = _as_of(as_of) if as_of is not None else None
-    for explanation in explain_users(_specs(specs), warehouse_file, name, [user_id], at, target):
+    use_project(project_dir)
+    duckdb_file = warehouse_file(target, warehouse_path)
+    at = as_of_value(as_of) if as_of is not None else None
+    for explanation in explain_users(specs_dir(specs), duckdb_file, name, [user_id], at, target):
         for line in explanation.lines():
             out.print(line, markup=False, highlight=False)
 
@@ -321,8 +212,8 @@ def test_command(
     """Run the specs' segment tests (tests: blocks, <spec>.tests.yml) on an in-memory DuckDB."""
     from segments import spec_tests
 
-    _project(project_dir)
-    project = load_project(_specs(specs))
+    use_project(project_dir)
+    project = load_project(specs_dir(specs))
     if name is not None:
         pipeline.preview_segments(project, name)  # an unknown name fails with the closest one
     tests = spec_tests.read_tests(project, name)
@@ -347,9 +238,9 @@ def load(
     target: TargetOption = "duckdb",
 ) -> None:
     """Load CSV or Parquet files into the catalog's input tables."""
-    _project(project_dir)
-    engine = _engine(target, warehouse_path)
-    project = pipeline.compile_specs(_specs(specs)).project
+    use_project(project_dir)
+    engine = engine_for(target, warehouse_path)
+    project = pipeline.compile_specs(specs_dir(specs)).project
     with engine.connect() as session:
         counts = warehouse.load_inputs(session, project.catalog, users, events)
     for table, rows in counts.items():
@@ -377,9 +268,9 @@ def upload(
         raise typer.BadParameter("give one of --replace, --append, --remove")
     if default_country is not None and not keys.valid_country(default_country):
         raise SegmentsError(f"--default-country: unknown region {default_country!r} (expected an ISO 3166 alpha-2 code such as IN)")
-    _project(project_dir)
-    engine = _engine(target, warehouse_path)
-    project = pipeline.compile_specs(_specs(specs)).project
+    use_project(project_dir)
+    engine = engine_for(target, warehouse_path)
+    project = pipeline.compile_specs(specs_dir(specs)).project
     mode = "append" if append else "remove" if remove else "replace"
     with engine.connect() as session:
         report = uploads.upload(session, project, name, file, mode, default_country)
@@ -398,9 +289,9 @@ def members(
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Print segment_name,user_id,is_holdout CSV of the current membership."""
-    _project(project_dir)
-    engine = _engine(target, warehouse_path)
-    selected = None if segment is None else _segment_names(_specs(specs), segment)
+    use_project(project_dir)
+    engine = engine_for(target, warehouse_path)
+    selected = None if segment is None else _segment_names(specs_dir(specs), segment)
     with engine.connect(read_only=True) as session:
         rows = warehouse.members(session, selected)  # checks first: a bad request prints no header
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -443,12 +334,12 @@ def list_command(
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Every segment with its owner, tags, refresh, size and last build time."""
-    _project(project_dir)
-    project = load_project(_specs(specs))
-    warehouse_file = _warehouse(target, warehouse_path)
-    engine = engines.get(target, warehouse_file)
+    use_project(project_dir)
+    project = load_project(specs_dir(specs))
+    duckdb_file = warehouse_file(target, warehouse_path)
+    engine = engines.get(target, duckdb_file)
     builds: dict[str, tuple[int, dt.datetime | None]] = {}
-    if warehouse_file is None or warehouse_file.exists():  # no warehouse yet: nothing built
+    if duckdb_file is None or duckdb_file.exists():  # no warehouse yet: nothing built
         with engine.connect(read_only=True) as session:
             builds = warehouse.last_builds(session)
     rows = [("segment", "owner", "tags", "refresh", "members", "built")]
@@ -467,169 +358,6 @@ def list_command(
         sys.stdout.write("  ".join(cells).rstrip() + "\n")
 
 
-class _SyncProgress:
-    """Rich progress bars for the sync engine's hooks (on stderr, terminals only)."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.tasks: dict[object, object] = {}
-
-    def start(self, pair: object, total: int) -> None:
-        label = f"{pair.segment} -> {pair.destination}"  # type: ignore[attr-defined]
-        self.tasks[pair] = self.progress.add_task(label, total=total)
-
-    def advance(self, pair: object, changes: int) -> None:
-        self.progress.update(self.tasks[pair], advance=changes)  # type: ignore[arg-type]
-
-    def retrying(self, destination: str, error: Exception, wait: float) -> None:
-        err.print(f"{destination}: {error}; retrying in {wait:.1f}s", markup=False, highlight=False)
-
-
-def run_sync(
-    specs: Path, warehouse: Path | engines.Engine, destination: str | None = None, segment: str | None = None,
-    dry_run: bool = False, force: bool = False, env: dict[str, str] | None = None,
-) -> list:
-    """Sync with progress bars; print one line per (segment, destination)."""
-    from sync import engine
-
-    project = load_project(specs)  # sync needs the specs, not their SQL
-    with _progress() as progress:
-        settings = engine.Settings(progress=_SyncProgress(progress))  # type: ignore[arg-type]
-        if env is not None:
-            settings.env = env
-        outcomes = engine.sync(project, warehouse, destination, segment, dry_run, force, settings)
-    for outcome in outcomes:
-        out.print(engine.summary_line(outcome), markup=False, highlight=False)
-    if dry_run:
-        from sync.dry_run import totals
-
-        for line in totals(o.cost for o in outcomes if o.cost is not None):
-            out.print(line, markup=False, highlight=False)
-    return outcomes
-
-
-@app.command("sync")
-def sync_command(
-    destination: Annotated[Optional[str], typer.Option("--destination", help="Only this destination.")] = None,
-    segment: Annotated[Optional[str], typer.Option("--segment", help="Only this segment (a spec name selects its tiers).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; send and record nothing.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Send even past max_remove_pct.")] = False,
-    specs: SpecsOption = None,
-    project_dir: ProjectDirOption = None,
-    warehouse_path: WarehouseOption = None,
-    target: TargetOption = "duckdb",
-) -> None:
-    """Push membership changes (adds and removes) to the destinations."""
-    _project(project_dir)
-    outcomes = run_sync(_specs(specs), _engine(target, warehouse_path), destination, segment, dry_run, force)
-    bad = [o for o in outcomes if not o.ok]
-    if bad:
-        failed = sum(o.failed for o in bad)
-        raise SegmentsError(
-            f"{len(bad)} of {len(outcomes)} sync(s) did not complete"
-            + (f"; {failed} record(s) failed, see the sync_errors table" if failed else "")
-        )
-
-
-def _interval(text: str) -> float:
-    from segments.spec.timeparse import parse_duration
-
-    try:
-        seconds = parse_duration(text).seconds
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-    if seconds <= 0:
-        raise typer.BadParameter("the interval must be longer than 0s")
-    return float(seconds)
-
-
-@app.command()
-def watch(
-    interval: Annotated[
-        str, typer.Option("--interval", help="Time between the starts of two cycles: 5s, 1m ...")
-    ] = "5s",
-    cycles: Annotated[
-        Optional[int], typer.Option("--cycles", min=1, help="Stop after this many cycles.", show_default="run until SIGTERM")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Sync past max_remove_pct and the size check.")] = False,
-    specs: SpecsOption = None,
-    project_dir: ProjectDirOption = None,
-    warehouse_path: WarehouseOption = None,
-) -> None:
-    """Keep the refresh: realtime segments current: build at now, sync their changes, repeat."""
-    from segments import watch as realtime
-
-    _project(project_dir)
-    specs_dir = _specs(specs)
-    seconds = _interval(interval)
-    if not realtime.realtime_segments(load_project(specs_dir)):
-        raise SegmentsError(f"no spec in {specs_dir} has refresh: realtime; nothing to watch")
-    watcher = realtime.Watcher(specs_dir, _warehouse("duckdb", warehouse_path), force=force)
-    with realtime.stop_on_signals() as stop:
-        watcher.run(seconds, stop, lambda line: err.print(line, markup=False, highlight=False), cycles)
-
-
-@app.command()
-def demo(
-    users: Annotated[int, typer.Option("--users", min=1, help="How many demo users to generate.")] = 5000,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the demo data.")] = 7,
-    warehouse_path: WarehouseOption = None,
-    as_of: AsOfOption = None,
-    project_dir: ProjectDirOption = None,
-) -> None:
-    """Generate sample data, build every example segment, print a summary."""
-    from segments import demo_data
-
-    specs = _project(project_dir).specs_dir
-    at = _as_of(as_of) if as_of else utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
-    warehouse_file = paths.warehouse_path(warehouse_path)
-    data = demo_data.generate(users=users, seed=seed, anchor=at)
-    with warehouse.connect(warehouse_file) as con:
-        demo_data.write_duckdb(data, con)
-    out.print(f"generated {len(data.users):,} users and {len(data.events):,} events into {warehouse_file}")
-    result = run_build(specs, warehouse_file, at)
-    print_sizes(result)
-    done = result.refreshed
-    if done is not None:
-        out.print(
-            f"refreshed {len(result.segments)} segments from as_of {done.previous_as_of.isoformat(sep=' ')} in "
-            f"{result.seconds:.1f}s: measures of {done.measured:,} users and segments of {done.flagged:,} evaluated again"
-        )
-    else:
-        why = f" ({result.full_because}; incremental refresh not possible)" if result.full_because else ""
-        out.print(f"built {len(result.segments)} segments in {result.seconds:.1f}s{why}")
-    demo_sync(specs, warehouse_file)
-
-
-def demo_sync(specs: Path, warehouse_file: Path) -> None:
-    """Sync the example specs' webhook and csv destinations to a local receiver and
-    folder (the others need real accounts), and print what arrived."""
-    import base64
-    import secrets
-
-    from sync.receiver import AudienceReceiver
-    from sync.places import forget
-
-    project = load_project(specs)
-    local = sorted(name for name, d in project.destinations.items() if d.type in ("webhook", "csv"))
-    if not local:
-        return
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    exports = paths.work_dir() / "exports"
-    with AudienceReceiver(secret, keep_deliveries=False) as receiver:
-        env = {"CRM_HOOK_URL": receiver.url, "CRM_HOOK_SECRET": secret, "SEGMENTS_EXPORT_DIR": str(exports)}
-        for name in local:  # a fresh receiver holds nothing yet
-            forget(engines.get("duckdb", warehouse_file), name)
-        outcomes = []
-        for name in local:
-            outcomes += run_sync(specs, warehouse_file, destination=name, env=env)
-    sizes = ", ".join(f"{segment} {len(members):,}" for segment, members in sorted(receiver.audiences.items()))
-    out.print(f"the local webhook receiver got {receiver.requests} signed requests; audiences: {sizes}")
-    out.print(f"csv change files in {exports}")
-    if not all(o.ok for o in outcomes):
-        raise SegmentsError("the demo sync did not complete")
-
-
 @app.command()
 def review(
     base: Annotated[str, typer.Option("--base", help="Git revision to compare with: a branch, tag or commit.")],
@@ -643,8 +371,8 @@ def review(
     """Markdown review of spec changes since REF: SQL diff, sizes, who enters and leaves."""
     from segments import review as rv
 
-    _project(project_dir)
-    report = rv.markdown(rv.review(_specs(specs), base, _engine(target, warehouse_path), _as_of(as_of)))
+    use_project(project_dir)
+    report = rv.markdown(rv.review(specs_dir(specs), base, engine_for(target, warehouse_path), as_of_value(as_of)))
     if out_file is None:
         sys.stdout.write(report)
         return
@@ -653,6 +381,13 @@ def review(
     except OSError as error:
         raise SegmentsError(f"--out {out_file}: {error.strerror or error}") from None
     err.print(f"wrote the review to {out_file}", markup=False, highlight=False)
+
+
+# The commands of the packages built on segments (sync adds sync, watch and demo), found
+# in the installed packages' entry points: segments imports none of them (plugins.py).
+_COMMAND_PLUGINS, _BROKEN_PLUGINS = plugins.load(plugins.COMMANDS)
+for _, _register in _COMMAND_PLUGINS:
+    _register(app)
 
 
 def _usage_error(error: Exception, argv: list[str]) -> int:
@@ -685,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command, map every failure to a message and exit 1 (2 for a
     usage error)."""
     paths.use(None)  # each invocation finds its own project (tests call main repeatedly)
+    for broken in _BROKEN_PLUGINS:  # its commands are missing; the others work
+        err.print(f"warning: {broken.message()}", markup=False, highlight=False)
     try:
         app(args=argv, prog_name="segments", standalone_mode=False)
     except SpecErrors as errors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,13 +21,18 @@ from segments.spec.model import Project
 from segments.spec.parse import load_project
 
 
-@dataclass(frozen=True)
+@dataclass
 class Compiled:
     project: Project
     compiled: md.CompiledProject
-    files: dict[Path, str]
     project_dir: Path
     dialect: str = render.DEFAULT_DIALECT
+
+    @functools.cached_property
+    def files(self) -> dict[Path, str]:
+        """The dbt project's generated files, rendered when first asked for: a build
+        that refreshes without dbt never renders them."""
+        return writer.generated_files(self.project, self.compiled, self.dialect)
 
 
 def committed_dialect() -> str:
@@ -63,8 +69,7 @@ def compile_specs(specs_dir: Path, dialect: str | None = None, switch: bool = Fa
     compiled = md.compile_project(project)
     if dialect is None:
         dialect = committed_dialect() if paths.is_repository_specs(specs_dir) else render.DEFAULT_DIALECT
-    files = writer.generated_files(project, compiled, dialect)
-    return Compiled(project, compiled, files, project_dir(specs_dir, dialect, switch), dialect)
+    return Compiled(project, compiled, project_dir(specs_dir, dialect, switch), dialect)
 
 
 def write_models(result: Compiled) -> list[writer.Change]:
@@ -109,7 +114,8 @@ def build(
         warehouse_file: the DuckDB file (duckdb target; None: the default one).
         as_of: the instant every segment is evaluated at.
         on_node: called as each dbt node finishes.
-        on_compiled: called once the models are written.
+        on_compiled: called once the models are written (before dbt runs; a
+            refresh without dbt writes none).
         target: the engine (:data:`segments.engines.TARGETS`).
         full_refresh: passed on to dbt (``dbt build --full-refresh``).
         force: publish even when the specs folder is empty or the build would drop
@@ -120,9 +126,6 @@ def build(
     result = compile_specs(specs_dir, engine.dialect)
     if not result.compiled.segments and not force:
         raise SegmentsError(publish_guard.empty_specs(specs_dir))
-    write_models(result)
-    if on_compiled is not None:
-        on_compiled(result)
     with engine.connect(read_only=True) as session:
         warehouse.check_inputs(session, result.project.catalog)
     if uploads.needs_lists(result.project):
@@ -133,6 +136,8 @@ def build(
         with engine.connect() as session:
             outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append)
             if outcome is not None:
+                if writer.older_than(result.project_dir, specs_dir):
+                    write_models(result)  # the models say what the build holds, even unused
                 warehouse.publish(
                     session, result.project, result.compiled.segments, as_of, force=force, changed_users=refresh.FLAGGED,
                 )
@@ -140,6 +145,9 @@ def build(
                 return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of, outcome)
     with engine.connect() as session:
         refresh.forget(session)  # the tables change under it
+    write_models(result)
+    if on_compiled is not None:
+        on_compiled(result)
     args = ["build", "--full-refresh"] if full_refresh else ["build"]
     dbtrun.run_dbt(result.project_dir, args, engine, as_of, on_node=on_node)
     with engine.connect() as session:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 from sqlglot import exp
 
 from segments import keys, refresh
@@ -179,6 +178,8 @@ def read_keys(duck: duckdb.DuckDBPyConnection, table: str, path: Path, match_on:
     batch: list[str] = []
 
     def flush() -> None:
+        import pandas as pd  # here: importing pandas costs every command a third of a second
+
         duck.register("segments_upload_batch", pd.DataFrame({"upload_key": batch}))
         duck.execute(exp.insert(exp.select("upload_key").from_("segments_upload_batch"), raw).sql("duckdb"))
         duck.unregister("segments_upload_batch")

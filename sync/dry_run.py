@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sync.destinations.base import Destination
-from sync.routing import admin_id
+from sync.routing import OWNER, admin_id, owner_attribute
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,18 @@ def _intercom(d: Destination, adds: int, removes: int, owner: str | None) -> lis
     ]
 
 
+def _routed(d: Destination, owner: str | None) -> bool:
+    """Whether adds set an ``owner_attribute`` call by call (Chatwoot, Customer.io)."""
+    return owner_attribute(d.options, {OWNER: owner}) is not None
+
+
 def _chatwoot(d: Destination, adds: int, removes: int, owner: str | None) -> list[Calls]:
     search = float(d.options["search_rate_limit"])  # type: ignore[arg-type]
     return [
         Calls("label checks (GET /labels, a POST if missing)", 1),
         Calls("contact searches (at least one per add)", adds, (DOCUMENTED_SEARCH.per_second, search)),
         Calls("label reads and writes (GET and POST /contacts/{id}/labels, per contact)", 2 * (adds + removes)),
+        Calls("owner attributes (PUT /contacts/{id} custom_attributes)", adds if _routed(d, owner) else 0),
     ]
 
 
@@ -149,6 +155,7 @@ def _customerio(d: Destination, adds: int, removes: int, owner: str | None) -> l
     return [
         Calls(f"add_customers calls ({d.batch_size} ids each)", _batches(adds, d.batch_size)),
         Calls(f"remove_customers calls ({d.batch_size} ids each)", _batches(removes, d.batch_size)),
+        Calls("owner attributes (PUT /customers/{identifier}, one per person)", adds if _routed(d, owner) else 0),
     ]
 
 

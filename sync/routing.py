@@ -2,8 +2,9 @@
 
 Where the platform's API has an owner of a contact (Intercom's ``owner_id``, an admin
 id), the destination's ``owners:`` option maps each spec owner to it and an add sets
-it. Where it has none (Braze, Wati), the destination's ``owner_attribute:``
-names a contact attribute an add sets to the owner's name. Both are opt-in: they write
+it. Where it has none (Braze, Wati, Customer.io; Chatwoot, whose assignee is a
+conversation's, not a contact's), the destination's ``owner_attribute:`` names a
+contact attribute an add sets to the owner's name. Both are opt-in: they write
 to contacts other tools may read. A remove leaves the owner as it is (someone may
 have taken the conversation on since).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from segments.errors import SegmentsError
+from sync.errors import TerminalError
 
 #: The audience option holding the spec's owner (filled by the engine, not by specs).
 OWNER = "_owner"
@@ -70,3 +72,13 @@ def owner_attribute(destination_options: Mapping[str, object], options: Mapping[
     if not attribute or owner is None:
         return None
     return str(attribute), owner
+
+
+def owner_failed(error: TerminalError) -> TerminalError:
+    """A refused owner update, said as such: the record fails (its membership was sent)
+    and both are tried again next run.
+
+    >>> str(owner_failed(TerminalError("PUT /contacts/{id} answered 400", 400)))
+    'setting the owner failed: PUT /contacts/{id} answered 400'
+    """
+    return TerminalError(f"setting the owner failed: {error}", error.status)

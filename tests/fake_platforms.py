@@ -188,6 +188,9 @@ class FakeChatwoot:
     labels: dict[int, list[str]] = field(default_factory=dict)  # contact id -> labels
     admin: bool = True  # may create account labels
     searches: list[tuple[str, int]] = field(default_factory=list)
+    #: contact id -> custom attributes (a contact update merges them, as Chatwoot does)
+    custom_attributes: dict[int, dict[str, object]] = field(default_factory=dict)
+    refuse_update: bool = False  # answer contact updates with 422, as for an undefined attribute
 
     def install(self, server: HTTPServer) -> FakeChatwoot:
         server.expect_request(re.compile(r"^/.*$")).respond_with_handler(self.handle)
@@ -217,6 +220,15 @@ class FakeChatwoot:
                 return _json({"error": "You are not authorized to do this action"}, 401)
             self.account_labels.add(request.get_json()["title"])
             return _json({"id": len(self.account_labels), "title": request.get_json()["title"]})
+        if (match := re.fullmatch(r"/contacts/(\d+)", path)) and method == "PUT":
+            contact_id = int(match.group(1))
+            if contact_id not in {c["id"] for c in self.contacts}:
+                return _json({"error": "Resource could not be found"}, 404)
+            if self.refuse_update:
+                return _json({"message": "Custom attributes is invalid"}, 422)
+            attributes = self.custom_attributes.setdefault(contact_id, {})
+            attributes.update(request.get_json().get("custom_attributes") or {})
+            return _json({"id": contact_id, "custom_attributes": attributes})
         if match := re.fullmatch(r"/contacts/(\d+)/labels", path):
             contact_id = int(match.group(1))
             if contact_id not in {c["id"] for c in self.contacts}:
@@ -236,13 +248,22 @@ class FakeCustomerIo:
     """Manual segments by id: the set of people (ids of one id_type) in each."""
 
     segments: dict[int, set[str]] = field(default_factory=dict)
-    refuse: set[str] = field(default_factory=set)  # "add" / "remove": answer those with 400
+    refuse: set[str] = field(default_factory=set)  # "add" / "remove" / "identify": answer those with 400
+    #: identifier (as in the path: an id, an email, cio_<id>) -> attributes, merged as identify does
+    people: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def install(self, server: HTTPServer) -> FakeCustomerIo:
         server.expect_request(re.compile(r"^/.*$")).respond_with_handler(self.handle)
         return self
 
     def handle(self, request: Request) -> Response:
+        person = re.fullmatch(r"/api/v1/customers/([^/]+)", request.path)
+        if person is not None and request.method == "PUT":
+            body = request.get_json()
+            if "identify" in self.refuse or not isinstance(body, dict):
+                return _json({"meta": {"error": "invalid attributes"}}, 400)
+            self.people.setdefault(person.group(1), {}).update(body)  # werkzeug decodes the path
+            return _json({})
         match = re.fullmatch(r"/api/v1/segments/(\d+)/(add|remove)_customers", request.path)
         if match is None or request.method != "POST":
             return _json({"meta": {"error": "not found"}}, 404)

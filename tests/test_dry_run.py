@@ -35,8 +35,8 @@ def make(type_: str, **options: object):
 CASES = [
     ("intercom", {}, 250, 40, [1, 250, 3, 40, 0], 294 / (10_000 / 60)),
     ("intercom", {"batch_size": 1000}, 2500, 0, [1, 2500, 3, 0, 0], 2504 / (10_000 / 60)),
-    ("chatwoot", {}, 30, 10, [1, 30, 80], 30 / (100 / 60)),  # the searches' own limit dominates
-    ("customerio", {}, 2500, 1, [3, 1], 4 / 100),
+    ("chatwoot", {}, 30, 10, [1, 30, 80, 0], 30 / (100 / 60)),  # the searches' own limit dominates
+    ("customerio", {}, 2500, 1, [3, 1, 0], 4 / 100),
     ("braze", {}, 150, 1, [3], None),  # no documented number in api-specs
     ("wati", {}, 7, 3, [10], 10.0),
     ("webhook", {}, 1200, 0, [3], None),
@@ -53,6 +53,23 @@ def test_calls_and_time_per_destination(type_, options, adds, removes, counts, s
         assert estimate.documented_seconds is None
     else:
         assert estimate.documented_seconds == pytest.approx(seconds)
+
+
+# owner routing: one more call per add where the owner is a contact attribute set alone
+ROUTED = [
+    ("intercom", {"owners": {"sales": 1}}, [1, 250, 3, 40, 250]),
+    ("chatwoot", {"owner_attribute": "segment_owner"}, [1, 250, 500, 250]),
+    ("customerio", {"owner_attribute": "segment_owner"}, [1, 0, 250]),
+    ("braze", {"owner_attribute": "segment_owner"}, [4]),  # in the same attribute objects (75 a call)
+    ("wati", {"owner_attribute": "segment_owner"}, [290]),  # in the same customParams
+]
+
+
+@pytest.mark.parametrize(("type_", "options", "counts"), ROUTED)
+def test_owner_routing_costs_a_call_per_add_where_it_is_one(type_, options, counts):
+    removes = 40 if type_ in ("intercom", "wati", "braze") else 0
+    assert [c.count for c in cost(make(type_, **options), 250, removes, "sales").calls] == counts
+    assert [c.count for c in cost(make(type_, **options), 250, removes, None).calls][-1] == (counts[-1] if type_ in ("braze", "wati") else 0)
 
 
 def test_nothing_to_send_costs_nothing():

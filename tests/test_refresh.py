@@ -207,3 +207,29 @@ def test_as_of_outside_a_comparison_with_a_column_needs_a_full_build(query):
         placeholder.set("this", "as_of")
     with pytest.raises(refresh.NotIncremental):
         refresh.edges(md.Model("m", "f", tree, ""), "t")
+
+
+@pytest.mark.parametrize("values", [
+    [5, 3, 3, None, 1, 9, 9, 9, 2],  # ties at a bucket edge, a missing value
+    [7],  # one value: score 1
+    [None, None],  # nobody has a value
+    [1.5, 1.25, 1.5, 0.0, 100.0, 3.75],
+    list(range(40)) + [None] * 3,
+])
+def test_rescoring_a_quantile_gives_the_scores_a_rank_window_gives(values):
+    """The refresh's score from counted values (``rescore``) equals the build's rank
+    window, whatever score a row had before."""
+    from segments.refresh.traits import rescore
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (user_id TEXT, x DOUBLE, score BIGINT)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(f"u{i}", v, (i * 7) % 6 or None) for i, v in enumerate(values)])
+    window = exp.select("user_id", exp.alias_(md._quantile(exp.column("x"), 5), "score")).from_("t")
+    expected = dict(con.execute(window.sql("duckdb")).fetchall())
+    quantile = md.Quantile("score", "x", 5)
+    update = exp.update("t", {"score": exp.column("score", "r")}, from_=exp.From(this=exp.Subquery(
+        this=rescore(exp.to_table("t"), quantile), alias=exp.TableAlias(this=exp.to_identifier("r")))),
+        where=exp.column("user_id", "r").eq(exp.column("user_id", "t")))
+    con.execute(update.sql("duckdb"))
+    assert dict(con.execute("SELECT user_id, score FROM t").fetchall()) == expected
+    assert not con.execute(rescore(exp.to_table("t"), quantile).sql("duckdb")).fetchall()  # nothing left to move

@@ -2,26 +2,30 @@
 
 Intercom contacts have an owner (``owner_id``, an admin id: the destination's
 ``owners:`` maps spec owners to admins), checked against Intercom's OpenAPI
-description; Braze and Wati have none, so ``owner_attribute:`` names a contact
-attribute each add sets (the api-specs facts: Braze's attribute objects, Wati's
-customParams).
+description; Braze, Wati, Chatwoot and Customer.io have none, so ``owner_attribute:``
+names a contact attribute each add sets (the api-specs facts: Braze's attribute
+objects, Wati's customParams, Customer.io's identify; Chatwoot's contact
+``custom_attributes``, checked against its OpenAPI description). Through the engine,
+on DuckDB and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote
 
 import pytest
-from fake_platforms import FakeBraze, FakeIntercom, FakeWati, RecordingSession, openapi, validate
+from fake_platforms import FakeBraze, FakeChatwoot, FakeCustomerIo, FakeIntercom, FakeWati, RecordingSession, openapi, validate
 from openapi_core.exceptions import OpenAPIError
 from test_destinations import PHONE, PHONE_DIGITS, add, batch, clock, failed, http, make, options_for, retried, rm, session, wrong  # noqa: F401 - fixtures
-from test_destinations_sync import ENV, fake_settings, publish, warehouse  # noqa: F401 - a fixture
+from test_destinations_sync import ENV, fake_settings
 
 from segments.errors import SegmentsError
-from segments.spec.parse import load_project
 from sync.engine import sync
 from sync.routing import OWNER
-from sync_fixtures import CATALOG
+from sync_fixtures import SyncWarehouse, postgres_database, publish, users, write_project, write_users
 
 ADMIN = "991266252"
 
@@ -85,6 +89,70 @@ def test_braze_and_wati_set_the_owner_attribute_on_adds(httpserver, session, htt
     ]
 
 
+def test_chatwoot_sets_the_owner_custom_attribute_on_adds(httpserver, session, http):
+    fake = FakeChatwoot(3, [{"id": 7, "identifier": "u1"}, {"id": 9, "identifier": "u2"}],
+                        account_labels={"cart"}, labels={9: ["cart"]},
+                        custom_attributes={7: {"plan": "pro"}}).install(httpserver)
+    options = {**options_for("chatwoot", httpserver.url_for("/")), "owner_attribute": "segment_owner"}
+    audience = make("chatwoot", options, http).audience("cart", {OWNER: "sales-team"})
+    result = audience.send(batch([add("u1")], [rm("u2", "9")]))
+    assert failed(result) == {} and fake.members("cart") == {"u1"}
+    assert fake.custom_attributes == {7: {"plan": "pro", "segment_owner": "sales-team"}}  # removes keep theirs
+    puts = [r for r in session.sent if r.method == "PUT"]
+    assert [(r.path_url, json.loads(r.body)) for r in puts] == [
+        ("/api/v1/accounts/3/contacts/7", {"custom_attributes": {"segment_owner": "sales-team"}})]
+    api = openapi("chatwoot.json", httpserver.url_for("/"))
+    for request in session.sent:
+        validate(api, request)
+    with pytest.raises(OpenAPIError):  # custom_attributes is an object in the description
+        validate(api, wrong(httpserver.url_for("/"), "PUT", "/api/v1/accounts/3/contacts/7",
+                            {"api_access_token": "x"}, {"custom_attributes": "sales-team"}))
+
+
+@pytest.mark.parametrize(
+    ("id_type", "fields", "person"),
+    [("id", {}, "u1"), ("email", {"email": "a@example.com"}, "a@example.com"), ("cio_id", {"cio": "f3e2"}, "cio_f3e2")],
+)
+def test_customerio_identifies_each_added_person_with_the_owner(httpserver, session, http, id_type, fields, person):
+    fake = FakeCustomerIo().install(httpserver)
+    options = {**options_for("customerio", httpserver.url_for("/")), "id_type": id_type, "owner_attribute": "owner",
+               **({"id_attribute": "cio"} if id_type == "cio_id" else {})}
+    audience = make("customerio", options, http).audience("cart", {"segment_id": 7, OWNER: "sales-team"})
+    result = audience.send(batch([add("u1", **fields)], [rm("u2", "gone" if id_type != "id" else None)]))
+    assert failed(result) == {}
+    assert fake.people == {person: {"owner": "sales-team"}}  # the add only
+    calls = [(r.method, r.path_url.split("?")[0]) for r in session.sent]
+    assert calls == [("POST", "/api/v1/segments/7/add_customers"), ("PUT", f"/api/v1/customers/{quote(person, safe='')}"),
+                     ("POST", "/api/v1/segments/7/remove_customers")]
+
+
+@pytest.mark.parametrize("type_", ["chatwoot", "customerio"])
+def test_an_owner_attribute_refused_fails_the_record_for_the_next_run(httpserver, http, type_):
+    if type_ == "chatwoot":
+        fake = FakeChatwoot(3, [{"id": 7, "identifier": "u1"}], account_labels={"cart"}, refuse_update=True)
+        members = lambda: fake.members("cart")  # noqa: E731
+    else:
+        fake = FakeCustomerIo(refuse={"identify"})
+        members = lambda: fake.segments[7]  # noqa: E731
+    fake.install(httpserver)
+    options = {**options_for(type_, httpserver.url_for("/")), "owner_attribute": "owner"}
+    result = make(type_, options, http).audience("cart", {"segment_id": 7, OWNER: "sales-team"}).send(batch([add("u1")]))
+    assert [(f.user_id, f.operation) for f in result.failures] == [("u1", "add")]
+    assert result.failures[0].message.startswith("setting the owner failed: ")
+    assert result.remote_ids == {}  # not acknowledged: sent again next run
+    assert members() == {"u1"}  # the membership itself went through
+
+
+@pytest.mark.parametrize("type_", ["chatwoot", "customerio"])
+def test_no_owner_attribute_or_no_owner_routes_nothing(httpserver, session, http, type_):
+    FakeChatwoot(3, [{"id": 7, "identifier": "u1"}], account_labels={"cart"}).install(httpserver) if type_ == "chatwoot" \
+        else FakeCustomerIo().install(httpserver)
+    for options, owner in (({}, "sales-team"), ({"owner_attribute": "owner"}, None)):
+        destination = make(type_, {**options_for(type_, httpserver.url_for("/")), **options}, http)
+        destination.audience("cart", {"segment_id": 7, OWNER: owner}).send(batch([add("u1")]))
+    assert not [r for r in session.sent if r.method == "PUT"]
+
+
 # ---- through the engine: the spec's owner, checked before anything is sent -----------------
 
 DESTINATIONS = """\
@@ -94,37 +162,78 @@ destinations:
     token: ${INTERCOM_TOKEN}
     base_url: ${FAKE_URL}
     owners: {sales: 991266252}
+  support_desk:
+    type: chatwoot
+    base_url: ${FAKE_URL}
+    account_id: 3
+    api_access_token: ${CHATWOOT_TOKEN}
+    owner_attribute: segment_owner
+  cio:
+    type: customerio
+    site_id: ${CIO_SITE_ID}
+    api_key: ${CIO_API_KEY}
+    base_url: ${FAKE_URL}
+    owner_attribute: segment_owner
 """
+MEMBERS = users(12)
+SYNC = "sync:\n  - destination: intercom_main\n  - destination: support_desk\n  - {destination: cio, segment_id: 7}\n"
 
 
-def _project(tmp_path, owner: str):
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / "_catalog.yml").write_text(CATALOG)
-    (specs / "_destinations.yml").write_text(DESTINATIONS)
-    (specs / "chatters.yml").write_text(
-        f"name: chatters\nowner: {owner}\nwhere: {{attribute: email, is_set: true}}\nsync:\n  - destination: intercom_main\n")
-    return load_project(specs)
+@dataclass(frozen=True)
+class Platform:
+    """A fake platform holding every member, and the owner it ends with per member."""
+
+    make: Callable[[], object]
+    owners: Callable[[object], dict[str, object]]
 
 
-def test_the_engine_routes_the_specs_owner_and_the_dry_run_counts_it(tmp_path, warehouse, httpserver):  # noqa: F811
-    fake = FakeIntercom({f"u{i:05d}": f"c{i}" for i in range(12)}).install(httpserver)
+PLATFORMS = {
+    "intercom_main": Platform(lambda: FakeIntercom({u: f"c-{u}" for u in MEMBERS}),
+                              lambda fake: {c[2:]: o for c, o in fake.owners.items()}),
+    "support_desk": Platform(
+        lambda: FakeChatwoot(3, [{"id": i + 1, "identifier": u} for i, u in enumerate(MEMBERS)], account_labels={"chatters"}),
+        lambda fake: {MEMBERS[c - 1]: a.get("segment_owner") for c, a in fake.custom_attributes.items()}),
+    "cio": Platform(FakeCustomerIo, lambda fake: {p: a.get("segment_owner") for p, a in fake.people.items()}),
+}
+ROUTED_AS = {"intercom_main": ADMIN, "support_desk": "sales", "cio": "sales"}
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def target(request, tmp_path, monkeypatch) -> Iterator[SyncWarehouse]:
+    if request.param == "duckdb":
+        yield SyncWarehouse("duckdb", tmp_path / "wh.duckdb")
+        return
+    with postgres_database(request.getfixturevalue("postgres_env"), monkeypatch) as env:
+        yield SyncWarehouse("postgres", tmp_path / "unused.duckdb", env)
+
+
+def _project(tmp_path, target: SyncWarehouse, owner: str):
+    with target.connect() as con:
+        write_users(con, MEMBERS)
+        publish(con, {"chatters": dict.fromkeys(MEMBERS, False)})
+    return write_project(tmp_path / "specs", DESTINATIONS, {"chatters": f"owner: {owner}\n{SYNC}"})
+
+
+@pytest.mark.parametrize("destination", sorted(PLATFORMS))
+def test_the_engine_routes_the_specs_owner_and_the_dry_run_counts_it(tmp_path, target, httpserver, destination):
+    fake = PLATFORMS[destination].make().install(httpserver)
     session = RecordingSession()
     settings = fake_settings(httpserver.url_for("/"), session)
-    project = _project(tmp_path, "sales")
-    publish(warehouse, 0)  # chatters: u00000..u00011
-    [planned] = sync(project, warehouse, dry_run=True, settings=settings)
-    assert [c.count for c in planned.cost.calls] == [1, 12, 1, 0, 12]
-    [done] = sync(project, warehouse, settings=settings)
-    assert done.status == "succeeded" and done.added == 12
-    assert set(fake.owners.values()) == {ADMIN} and len(fake.owners) == 12
-    assert len(session.sent) == planned.cost.total
+    project = _project(tmp_path, target, "sales")
+    [planned] = sync(project, target.engine, destination, dry_run=True, settings=settings)
+    assert planned.cost.calls[-1].what.startswith("owner") and planned.cost.calls[-1].count == len(MEMBERS)
+    [done] = sync(project, target.engine, destination, settings=settings)
+    assert done.status == "succeeded" and done.added == len(MEMBERS)
+    assert PLATFORMS[destination].owners(fake) == dict.fromkeys(MEMBERS, ROUTED_AS[destination])
+    assert len(session.sent) <= planned.cost.total  # lookups and label checks are upper bounds
+    assert sum(r.method == "PUT" for r in session.sent) == len(MEMBERS)
 
 
-def test_an_owner_without_an_admin_id_sends_nothing(tmp_path, warehouse, httpserver):  # noqa: F811
+def test_an_owner_without_an_admin_id_sends_nothing(tmp_path, httpserver):
+    target = SyncWarehouse("duckdb", tmp_path / "wh.duckdb")
     session = RecordingSession()
-    publish(warehouse, 0)
+    project = _project(tmp_path, target, "lifecycle")
     with pytest.raises(SegmentsError, match="owners has no id for owner 'lifecycle' \\(segment chatters\\)"):
-        sync(_project(tmp_path, "lifecycle"), warehouse, settings=fake_settings(httpserver.url_for("/"), session))
+        sync(project, target.engine, settings=fake_settings(httpserver.url_for("/"), session))
     assert session.sent == []
     assert ENV  # the fixtures' environment is the one the engine read

@@ -1,4 +1,4 @@
-"""``segments watch`` (:mod:`segments.watch`): after every round, the loopback webhook
+"""``segments watch`` (:mod:`sync.watch`): after every round, the loopback webhook
 receiver holds exactly what a full build at the same as_of makes of the real-time
 segments (holdout members excepted).
 
@@ -25,9 +25,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segments import cli, engines, paths, watch
+from segments import cli, engines, paths
 from segments.spec.parse import load_project
 from sync import engine as sync_engine
+from sync import watch
 from sync.receiver import AudienceReceiver
 from watch_fixtures import REALTIME, SECRET, T0, arrive, audiences, change_attributes, demo_warehouse, full_build_members, realtime_specs
 
@@ -122,7 +123,7 @@ def test_unchanged_segments_skip_their_sync(specs, warehouse, receiver):
 _CHILD = """
 import datetime as dt, sys
 from pathlib import Path
-from segments import watch
+from sync import watch
 from sync import engine
 at = dt.datetime.fromisoformat(sys.argv[3])
 settings = engine.Settings(env={"CRM_HOOK_URL": sys.argv[4], "CRM_HOOK_SECRET": sys.argv[5]})

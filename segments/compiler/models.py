@@ -109,6 +109,15 @@ class Model:
         return [t.meta["model"] for t in self.query.find_all(exp.Table) if "model" in t.meta]
 
 
+@dataclass(frozen=True)
+class Quantile:
+    """A quantile trait: column ``name`` scores column ``of`` in ``buckets`` buckets."""
+
+    name: str
+    of: str
+    buckets: int
+
+
 @dataclass
 class CompiledProject:
     models: list[Model]  # dependency order
@@ -120,6 +129,8 @@ class CompiledProject:
     rules: dict[str, exp.Expression] = field(default_factory=dict)
     #: the distinct measures and follow-ups the measure models compute
     measures: ms.MeasureSet = field(default_factory=ms.MeasureSet)
+    #: the quantile traits of ``int_user_traits``, a trait after the one it ranks
+    quantiles: list[Quantile] = field(default_factory=list)
 
     def model(self, name: str) -> Model:
         for model in self.models:
@@ -391,7 +402,11 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
             tables.append(relation.name)
     if match_ons:
         sources.setdefault(TARGET_SCHEMA_SOURCE, []).append(UPLOADS_TABLE)
-    return CompiledProject(models, sources, catalog, names, {name: where for _, name, where in rules}, measure_set)
+    quantiles = sorted(
+        (Quantile(name, trait.of, trait.buckets) for name in trait_names if isinstance(trait := project.traits[name], m.QuantileTrait)),
+        key=lambda q: _trait_depth(project, q.name),
+    )
+    return CompiledProject(models, sources, catalog, names, {name: where for _, name, where in rules}, measure_set, quantiles)
 
 
 def _check_collisions(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, segments: list[str]) -> None:
@@ -624,23 +639,41 @@ def _measure_value(column: ms.MeasureColumn, table: str | None) -> exp.Expressio
 
 
 def _quantile(of: exp.Expression, buckets: int) -> exp.Expression:
-    """SPEC 1.5 score, in exact integer arithmetic rather than a floating percent rank:
-    ``LEAST(b, 1 + FLOOR((rank - 1) * b / (n - 1)))`` over the non-missing values,
-    ``1`` when only one user has a value, missing where the trait is missing."""
+    """SPEC 1.5 score of ``of`` among every user's (:func:`quantile_score`, with a rank
+    window), missing where the trait is missing."""
     rank = exp.Window(this=exp.Anonymous(this="RANK"), order=exp.Order(expressions=[exp.Ordered(this=of.copy(), nulls_first=False)]))
-    count = exp.Window(this=exp.Count(this=of.copy()))
+    below = exp.Paren(this=exp.Sub(this=rank, expression=exp.Literal.number(1)))
+    score = quantile_score(below, exp.Window(this=exp.Count(this=of.copy())), buckets)
+    case = exp.Case(ifs=[exp.If(this=exp.Not(this=exp.Is(this=of.copy(), expression=exp.null())), true=score)])
+    return exp.cast(case, exp.DataType.Type.BIGINT)
+
+
+def quantile_score(below: exp.Expression, count: exp.Expression, buckets: int) -> exp.Expression:
+    """SPEC 1.5 score of a value that ``below`` of the ``count`` non-missing values are
+    less than, in exact integer arithmetic rather than a floating percent rank:
+    ``LEAST(b, 1 + FLOOR(below * b / (n - 1)))``, ``1`` when only one user has a value.
+    The build ranks with a window; a refresh counts values (the same score).
+
+    >>> from sqlglot import exp
+    >>> quantile_score(exp.column("below"), exp.column("n"), 5).sql()
+    'LEAST(5, 1 + COALESCE(FLOOR(CAST(below * 5 AS DOUBLE) / NULLIF((n - 1), 0)), 0))'
+    """
     scaled = exp.Div(
-        this=exp.cast(exp.Mul(this=exp.Paren(this=exp.Sub(this=rank, expression=exp.Literal.number(1))), expression=exp.Literal.number(buckets)), exp.DataType.Type.DOUBLE),
+        this=exp.cast(exp.Mul(this=below, expression=exp.Literal.number(buckets)), exp.DataType.Type.DOUBLE),
         expression=exp.Nullif(this=exp.Paren(this=exp.Sub(this=count, expression=exp.Literal.number(1))), expression=exp.Literal.number(0)),
     )
     # A plain LEAST call: sqlglot's Least node adds NULL guards this never-NULL score
     # does not need.
-    score = exp.Anonymous(this="LEAST", expressions=[
+    return exp.Anonymous(this="LEAST", expressions=[
         exp.Literal.number(buckets),
         exp.Add(this=exp.Literal.number(1), expression=exp.Coalesce(this=exp.Floor(this=scaled), expressions=[exp.Literal.number(0)])),
     ])
-    case = exp.Case(ifs=[exp.If(this=exp.Not(this=exp.Is(this=of.copy(), expression=exp.null())), true=score)])
-    return exp.cast(case, exp.DataType.Type.BIGINT)
+
+
+def _trait_depth(project: m.Project, name: str) -> int:
+    """0 for a measure trait, one more than the trait it ranks for a quantile."""
+    trait = project.traits[name]
+    return 0 if isinstance(trait, m.MeasureTrait) else _trait_depth(project, trait.of) + 1
 
 
 def _traits_model(
@@ -650,16 +683,7 @@ def _traits_model(
     may rank another score), and the sequences' follow-up counts. One narrow table for
     both keeps the base at two joins: a third made DuckDB's joins need more memory
     than a 512MB limit allows, where two spill."""
-    level: dict[str, int] = {}
-
-    def depth(name: str) -> int:
-        if name not in level:
-            trait = project.traits[name]
-            level[name] = 0 if isinstance(trait, m.MeasureTrait) else depth(trait.of) + 1
-        return level[name]
-
-    for name in trait_names:
-        depth(name)
+    level = {name: _trait_depth(project, name) for name in trait_names}
     measured: list[exp.Expression] = [sx.col("user_id", "u")]
     for name in trait_names:
         trait = project.traits[name]

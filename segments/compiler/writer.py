@@ -124,6 +124,16 @@ def write(project_dir: Path, files: dict[Path, str]) -> list[Change]:
     return pending
 
 
+def older_than(project_dir: Path, specs_dir: Path) -> bool:
+    """Whether a spec file changed after the last generated model was written (as make
+    decides), or there are no models: cheaper than rendering them to compare."""
+    def newest(folder: Path) -> float:
+        return max((f.stat().st_mtime for f in folder.rglob("*") if f.is_file()), default=0.0)
+
+    models = project_dir / "models"
+    return not models.is_dir() or newest(specs_dir) >= newest(models)
+
+
 def prepare_project_dir(project_dir: Path) -> None:
     """Give a dbt project what the generated models need besides themselves.
 

@@ -72,8 +72,20 @@ class ReplaceRows:
             exp.insert(self.query, self.table),
         ]
         if self.stamp is not None:
-            statements.append(exp.update(self.table, {self.stamp[0]: self.stamp[1]}))
+            statements.append(stamp_every_row(self.table, *self.stamp))
         return statements
+
+
+def stamp_every_row(table: exp.Table, column: str, value: exp.Expression, kind: str = "TIMESTAMP") -> exp.Alter:
+    """Every row's ``column`` becomes the constant ``value`` (DuckDB): the column is
+    rewritten as one constant and the log holds one statement, where an UPDATE logs
+    every row (a refresh's whole membership, each time). The column keeps its place.
+
+    >>> stamp_every_row(exp.to_table("m"), "as_of", exp.Literal.string("2026-01-01")).sql("duckdb")
+    "ALTER TABLE m ALTER COLUMN as_of SET DATA TYPE TIMESTAMP USING '2026-01-01'"
+    """
+    retyped = exp.AlterColumn(this=exp.to_identifier(column), dtype=exp.DataType.build(kind), using=value)
+    return exp.Alter(this=table.copy(), kind="TABLE", actions=[retyped])
 
 
 Change = ReplaceTable | ReplaceView | DropView | ReplaceRows
@@ -241,6 +253,23 @@ class Session(ABC):
         """``CREATE SCHEMA IF NOT EXISTS`` for the schema of every table replaced."""
         schemas = sorted({c.table.db for c in changes if isinstance(c, ReplaceTable) and c.table.db})
         return [exp.Create(kind="SCHEMA", exists=True, this=exp.Table(this=exp.to_identifier(s))) for s in schemas]
+
+
+class TransactionalSession(Session):
+    """A session of an engine with multi-statement transactions (DuckDB, PostgreSQL):
+    :meth:`apply` runs the statements of every change in one of them."""
+
+    @abstractmethod
+    def _statements(self, change: Change) -> list[exp.Expression]:
+        """The statements that make one change, in this engine's way."""
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        with self.transaction():
+            for statement in self.create_schemas(changes):
+                self.execute(statement)
+            for change in changes:
+                for statement in self._statements(change):
+                    self.execute(statement)
 
 
 def value(item: object, kind: exp.DataType.Type | exp.DataType) -> exp.Expression:

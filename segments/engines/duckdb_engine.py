@@ -15,7 +15,7 @@ from segments import paths
 from segments.engines import profiles
 from segments.engines import base
 from segments.engines.base import (
-    Change, DropView, Engine, EngineError, ReplaceRows, ReplaceTable, ReplaceView, Session, drop,
+    Change, DropView, Engine, EngineError, ReplaceRows, ReplaceTable, ReplaceView, TransactionalSession, drop,
 )
 from segments.errors import SegmentsError
 
@@ -114,7 +114,7 @@ class DuckDBEngine(Engine):
         return {paths.WAREHOUSE_ENV: str(self.path)}
 
 
-class DuckDBSession(Session):
+class DuckDBSession(TransactionalSession):
     def __init__(self, engine: DuckDBEngine, con: duckdb.DuckDBPyConnection):
         super().__init__(engine)
         self.con = con
@@ -152,14 +152,6 @@ class DuckDBSession(Session):
             self.execute(exp.Rollback())
             raise
         self.execute(exp.Commit())
-
-    def apply(self, changes: Sequence[Change]) -> None:
-        with self.transaction():
-            for statement in self.create_schemas(changes):
-                self.execute(statement)
-            for change in changes:
-                for statement in self._statements(change):
-                    self.execute(statement)
 
     @contextmanager
     def staging(self) -> Iterator[duckdb.DuckDBPyConnection]:

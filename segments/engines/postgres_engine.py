@@ -26,7 +26,7 @@ from segments.engines.base import (
     EngineError,
     ReplaceTable,
     ReplaceView,
-    Session,
+    TransactionalSession,
     drop,
     export,
 )
@@ -73,7 +73,7 @@ def _message(error: psycopg2.Error) -> str:
     return (error.pgerror or str(error)).strip()
 
 
-class PostgresSession(Session):
+class PostgresSession(TransactionalSession):
     """Each statement commits on its own (as on DuckDB), except inside
     :meth:`transaction`."""
 
@@ -123,14 +123,6 @@ class PostgresSession(Session):
             return [dropped, exp.Create(kind="VIEW", this=change.view, expression=change.query)]
         assert isinstance(change, DropView)
         return [dropped]
-
-    def apply(self, changes: Sequence[Change]) -> None:
-        with self.transaction():
-            for statement in self.create_schemas(changes):
-                self.execute(statement)
-            for change in changes:
-                for statement in self._statements(change):
-                    self.execute(statement)
 
     def _stage(self, source: duckdb.DuckDBPyConnection, staged: str, temp: exp.Table, folder: Path) -> exp.Table:
         """Copy a DuckDB table into a temporary table of this session, through CSV."""

@@ -34,7 +34,7 @@ from sqlglot import exp
 
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
-from segments.engines.base import Session
+from segments.engines.base import Session, stamp_every_row
 from segments.refresh.build import FLAGGED, MEASURED, BuildSchema, create_users, edge_users
 from segments.refresh.edges import Edge, NotIncremental, edges
 from segments.refresh.measures import refresh_measures
@@ -105,7 +105,7 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
     build.replace_rows(md.FLAGS, FLAGGED, exp.select("*").from_(_FLAGS))
     build.replace_rows(md.MEMBERSHIP, FLAGGED, build.query(md.MEMBERSHIP, {md.FLAGS: exp.to_table(_FLAGS)}, t1))
     if t1 != t0:
-        build.run(exp.update(build.table(md.MEMBERSHIP), {"as_of": sx.timestamp_literal(t1)}))
+        build.run(stamp_every_row(build.table(md.MEMBERSHIP), "as_of", sx.timestamp_literal(t1)))
     new_events = events_upto(build, t1)
     write_state(build, State(t1, state.fingerprint, new_events, inputs))
     return Outcome(t1, t0, measured, flagged)
@@ -114,21 +114,14 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
 def attempt(session: Session, compiled: md.CompiledProject, as_of: dt.datetime, log: Callable[[str], None] | None = None) -> Outcome | None:
     """:func:`refresh` in one transaction; None (and nothing changed) when a full
     build is needed."""
-    con = getattr(session, "con", None)
-    if con is None or session.engine.dialect != "duckdb":
+    if getattr(session, "con", None) is None or session.engine.dialect != "duckdb":
         if log is not None:
             log(f"{session.engine.target} builds in full")
         return None
-    con.execute("BEGIN TRANSACTION")
     try:
-        outcome = refresh(session, compiled, as_of)
+        with session.transaction():  # rolled back when it raises, NotIncremental too
+            return refresh(session, compiled, as_of)
     except NotIncremental as why:
-        con.execute("ROLLBACK")
         if log is not None:
             log(str(why))
         return None
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-    return outcome

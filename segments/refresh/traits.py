@@ -15,6 +15,7 @@ from segments.refresh.edges import Edge, is_as_of
 
 _NEW_TRAITS = "int_user_traits__refresh"
 _TRAITS_FRESH, _TRAITS_CHANGED = "_refresh_traits_fresh", "_refresh_traits_changed"
+_TRAITS_MOVED, _RESCORED = "_refresh_traits_moved", "_refresh_rescored"
 
 
 def refresh_traits(build: BuildSchema, users: str, as_of: dt.datetime) -> exp.Query | None:
@@ -22,35 +23,76 @@ def refresh_traits(build: BuildSchema, users: str, as_of: dt.datetime) -> exp.Qu
     when none did (the table is then left as it is).
 
     The first layer (measure traits, follow-ups) is per user: computed for ``users``
-    only and kept from the table for everyone else. The layers above it rank every
-    user (quantiles): they move when any user's value does, so they are computed again
-    for everyone into a new table, and rows are compared by user to find who changed.
-    A traits model that reads ``as_of`` itself is computed again for everyone."""
+    only, and the rows that changed replaced. A quantile score depends on how many
+    values are below the user's and how many there are: both are counted per distinct
+    value, and only the users whose score moved are updated (:func:`rescore`). A
+    traits model that reads ``as_of`` itself is computed again for everyone."""
     traits = md.USER_TRAITS_AND_FOLLOWUPS
-    tree = build.compiled.model(traits).query.copy()
-    ctes = list(tree.ctes)
-    per_user = ctes[0].this if ctes else tree
+    tree = build.compiled.model(traits).query
+    per_user = tree.ctes[0].this if tree.ctes else tree
     assert isinstance(per_user, exp.Select)
-    columns = [e.alias_or_name for e in per_user.expressions]
     if any(is_as_of(p) for p in tree.find_all(exp.Placeholder)):
-        build.create_temp(_TRAITS_FRESH, exp.select(*columns).from_(build.table(traits)).where(exp.false()))
-        layer: exp.Query = build.query(traits, {}, as_of, tree=per_user)  # type: ignore[assignment]
-    else:
-        fresh = build.query(traits, {md.UNIVERSE: build.only(md.UNIVERSE, users, as_of)}, as_of, tree=per_user)
-        build.create_temp(_TRAITS_FRESH, fresh)
-        old = exp.select(*columns).from_(build.table(traits)).where(user_in(users))
-        fresh_rows = exp.select(*columns).from_(_TRAITS_FRESH)
-        moved = exp.union(exp.except_(fresh_rows, old), exp.except_(old.copy(), fresh_rows.copy()), distinct=False)
-        if not build.rows(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=moved, alias=exp.TableAlias(this=sx.ident("m")))))[0][0]:
-            return None  # no user's own traits changed: nor do the ranks
-        kept = exp.select(*columns).from_(build.table(traits)).where(exp.Not(this=user_in(users)))
-        layer = exp.union(kept, fresh_rows.copy(), distinct=False)
-    if ctes:
-        ctes[0].set("this", layer)
-        new = build.query(traits, {}, as_of, tree=tree)
-    else:
-        new = layer
-    build.run(exp.Create(kind="TABLE", this=build.table(_NEW_TRAITS), replace=True, expression=new))
+        return _recompute_traits(build, as_of)
+    columns = [e.alias_or_name for e in per_user.expressions]
+    fresh = build.query(traits, {md.UNIVERSE: build.only(md.UNIVERSE, users, as_of)}, as_of, tree=per_user.copy())
+    build.create_temp(_TRAITS_FRESH, fresh)
+    old = exp.select(*columns).from_(build.table(traits)).where(user_in(users))
+    fresh_rows = exp.select(*columns).from_(_TRAITS_FRESH)
+    # each EXCEPT in parentheses: set operations chain left to right
+    moved = exp.union(exp.except_(fresh_rows, old).subquery(), exp.except_(old.copy(), fresh_rows.copy()).subquery(), distinct=False)
+    build.create_temp(_TRAITS_MOVED, exp.select("user_id").distinct().from_(exp.Subquery(this=moved, alias=exp.TableAlias(this=sx.ident("m")))))
+    if not build.count(_TRAITS_MOVED):
+        return None  # no user's own traits changed: nor do the ranks
+    # their scores are left missing here, and set by the rescoring below
+    build.replace_rows(traits, _TRAITS_MOVED, exp.select(*columns).from_(_TRAITS_FRESH).where(user_in(_TRAITS_MOVED)))
+    changed: list[exp.Query] = [exp.select("user_id").from_(_TRAITS_MOVED)]
+    for i, quantile in enumerate(build.compiled.quantiles):
+        rescored = f"{_RESCORED}_{i}"
+        build.create_temp(rescored, rescore(build.table(traits), quantile))
+        build.run(exp.update(
+            build.table(traits), {quantile.name: sx.col(quantile.name, "r")}, from_=exp.From(this=exp.to_table(rescored).as_("r")),
+            where=exp.EQ(this=sx.col("user_id", "r"), expression=sx.col("user_id", traits)),
+        ))
+        changed.append(exp.select("user_id").from_(rescored))
+    union = changed[0]
+    for part in changed[1:]:
+        union = exp.union(union, part, distinct=False)
+    return union
+
+
+def rescore(traits: exp.Table, quantile: md.Quantile) -> exp.Select:
+    """The users whose ``quantile`` score differs from the one their value has now, with
+    that score: the values counted once each (users below a value: the counts of the
+    values before it), then joined to the users by value.
+
+    A user whose value is missing has no score, and matches no value."""
+    of = sx.col(quantile.of)
+    counts = (
+        exp.select(exp.alias_(of, "v"), exp.alias_(exp.Count(this=exp.Star()), "k"))
+        .from_(traits.copy()).where(exp.Not(this=exp.Is(this=of.copy(), expression=exp.null()))).group_by(of.copy())
+    )
+    running = exp.Window(
+        this=exp.Sum(this=sx.col("k")), order=exp.Order(expressions=[exp.Ordered(this=sx.col("v"))]),
+        spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"),
+    )
+    below = exp.Paren(this=exp.Sub(this=running, expression=sx.col("k")))
+    score = md.quantile_score(below, exp.Window(this=exp.Sum(this=sx.col("k"))), quantile.buckets)
+    scores = exp.select("v", exp.alias_(exp.cast(score, exp.DataType.Type.BIGINT), "score")).from_(
+        exp.Subquery(this=counts, alias=exp.TableAlias(this=sx.ident("c"))))
+    return (
+        exp.select(sx.col("user_id", "t"), exp.alias_(sx.col("score", "s"), quantile.name))
+        .from_(traits.copy().as_("t"))
+        .join(exp.Subquery(this=scores, alias=exp.TableAlias(this=sx.ident("s"))),
+              on=exp.EQ(this=sx.col("v", "s"), expression=sx.col(quantile.of, "t")), join_type="left")
+        .where(exp.NullSafeNEQ(this=sx.col("score", "s"), expression=sx.col(quantile.name, "t")))
+    )
+
+
+def _recompute_traits(build: BuildSchema, as_of: dt.datetime) -> exp.Query:
+    """Every user's traits computed again (the model reads ``as_of``); the users whose
+    traits changed, found by comparing rows."""
+    traits = md.USER_TRAITS_AND_FOLLOWUPS
+    build.run(exp.Create(kind="TABLE", this=build.table(_NEW_TRAITS), replace=True, expression=build.query(traits, {}, as_of)))
     others = [c for c in build.session.columns(build.engine.build_schema, traits) if c != "user_id"]
     differs = sx.or_(*[exp.NullSafeNEQ(this=exp.column(c, "n"), expression=exp.column(c, "o")) for c in others]) if others else exp.false()
     changed = (

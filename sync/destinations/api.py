@@ -14,6 +14,7 @@ from segments.errors import SegmentsError
 from sync.destinations.base import Destination, PerRecordAudience
 from sync.destinations.batches import Record
 from sync.http import HttpClient, TerminalError
+from sync.routing import owner_failed
 
 
 # ---- helpers for destinations behind an HTTP API ---------------------------------------
@@ -197,11 +198,28 @@ class ContactAudience(PerRecordAudience):
     def unmark(self, contact_id: str) -> None:
         """Take the audience's mark off a contact; a 404 means it is not there."""
 
+    def route(self, contact_id: str) -> None:
+        """Set the spec's owner on a contact just marked, where the destination routes
+        owners (:mod:`sync.routing`); by default nothing."""
+
+    def mark_and_route(self, contact_id: str) -> None:
+        """Mark a contact, then route its owner. An owner that cannot be set fails the
+        record (the mark stays: both are tried again next run, and both are idempotent)."""
+        self.mark(contact_id)
+        self.routed(contact_id)
+
+    def routed(self, contact_id: str) -> None:
+        """:meth:`route`, its failure said as the owner's."""
+        try:
+            self.route(contact_id)
+        except TerminalError as error:
+            raise owner_failed(error) from None
+
     def add(self, record: Record) -> str | None:
         contact_id = self.contacts.get(record.user_id)
         if contact_id is None:
             raise TerminalError(f"no {self.platform} contact has this user id", NOT_FOUND)
-        self.mark(contact_id)
+        self.mark_and_route(contact_id)
         return contact_id
 
     def remove(self, record: Record) -> None:

@@ -20,6 +20,14 @@ destination pages through the matches for the exact identifier, at most
 answer for the run; the contact id is returned as the member's remote id, so removes
 need no search at all.
 
+Owner routing (:mod:`sync.routing`): a Chatwoot contact has no owner or assignee (a
+conversation has an assignee, and a contact has none, one or many conversations), so
+the destination's ``owner_attribute:`` names a contact custom attribute that each add
+sets to the spec's owner (``PUT /contacts/{id}`` with ``custom_attributes``, which
+Chatwoot merges into the contact's others). Define it in the account (Settings >
+Custom Attributes, a text attribute of contacts); an automation rule can then assign
+the contact's new conversations by it.
+
 Limits (Chatwoot's self-hosted defaults): 3,000 requests a minute per IP, contact
 search 100 a minute per account, 429 without Retry-After. We default to 45 requests
 and 1.5 searches a second (90%), 4 in flight.
@@ -36,6 +44,7 @@ from sync.destinations.api import ApiDestination, ContactAudience, ContactIds, s
 from sync.destinations.base import Audience
 from sync.destinations.options import Option
 from sync.http import AuthError, HttpClient, RateLimiter, TerminalError
+from sync.routing import owner_attribute
 
 PAGE_SIZE = 15  # contacts per search page, fixed by Chatwoot
 _NOT_IN_LABEL = re.compile(r"[^\w-]+")
@@ -64,9 +73,16 @@ def label_title(name: str, where: str) -> str:
 class ChatwootAudience(ContactAudience):
     platform = "Chatwoot"
 
-    def __init__(self, destination: ChatwootDestination, label: str):
+    def __init__(self, destination: ChatwootDestination, label: str, owner: tuple[str, str] | None = None):
         super().__init__(destination.contacts, label)
         self.destination = destination
+        self.owner = owner  # (custom attribute, the spec's owner), set with each add
+
+    def route(self, contact_id: str) -> None:
+        if self.owner is not None:
+            attribute, owner = self.owner
+            self.destination.call("PUT", f"{self.destination.account_path}/contacts/{segment(contact_id)}",
+                                  body={"custom_attributes": {attribute: owner}})
 
     def _labels_path(self, contact_id: str) -> str:
         return f"{self.destination.account_path}/contacts/{segment(contact_id)}/labels"
@@ -105,6 +121,7 @@ class ChatwootDestination(ApiDestination):
         Option("api_access_token", required=True, secret=True),
         Option("search_rate_limit", (int, float), default=1.5),  # contact searches per second
         Option("max_search_pages", int, default=10),
+        Option("owner_attribute"),  # a contact custom attribute set to the spec's owner on each add
     )
     TARGET_OPTIONS = (Option("label"),)
     DEFAULT_BATCH_SIZE = 100
@@ -168,4 +185,4 @@ class ChatwootDestination(ApiDestination):
     def audience(self, segment_name: str, options: Mapping[str, object]) -> Audience:
         title = label_title(str(options.get("label") or segment_name), f"segment {segment_name}: sync to {self.name}")
         self.ensure_label(title)
-        return ChatwootAudience(self, title)
+        return ChatwootAudience(self, title, owner_attribute(self.options, options))

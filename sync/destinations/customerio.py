@@ -12,6 +12,13 @@ The identifier is the user id, or the users attribute ``id_attribute`` when give
 attribute is returned as the member's remote id, so a remove sends exactly what the
 add sent; members without it are not sent.
 
+Owner routing (:mod:`sync.routing`): Customer.io people have no owner, so the
+destination's ``owner_attribute:`` names a person attribute that each add sets to the
+spec's owner, by identifying the person (``PUT /api/v1/customers/{identifier}`` with
+``{attribute: owner}``; a ``cio_id`` is sent as ``cio_<id>``), one call a person after
+the batch's ``add_customers``. Customer.io has no update-only call: identifying
+creates a person the workspace does not have yet, one more reason routing is opt-in.
+
 Limits (Customer.io's docs): 1 to 1,000 ids a call; 100 requests a second per
 workspace, shared with the app's live tracking, so we default to 10 calls a second
 (10,000 ids a second), 2 in flight. Auth is HTTP Basic ``site_id:api_key``.
@@ -22,20 +29,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from segments.errors import SegmentsError
-from sync.destinations.api import ApiDestination, basic
+from sync.destinations.api import ApiDestination, basic, segment
 from sync.destinations.base import Audience
 from sync.destinations.batches import Batch, BatchResult, Record, RecordFailure
 from sync.destinations.options import Option
 from sync.http import HttpClient, TerminalError
+from sync.routing import owner_attribute, owner_failed
 
 ID_TYPES = ("id", "email", "cio_id")
 DEFAULT_ID_ATTRIBUTE = {"email": "email"}
 
 
 class CustomerIoAudience(Audience):
-    def __init__(self, destination: CustomerIoDestination, segment_id: str):
+    def __init__(self, destination: CustomerIoDestination, segment_id: str, owner: tuple[str, str] | None = None):
         self.destination = destination
         self.path = f"/api/v1/segments/{segment_id}"
+        self.owner = owner  # (person attribute, the spec's owner), set with each add
+
+    def _route(self, identifier: str) -> None:
+        """Set the owner attribute on the person (``PUT /api/v1/customers/{identifier}``)."""
+        assert self.owner is not None
+        attribute, owner = self.owner
+        person = f"cio_{identifier}" if self.destination.id_type == "cio_id" else identifier
+        self.destination.call("PUT", f"/api/v1/customers/{segment(person)}", body={attribute: owner},
+                              where="/api/v1/customers/{identifier}")
 
     def _identify(self, record: Record, operation: str) -> str | None:
         attribute = self.destination.id_attribute
@@ -72,6 +89,15 @@ class CustomerIoAudience(Audience):
                 result.failures += [RecordFailure(r.user_id, operation, error.status, str(error)) for r in sent]
                 for record in sent:
                     result.remote_ids.pop(record.user_id, None)
+                continue
+            if operation == "add" and self.owner is not None:
+                for identifier, record in zip(ids, sent, strict=True):
+                    try:
+                        self._route(identifier)
+                    except TerminalError as error:  # in the segment, not routed: tried again next run
+                        failure = owner_failed(error)
+                        result.failures.append(RecordFailure(record.user_id, "add", failure.status, str(failure)))
+                        result.remote_ids.pop(record.user_id, None)
         return result
 
 
@@ -84,6 +110,7 @@ class CustomerIoDestination(ApiDestination):
         Option("base_url"),
         Option("id_type", default="id"),
         Option("id_attribute"),
+        Option("owner_attribute"),  # a person attribute set to the spec's owner on each add
     )
     TARGET_OPTIONS = (Option("segment_id", int, required=True),)  # checked by `segments validate`
     REGIONS = {"us": "https://track.customer.io", "eu": "https://track-eu.customer.io"}
@@ -112,4 +139,4 @@ class CustomerIoDestination(ApiDestination):
         return self.fields()
 
     def audience(self, segment_name: str, options: Mapping[str, object]) -> Audience:
-        return CustomerIoAudience(self, str(options["segment_id"]))
+        return CustomerIoAudience(self, str(options["segment_id"]), owner_attribute(self.options, options))

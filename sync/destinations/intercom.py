@@ -77,9 +77,9 @@ class IntercomAudience(ContactAudience):
             found = tagged
         for user_id, contact_id in found:
             try:
-                self.route(contact_id)
+                self.routed(contact_id)
             except TerminalError as error:  # tagged, not routed: tried again next run
-                result.failures.append(RecordFailure(user_id, "add", error.status, f"setting the owner failed: {error}"))
+                result.failures.append(RecordFailure(user_id, "add", error.status, str(error)))
                 continue
             result.remote_ids[user_id] = contact_id
         return result

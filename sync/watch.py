@@ -17,7 +17,9 @@ state that records the same ``as_of``. A restart resumes from it: what a destina
 holds is ``sync_state``, so the next plan sends exactly what is missing, nothing twice
 beyond the batches in flight when the process died.
 
-Nothing here logs member data: the cycle line holds counts and times only.
+It lives in ``sync`` because a cycle both builds and syncs (``segments`` never
+imports ``sync``). Nothing here logs member data: the cycle line holds counts and
+times only.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from segments.errors import SegmentsError
 from segments.spec import model as m
 from segments.spec.parse import load_project
 from segments.spec.timeparse import utc_now
+from sync import engine as sync_engine
+from sync.http import new_session
 
 STATE = "segments_watch_state"
 _TIME, _BIG = exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
@@ -177,13 +181,12 @@ class Watcher:
         self.force = force
         self._settings: object | None = None
         self._mark: Mark | None = None
+        self._parsed: tuple[tuple, m.Project] | None = None
         #: (pair key, destination) whose last sync by this watcher succeeded
         self._in_sync: set[tuple[str, str]] = set()
 
     def cycle(self) -> Cycle:
         """Build at now, then sync the real-time segments' changes."""
-        from sync import engine as sync_engine
-
         started = time.perf_counter()
         # a cycle that fails before its syncs finish leaves nothing trusted for the next one
         trusted, self._in_sync = self._in_sync, set()
@@ -194,13 +197,12 @@ class Watcher:
         as_of = self.clock()
         if mark.as_of is not None and as_of < mark.as_of:
             as_of = mark.as_of  # never evaluate behind the mark: the refresh would start over
-        compiled: list[pipeline.Compiled] = []  # the build parses the specs: its project serves the sync too
-        result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, on_compiled=compiled.append, force=self.force)
+        result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, force=self.force)
         cycle = Cycle(as_of, full_because=result.full_because)
         cycle.timings["build"] = time.perf_counter() - started
         if result.refreshed is not None:
             cycle.reevaluated = result.refreshed.flagged
-        project = compiled[0].project
+        project = self._project()
         realtime = realtime_segments(project)
         with self.engine.connect() as session:
             seen, newest = events_upto(session, as_of)
@@ -238,13 +240,18 @@ class Watcher:
         cycle.timings["total"] = time.perf_counter() - started
         return cycle
 
+    def _project(self) -> m.Project:
+        """The specs, parsed again only when a file under the specs folder changed."""
+        files = sorted(p for p in self.specs_dir.rglob("*") if p.is_file())
+        stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        if self._parsed is None or self._parsed[0] != stamp:
+            self._parsed = (stamp, load_project(self.specs_dir))
+        return self._parsed[1]
+
     def _sync_settings(self) -> object:
         """The sync engine's settings with one keep-alive HTTP session for every cycle:
         a cycle sends a few small batches, and a new connection per cycle would cost
         more than they do."""
-        from sync import engine as sync_engine
-        from sync.http import new_session
-
         if self._settings is None:
             settings = self.sync_settings or sync_engine.Settings()
             if settings.session is None:  # type: ignore[attr-defined]
