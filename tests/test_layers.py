@@ -97,7 +97,8 @@ def test_declared_entry_points_are_installed_and_load(group):
     declared = _declared()[group]
     loaded, failed = plugins.load(group)
     assert failed == []
-    assert {name for name, _ in loaded} == set(declared)  # `make setup` installed this pyproject's
+    assert {name for name, _ in loaded} == set(declared), (
+        "the installed metadata is not this pyproject.toml's: run `make setup`")
     for name, value in declared.items():
         module, attribute = value.split(":")
         assert dict(loaded)[name] is getattr(import_module(module), attribute)
