@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test setup clean dagster bench-sync bench-build
+.PHONY: demo test setup clean dagster bench-sync bench-build bench-realtime
 
 setup: $(STAMP)
 
@@ -46,6 +46,13 @@ bench-sync: $(STAMP)
 # See bench/README.md.
 bench-build: $(STAMP)
 	$(VENV)/bin/python bench/build_bench.py $(ARGS)
+
+# The real-time benchmark of issue 15 (a script, not a test): segments watch on five
+# real-time segments, 20 rounds of 1,000 new events, latency to a loopback webhook
+# receiver and the watch's memory, beside a full build of the same segments on 1M demo
+# users; writes bench/RESULTS-realtime.md. ARGS="--users 100000" for a quick run.
+bench-realtime: $(STAMP)
+	$(VENV)/bin/python bench/realtime_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .segments dbt_project/target dbt_project/logs warehouse.duckdb test-artifacts

@@ -116,11 +116,12 @@ def _size_result(session: Session, node: SegmentNode) -> AssetCheckResult:
     metadata["previous_size"] = size.previous
     if change != float("inf"):
         metadata["size_change_pct"] = change
+    if size.fails_size_check(limit):
+        problem = f"size {size.move}, more than the {limit}% allowed: syncs of {node.name} wait"
+        return _result(node.key, SIZE_CHECK, [problem], "", **metadata)
     text = f"{size.previous:,} -> {size.members:,} members"
     if change > limit:
-        moved = "from empty" if change == float("inf") else f"by {change:.1f}%"
-        problem = f"size moved {moved} ({text}), more than the {limit}% allowed: syncs of {node.name} wait"
-        return _result(node.key, SIZE_CHECK, [problem], "", **metadata)
+        return _result(node.key, SIZE_CHECK, [], f"{text} (fewer than {history.MIN_SIZE_CHANGE} members moved)", **metadata)
     return _result(node.key, SIZE_CHECK, [], f"{text} ({change:.1f}%, at most {limit}% allowed)", **metadata)
 
 

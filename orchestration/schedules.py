@@ -26,6 +26,7 @@ from dagster import (
 )
 
 from orchestration.assets import AS_OF_TAG, MEMBERSHIP_KEY, format_as_of
+from orchestration.realtime import REALTIME_GROUP
 from orchestration.translator import SEGMENT_TAG, SegmentNode
 from segments.spec.model import REALTIME
 
@@ -65,10 +66,11 @@ def _with_input_checks(selection: AssetSelection, inputs: Sequence[AssetKey]) ->
 
 
 def full_refresh_job(inputs: Sequence[AssetKey]) -> "UnresolvedAssetJobDefinition":
-    """Everything: every segment built, checked, published and synced."""
+    """Everything: every segment built, checked, published and synced (not the
+    real-time cycle: the sensor runs it, at its own as_of)."""
     return define_asset_job(
         FULL_REFRESH_JOB,
-        selection=_with_input_checks(AssetSelection.all(), inputs),
+        selection=_with_input_checks(AssetSelection.all() - AssetSelection.groups(REALTIME_GROUP), inputs),
         description="Builds, checks and publishes every segment, then runs what is downstream of them.",
     )
 

@@ -124,6 +124,13 @@ def record(
     return statements
 
 
+#: The size check (``checks: max_size_change_pct``) holds a segment back only when its
+#: size moved by at least this many members: below it, a percentage (from empty, an
+#: infinite one) says nothing about a broken rule, and a real-time segment of a few
+#: members would wait a cycle at every move.
+MIN_SIZE_CHANGE = 10
+
+
 @dataclass(frozen=True)
 class BuildSize:
     """A segment's size at its latest publish, and at the publish before it.
@@ -152,6 +159,38 @@ class BuildSize:
         if self.previous == 0:
             return 0.0 if self.members == 0 else float("inf")
         return abs(self.members - self.previous) * 100.0 / self.previous
+
+    def fails_size_check(self, limit_pct: float) -> bool:
+        """Whether the size moved more than ``limit_pct`` percent (``checks:
+        max_size_change_pct``) *and* by at least :data:`MIN_SIZE_CHANGE` members.
+
+        A percentage of a handful means nothing: a segment going from empty to 3
+        members, or from 4 to 9, passes; from empty to 500 still fails.
+
+        >>> BuildSize("cart", dt.datetime(2026, 1, 15), 3, 0, 3, 0, previous=0).fails_size_check(50)
+        False
+        >>> BuildSize("cart", dt.datetime(2026, 1, 15), 500, 0, 500, 0, previous=0).fails_size_check(50)
+        True
+        >>> BuildSize("cart", dt.datetime(2026, 1, 15), 160, 0, 60, 0, previous=100).fails_size_check(50)
+        True
+        """
+        change = self.change_pct
+        if change is None or change <= limit_pct or self.previous is None:
+            return False
+        return abs(self.members - self.previous) >= MIN_SIZE_CHANGE
+
+    @property
+    def move(self) -> str:
+        """How the size moved, in words.
+
+        >>> BuildSize("cart", dt.datetime(2026, 1, 15), 500, 0, 500, 0, previous=0).move
+        'moved from empty (0 -> 500)'
+        >>> BuildSize("cart", dt.datetime(2026, 1, 15), 1500, 0, 500, 0, previous=1000).move
+        'moved by 50.0% (1,000 -> 1,500)'
+        """
+        change = self.change_pct
+        moved = "from empty" if change == float("inf") else f"by {change:.1f}%"
+        return f"moved {moved} ({self.previous:,} -> {self.members:,})"
 
 
 def latest(session: Session, segments: Sequence[str] | None = None) -> dict[str, BuildSize]:

@@ -24,6 +24,7 @@ times only.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import signal
 import threading
@@ -43,6 +44,7 @@ from segments.spec import model as m
 from segments.spec.parse import load_project
 from segments.spec.timeparse import utc_now
 from sync import engine as sync_engine
+from sync.http import new_session
 
 STATE = "segments_watch_state"
 _TIME, _BIG = exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
@@ -71,13 +73,20 @@ class Cycle:
     sent: int = 0
     #: seconds from the newest new event to the last acknowledgement of this cycle
     latency: float | None = None
+    #: segments whose size check failed: their syncs wait for the next cycle
+    waiting: list[str] = field(default_factory=list)
+    #: syncs that failed or were blocked (the mass-removal guard)
     problems: list[str] = field(default_factory=list)
+    #: where the cycle's time went, in seconds: build (refresh and publish), sync, total
+    timings: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         """The cycle's log line.
 
         >>> Cycle(dt.datetime(2026, 3, 1, 12), 3, 40, None, 2, 1, 3, 1.25).line()
         'as_of 2026-03-01 12:00:00: 3 events, 40 users re-evaluated, 2 entered, 1 exited, 3 sent, latency 1.25s'
+        >>> Cycle(dt.datetime(2026, 3, 1, 12), timings={"build": 0.5, "sync": 0.25, "total": 0.8}).line()[-48:]
+        'latency - [build 0.50s, sync 0.25s, total 0.80s]'
         """
         evaluated = "full build" if self.reevaluated is None else f"{self.reevaluated} users re-evaluated"
         latency = "-" if self.latency is None else f"{self.latency:.2f}s"
@@ -85,7 +94,9 @@ class Cycle:
                 f"{self.entered} entered, {self.exited} exited, {self.sent} sent, latency {latency}")
         if self.full_because:
             text += f" ({self.full_because})"
-        return text + "".join(f"; {problem}" for problem in self.problems)
+        if self.timings:
+            text += " [" + ", ".join(f"{part} {seconds:.2f}s" for part, seconds in self.timings.items()) + "]"
+        return text + "".join(f"; {problem}" for problem in [*self.waiting, *self.problems])
 
 
 def realtime_segments(project: m.Project) -> list[str]:
@@ -94,6 +105,7 @@ def realtime_segments(project: m.Project) -> list[str]:
 
 
 def read_mark(session: Session) -> Mark:
+    """The high-water mark the last cycle wrote (none before the first cycle)."""
     engine = session.engine
     if not session.has_table(engine.target_schema, STATE):
         return Mark(None, 0, None)
@@ -110,8 +122,9 @@ def _write_mark(session: Session, mark: Mark) -> None:
     session.execute(exp.Create(kind="TABLE", this=session.engine.table(STATE), replace=True, expression=exp.select(*row)))
 
 
-def _events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
-    """How many events lie at or before ``as_of``, and the newest one's time."""
+def events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """How many events lie at or before ``as_of``, and the newest one's time (the build
+    schema's events model is a view of the catalog's events table: it counts arrivals)."""
     engine = session.engine
     when = exp.column("occurred_at")
     query = exp.select(exp.Count(this=exp.Star()), exp.Max(this=when)).from_(engine.table(md.EVENTS, engine.build_schema))
@@ -120,19 +133,31 @@ def _events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime
 
 
 def size_check_problem(size: history.BuildSize, limit: float) -> str | None:
-    """Why a segment's syncs wait (its size moved more than ``max_size_change_pct``), or None.
+    """Why a segment's syncs wait (its size moved more than ``max_size_change_pct``, by
+    at least :data:`segments.history.MIN_SIZE_CHANGE` members), or None.
 
     >>> size = history.BuildSize("vip", dt.datetime(2026, 1, 15), 150, 0, 60, 10, previous=100)
     >>> size_check_problem(size, 20)
     'size of vip moved by 50.0% (100 -> 150), more than the 20% allowed: not synced'
     >>> size_check_problem(size, 50) is None
     True
+    >>> size_check_problem(history.BuildSize("vip", dt.datetime(2026, 1, 15), 4, 0, 4, 0, previous=0), 20) is None
+    True
     """
-    change = size.change_pct
-    if change is None or change <= limit:
+    if not size.fails_size_check(limit):
         return None
-    moved = "from empty" if change == float("inf") else f"by {change:.1f}%"
-    return f"size of {size.segment} moved {moved} ({size.previous} -> {size.members}), more than the {limit:g}% allowed: not synced"
+    return f"size of {size.segment} {size.move}, more than the {limit:g}% allowed: not synced"
+
+
+def _still_in_sync(pair: object, size: history.BuildSize | None, in_sync: set[tuple[str, str]]) -> bool:
+    """Whether a pair's plan is sure to be empty, so its sync (a plan query and a ledger
+    entry, about a tenth of a second each) can be skipped: its last sync by this watcher,
+    in the cycle before, succeeded (``in_sync``) and this cycle's refresh moved nobody
+    in or out of its segment. The caller asks only after a refresh: a full build may
+    follow a changed users table, and with it a consent attribute that a plan reads."""
+    if size is None or size.entered or size.exited:
+        return False
+    return (pair.key, pair.destination) in in_sync  # type: ignore[attr-defined]
 
 
 class Watcher:
@@ -154,22 +179,33 @@ class Watcher:
         self.clock = clock if clock is not None else utc_now
         self.sync_settings = sync_settings
         self.force = force
+        self._settings: object | None = None
+        self._mark: Mark | None = None
+        self._parsed: tuple[tuple, m.Project] | None = None
+        #: (pair key, destination) whose last sync by this watcher succeeded
+        self._in_sync: set[tuple[str, str]] = set()
 
     def cycle(self) -> Cycle:
         """Build at now, then sync the real-time segments' changes."""
-        with self.engine.connect(read_only=True) as session:
-            mark = read_mark(session) if session.has_table(self.engine.target_schema, STATE) else Mark(None, 0, None)
+        started = time.perf_counter()
+        # a cycle that fails before its syncs finish leaves nothing trusted for the next one
+        trusted, self._in_sync = self._in_sync, set()
+        mark = self._mark
+        if mark is None:  # after a cycle, the mark is the one this watcher wrote (one watch per warehouse)
+            with self.engine.connect(read_only=True) as session:
+                mark = read_mark(session)
         as_of = self.clock()
         if mark.as_of is not None and as_of < mark.as_of:
             as_of = mark.as_of  # never evaluate behind the mark: the refresh would start over
         result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, force=self.force)
         cycle = Cycle(as_of, full_because=result.full_because)
+        cycle.timings["build"] = time.perf_counter() - started
         if result.refreshed is not None:
             cycle.reevaluated = result.refreshed.flagged
-        project = load_project(self.specs_dir)
+        project = self._project()
         realtime = realtime_segments(project)
         with self.engine.connect() as session:
-            seen, newest = _events_upto(session, as_of)
+            seen, newest = events_upto(session, as_of)
             cycle.events_seen = max(seen - mark.events_seen, 0) if mark.as_of is not None else seen
             sizes = history.latest(session, realtime)
         waiting = set()
@@ -182,19 +218,46 @@ class Watcher:
             problem = size_check_problem(size, project.spec(name).checks.max_size_change_pct)
             if problem and not self.force:
                 waiting.add(name)
-                cycle.problems.append(problem)
+                cycle.waiting.append(problem)
         pairs = [p for p in sync_engine.select_pairs(project) if p.segment in realtime and p.segment not in waiting]
+        skipped = [p for p in pairs if result.refreshed is not None and _still_in_sync(p, sizes.get(p.segment), trusted)]
+        pairs = [p for p in pairs if p not in skipped]
+        in_sync = {(p.key, p.destination) for p in skipped}
         if pairs:
-            settings = self.sync_settings or sync_engine.Settings()
-            outcomes = sync_engine.Engine(project, self.engine, settings).run(pairs, force=self.force)  # type: ignore[arg-type]
+            sync_started = time.perf_counter()
+            outcomes = sync_engine.Engine(project, self.engine, self._sync_settings()).run(pairs, force=self.force)
             acked = time.time()
             cycle.sent = sum(o.added + o.removed for o in outcomes)
             cycle.problems += [sync_engine.summary_line(o) for o in outcomes if not o.ok]
+            in_sync |= {(o.segment, o.destination) for o in outcomes if o.ok}
             if cycle.sent and newest is not None and seen > mark.events_seen:
                 cycle.latency = max(acked - newest.replace(tzinfo=dt.timezone.utc).timestamp(), 0.0)
+            cycle.timings["sync"] = time.perf_counter() - sync_started
+        self._in_sync = in_sync
         with self.engine.connect() as session:
             _write_mark(session, Mark(as_of, seen, newest))
+        self._mark = Mark(as_of, seen, newest)
+        cycle.timings["total"] = time.perf_counter() - started
         return cycle
+
+    def _project(self) -> m.Project:
+        """The specs, parsed again only when a file under the specs folder changed."""
+        files = sorted(p for p in self.specs_dir.rglob("*") if p.is_file())
+        stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        if self._parsed is None or self._parsed[0] != stamp:
+            self._parsed = (stamp, load_project(self.specs_dir))
+        return self._parsed[1]
+
+    def _sync_settings(self) -> object:
+        """The sync engine's settings with one keep-alive HTTP session for every cycle:
+        a cycle sends a few small batches, and a new connection per cycle would cost
+        more than they do."""
+        if self._settings is None:
+            settings = self.sync_settings or sync_engine.Settings()
+            if settings.session is None:  # type: ignore[attr-defined]
+                settings = dataclasses.replace(settings, session=new_session())  # type: ignore[type-var]
+            self._settings = settings
+        return self._settings
 
     def run(self, interval: float, stop: threading.Event, log: Callable[[str], None], cycles: int | None = None) -> int:
         """Cycle every ``interval`` seconds until ``stop`` is set (or ``cycles`` ran);

@@ -43,7 +43,7 @@ SYNCED = ("vip_upload", "win_back")  # the segments given a (recorded) sync asse
 # Example destinations the demo serves locally; the platforms' need accounts, so their
 # sync assets fail in these tests, each saying which setting is missing.
 LOCAL_DESTINATIONS = ("crm_hook", "whatsapp_hook", "exports")
-MODULES = ("definitions", "assets", "checks", "gating", "resources", "schedules", "sync_assets", "translator")
+MODULES = ("definitions", "assets", "checks", "gating", "realtime", "resources", "schedules", "sync_assets", "translator")
 
 
 @pytest.fixture(scope="module")

@@ -25,31 +25,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segments import cli, demo_data, engines, paths, pipeline
-from sync import watch
+from segments import cli, engines, paths
 from segments.spec.parse import load_project
 from sync import engine as sync_engine
+from sync import watch
 from sync.receiver import AudienceReceiver
-
-ANCHOR = dt.datetime(2026, 3, 1)
-T0 = ANCHOR - dt.timedelta(days=3)
-SECRET = "whsec_" + "d2F0Y2gtdGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ=="
-REALTIME = ("abandoned_cart", "pricing_page_visitors", "welcome_journey")
-
-
-def realtime_specs(target: Path) -> Path:
-    """The example specs, three of them real-time, synced to crm_hook only, and with a
-    size check and a mass-removal guard that let a small segment empty out (the guards
-    themselves: test_guards_hold_back_a_cycle)."""
-    shutil.copytree(paths.SPECS_DIR, target)
-    destinations = target / "_destinations.yml"
-    destinations.write_text(destinations.read_text().replace("    batch_size: 500\n", "    batch_size: 500\n    max_remove_pct: 100\n", 1))
-    for name in REALTIME:
-        path = target / f"{name}.yml"
-        text = re.sub(r"(?m)^(refresh|checks):.*$", "", path.read_text())
-        text = re.sub(r"(?ms)^sync:\n.*?(?=^\S|\Z)", "", text)
-        path.write_text(f"refresh: realtime\nchecks: {{max_size_change_pct: 1000}}\nsync:\n  - destination: crm_hook\n{text}")
-    return target
+from watch_fixtures import REALTIME, SECRET, T0, arrive, audiences, change_attributes, demo_warehouse, full_build_members, realtime_specs
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +40,7 @@ def specs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory) -> Path:
-    """Demo data up to T0; the events after T0 wait in raw.later."""
-    path = tmp_path_factory.mktemp("watch") / "warehouse.duckdb"
-    con = duckdb.connect(str(path))
-    demo_data.write_duckdb(demo_data.generate(users=500, seed=5, anchor=ANCHOR), con)
-    con.execute("CREATE TABLE raw.later AS SELECT * FROM raw.events WHERE occurred_at > ?", [T0])
-    con.execute("DELETE FROM raw.events WHERE occurred_at > ?", [T0])
-    con.close()
-    return path
+    return demo_warehouse(tmp_path_factory.mktemp("watch") / "warehouse.duckdb")
 
 
 @pytest.fixture(scope="module")
@@ -87,52 +61,6 @@ def watcher(specs: Path, warehouse: Path, receiver: AudienceReceiver, at: dt.dat
     return watch.Watcher(specs, warehouse, clock=lambda: at, sync_settings=settings)
 
 
-def full_build_members(specs: Path, warehouse: Path, as_of: dt.datetime, tmp_path: Path) -> dict[str, set[str]]:
-    copy = tmp_path / "full.duckdb"
-    shutil.copyfile(warehouse, copy)
-    assert pipeline.build(specs, copy, as_of, full_refresh=True).refreshed is None
-    con = duckdb.connect(str(copy), read_only=True)
-    try:
-        rows = con.execute(
-            "SELECT segment_name, user_id FROM main.segment_membership WHERE NOT is_holdout AND as_of = ?", [as_of]
-        ).fetchall()
-    finally:
-        con.close()
-    wanted = {name: set() for name in REALTIME}
-    for segment, user in rows:
-        if segment in wanted:
-            wanted[segment].add(user)
-    return wanted
-
-
-def arrive(warehouse: Path, upto: dt.datetime) -> int:
-    """Events of raw.later up to ``upto`` arrive in raw.events."""
-    con = duckdb.connect(str(warehouse))
-    try:
-        moved = con.execute("SELECT count(*) FROM raw.later WHERE occurred_at <= ?", [upto]).fetchone()[0]
-        con.execute("INSERT INTO raw.events SELECT * FROM raw.later WHERE occurred_at <= ?", [upto])
-        con.execute("DELETE FROM raw.later WHERE occurred_at <= ?", [upto])
-        return int(moved)
-    finally:
-        con.close()
-
-
-def change_attributes(warehouse: Path, upto: dt.datetime) -> int:
-    """Every tenth user gets a new signup_at (welcome_journey reads it)."""
-    con = duckdb.connect(str(warehouse))
-    try:
-        con.execute(
-            "UPDATE raw.users SET signup_at = ? - INTERVAL 1 HOUR WHERE hash(user_id) % 10 = 0", [upto]
-        )
-        return int(con.execute("SELECT count(*) FROM raw.users WHERE hash(user_id) % 10 = 0").fetchone()[0])
-    finally:
-        con.close()
-
-
-def audiences(receiver: AudienceReceiver) -> dict[str, set[str]]:
-    return {name: set(receiver.audiences.get(name, set())) for name in REALTIME}
-
-
 ROUNDS = [  # (round, hours after T0, what happens first)
     ("first cycle: a full build, every member sent", 0, None),
     ("two hours of events", 2, arrive),
@@ -143,12 +71,16 @@ ROUNDS = [  # (round, hours after T0, what happens first)
 
 
 def test_rounds_match_a_full_build(specs, warehouse, receiver, tmp_path):
+    """One watcher, as one `segments watch` process: its later cycles skip the syncs
+    of segments nobody entered or left (test_unchanged_segments_skip_their_sync)."""
     seen_events = 0
+    running = watcher(specs, warehouse, receiver, T0)
     for label, hours, before in ROUNDS:
         at = T0 + dt.timedelta(hours=hours)
         if before is not None:
             before(warehouse, at)
-        cycle = watcher(specs, warehouse, receiver, at).cycle()
+        running.clock = lambda at=at: at
+        cycle = running.cycle()
         assert cycle.as_of == at
         assert not cycle.problems, (label, cycle.problems)
         expected = full_build_members(specs, warehouse, at, tmp_path)
@@ -170,6 +102,22 @@ def test_refresh_cycles_reevaluate_few_users(specs, warehouse, receiver):
     assert (cycle.events_seen, cycle.sent) == (0, 0)
     with engines.get("duckdb", warehouse).connect(read_only=True) as session:
         assert watch.read_mark(session).as_of == at
+
+
+def test_unchanged_segments_skip_their_sync(specs, warehouse, receiver):
+    """A watcher syncs every pair at its first cycle; later, after a refresh, only the
+    pairs whose segment someone entered or left."""
+    at = T0 + dt.timedelta(hours=61, minutes=5)
+    running = watcher(specs, warehouse, receiver, at)
+    first = running.cycle()
+    assert "sync" in first.timings and not first.problems
+    requests = receiver.requests
+    running.clock = lambda: at + dt.timedelta(seconds=1)
+    quiet = running.cycle()
+    assert quiet.reevaluated is not None and (quiet.entered, quiet.exited, quiet.sent) == (0, 0, 0)
+    assert "sync" not in quiet.timings and receiver.requests == requests
+    other = watcher(specs, warehouse, receiver, at + dt.timedelta(seconds=2)).cycle()  # a new process trusts nothing
+    assert "sync" in other.timings and other.sent == 0 and receiver.requests == requests
 
 
 _CHILD = """
@@ -199,11 +147,10 @@ def test_kill_9_and_restart(specs, warehouse, receiver, tmp_path):
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     restarted = watcher(specs, warehouse, receiver, at)
-    first = restarted.cycle()
-    # a segment that was empty fails its size check ("from empty") and waits a cycle
-    assert all("not synced" in problem for problem in first.problems)
-    again = restarted.cycle()
-    assert not again.problems
+    cycle = restarted.cycle()
+    # segments that were empty get a few members: fewer than the size check's floor,
+    # so they are synced at once (tests/test_watch.py::test_size_check_floor)
+    assert not cycle.problems and not cycle.waiting, cycle.line()
     assert audiences(receiver) == full_build_members(specs, warehouse, at, tmp_path)
     assert receiver.repeats == 0
 
@@ -260,3 +207,29 @@ def test_refresh_realtime_parses(tmp_path, refresh, error):
     with pytest.raises(SpecErrors) as raised:
         load_project(specs)
     assert any(str(e).endswith(error) or error in str(e) for e in raised.value.errors), raised.value.errors
+
+
+@pytest.mark.parametrize(
+    ("previous", "members", "limit", "problem"),
+    [
+        (None, 500, 50, None),  # first publish: nothing to compare with
+        (0, 3, 50, None),  # from empty to a handful: below the floor
+        (0, 9, 50, None),
+        (0, 10, 50, "size of s moved from empty (0 -> 10), more than the 50% allowed: not synced"),
+        (4, 9, 50, None),  # 125%, but 5 members
+        (100, 140, 50, None),
+        (100, 160, 50, "size of s moved by 60.0% (100 -> 160), more than the 50% allowed: not synced"),
+        (5000, 0, 50, "size of s moved by 100.0% (5,000 -> 0), more than the 50% allowed: not synced"),
+        (12, 0, 50, "size of s moved by 100.0% (12 -> 0), more than the 50% allowed: not synced"),
+        (12, 3, 50, None),
+    ],
+)
+def test_size_check_floor(previous, members, limit, problem):
+    """The size check holds a segment back only when its size moved by at least
+    ``history.MIN_SIZE_CHANGE`` members: a real-time segment going from empty to a
+    few members is synced in the same cycle."""
+    from segments import history
+
+    assert history.MIN_SIZE_CHANGE == 10
+    size = history.BuildSize("s", T0, members, 0, members, 0, previous=previous)
+    assert watch.size_check_problem(size, limit) == problem
