@@ -288,16 +288,16 @@ def members(
     target: TargetOption = "duckdb",
     project_dir: ProjectDirOption = None,
 ) -> None:
-    """Print segment_name,user_id,is_holdout CSV of the current membership."""
+    """Print segment_name,user_id,is_holdout CSV of the current membership (and arm, for experiments)."""
     use_project(project_dir)
     engine = engine_for(target, warehouse_path)
     selected = None if segment is None else _segment_names(specs_dir(specs), segment)
     with engine.connect(read_only=True) as session:
-        rows = warehouse.members(session, selected)  # checks first: a bad request prints no header
+        shown = warehouse.members(session, selected)  # checks first: a bad request prints no header
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["segment_name", "user_id", "is_holdout"])
-        for name, user_id, is_holdout in rows:
-            writer.writerow(spreadsheet.row([name, user_id, "true" if is_holdout else "false"]))
+        writer.writerow(shown.columns)
+        for name, user_id, is_holdout, *arm in shown.rows:
+            writer.writerow(spreadsheet.row([name, user_id, "true" if is_holdout else "false", *("" if a is None else a for a in arm)]))
 
 
 def _segment_names(specs: Path, name: str) -> list[str]:

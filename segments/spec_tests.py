@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -332,15 +332,15 @@ def load(con: duckdb.DuckDBPyConnection, catalog: m.Catalog, test: SegmentTest) 
     _create(con, events.relation, event_columns, test.events)
 
 
-def run(project: m.Project, test: SegmentTest) -> Outcome:
-    """Run one test on an in-memory DuckDB; on a difference, explain who differs."""
+def membership_query(project: m.Project, test: SegmentTest) -> exp.Select:
+    """(segment_name, user_id) of the segments ``test`` expects, computed from the input
+    tables and the uploaded lists (``main.segment_uploads``) in one query, no dbt."""
     compiled = md.compile_project(project, only=list(test.expect))
-    query = render.standalone_query(compiled, md.MEMBERSHIP, test.as_of, select=exp.select("segment_name", "user_id").from_(md.MEMBERSHIP))
-    with duckdb.connect(":memory:") as con:
-        duckdb_setting(con, "TimeZone", "UTC")
-        load(con, project.catalog, test)
-        uploads.write_file_lists(con, project)
-        rows = con.execute(dialects.render(query, "duckdb")).fetchall()
+    return render.standalone_query(compiled, md.MEMBERSHIP, test.as_of, select=exp.select("segment_name", "user_id").from_(md.MEMBERSHIP))
+
+
+def compare(test: SegmentTest, rows: Iterable[tuple[object, object]]) -> Outcome:
+    """The test's expected members against ``rows`` of :func:`membership_query`."""
     got: dict[str, set[str]] = {}
     for segment, user in rows:
         got.setdefault(str(segment), set()).add(str(user))
@@ -349,6 +349,17 @@ def run(project: m.Project, test: SegmentTest) -> Outcome:
         members = got.get(segment, set())
         if members != expected:
             outcome.differences[segment] = (sorted(expected - members), sorted(members - expected))
+    return outcome
+
+
+def run(project: m.Project, test: SegmentTest) -> Outcome:
+    """Run one test on an in-memory DuckDB; on a difference, explain who differs."""
+    query = membership_query(project, test)
+    with duckdb.connect(":memory:") as con:
+        duckdb_setting(con, "TimeZone", "UTC")
+        load(con, project.catalog, test)
+        uploads.write_file_lists(con, project)
+        outcome = compare(test, con.execute(dialects.render(query, "duckdb")).fetchall())
     if not outcome.ok:
         outcome.why = _explain(project, test, outcome)
     return outcome

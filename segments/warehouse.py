@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 from pathlib import Path
 
 import duckdb
@@ -326,8 +327,22 @@ def load_inputs(session: Session, catalog: m.Catalog, users: Path | None, events
     return counts
 
 
-def members(session: Session, segments: Sequence[str] | None = None) -> Iterator[tuple[str, str, bool]]:
-    """(segment_name, user_id, is_holdout) of the published membership, sorted by code point.
+#: The columns of ``segments members``; ``arm`` only where a segment shown has an experiment.
+MEMBER_COLUMNS = ("segment_name", "user_id", "is_holdout")
+
+
+class Members(NamedTuple):
+    """The published membership as ``segments members`` prints it."""
+
+    columns: tuple[str, ...]
+    rows: Iterator[tuple]  # (segment_name, user_id, is_holdout[, arm])
+
+
+def members(session: Session, segments: Sequence[str] | None = None) -> Members:
+    """(segment_name, user_id, is_holdout) of the published membership, sorted by code
+    point, and each member's ``arm`` when a segment shown has an experiment (its members
+    have arms; other segments' rows have none), so the output of segments without
+    experiments is what it always was.
 
     Checks the warehouse and ``segments`` (names of the last build) before returning,
     so a caller prints nothing, not even a header, for a bad request.
@@ -336,19 +351,32 @@ def members(session: Session, segments: Sequence[str] | None = None) -> Iterator
         SegmentsError: no build yet, or a segment the last build did not publish.
     """
     engine = session.engine
-    if not session.columns(engine.target_schema, md.MEMBERSHIP):
+    columns = session.columns(engine.target_schema, md.MEMBERSHIP)
+    if not columns:
         raise SegmentsError("the warehouse has no segment_membership yet: run `segments build`")
-    query = exp.select("segment_name", "user_id", "is_holdout").from_(engine.table(md.MEMBERSHIP))
+    wanted = None
     if segments is not None:
         published = set(_published_segments(session))
         missing = [name for name in segments if name not in published]
         if missing:
             raise SegmentsError(f"no segment named {missing[0]!r} in the last build")
-        query = query.where(exp.or_(*(_segment_name_is(name) for name in segments)))
+        wanted = exp.or_(*(_segment_name_is(name) for name in segments))
+    shown = MEMBER_COLUMNS + (("arm",) if "arm" in columns and _has_arms(session, wanted) else ())
+    query = exp.select(*shown).from_(engine.table(md.MEMBERSHIP))
+    if wanted is not None:
+        query = query.where(wanted.copy())
     order = [engine.sort_key(exp.column(c)) for c in ("segment_name", "user_id")]
-    return _member_rows(session, query.order_by(*order))
+    return Members(shown, _member_rows(session, query.order_by(*order)))
 
 
-def _member_rows(session: Session, query: exp.Select) -> Iterator[tuple[str, str, bool]]:
-    for name, user_id, is_holdout in session.stream(query):
-        yield str(name), str(user_id), bool(is_holdout)
+def _has_arms(session: Session, wanted: exp.Expression | None) -> bool:
+    """Whether some member of the segments ``wanted`` selects (all: None) has an arm."""
+    armed = exp.Not(this=exp.Is(this=exp.column("arm"), expression=exp.Null()))
+    condition = armed if wanted is None else exp.and_(wanted.copy(), armed)
+    query = exp.select(exp.Literal.number(1)).from_(session.engine.table(md.MEMBERSHIP)).where(condition).limit(1)
+    return bool(session.rows(query))
+
+
+def _member_rows(session: Session, query: exp.Select) -> Iterator[tuple]:
+    for name, user_id, is_holdout, *arm in session.stream(query):
+        yield (str(name), str(user_id), bool(is_holdout), *(None if a is None else str(a) for a in arm))

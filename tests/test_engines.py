@@ -245,6 +245,25 @@ def test_experiment_arms_and_priority_lists_match_an_independent_computation(bui
     assert checked >= 2
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_members_shows_the_arm_of_segments_with_experiments(built, specs, target):
+    """``segments members``: an ``arm`` column where a segment shown has an experiment,
+    each member's arm as SPEC 2.7 computes it by hand; no column for other segments."""
+    project = load_project(specs)
+    experiment = project.spec("cart_reminder_experiment").experiment
+    shown = list(csv.reader(io.StringIO(cli("members", "--segment", "cart_reminder_experiment", "--specs", str(specs),
+                                            "--target", target))))
+    assert shown[0] == ["segment_name", "user_id", "is_holdout", "arm"] and len(shown) > 20
+    assert all(arm == expected_arm(experiment, user) for _, user, _, arm in shown[1:])
+    assert {arm for *_, arm in shown[1:]} == {arm for arm, _ in experiment.arms}
+    plain = cli("members", "--segment", "abandoned_cart", "--specs", str(specs), "--target", target)
+    assert plain.splitlines()[0] == "segment_name,user_id,is_holdout"
+    everyone = list(csv.DictReader(io.StringIO(built[target].members)))  # all segments: the column, empty elsewhere
+    assert {r["arm"] for r in everyone if r["segment_name"] == "abandoned_cart"} == {""}
+    assert [r for r in everyone if r["segment_name"] == "cart_reminder_experiment"] == [
+        dict(zip(shown[0], row, strict=True)) for row in shown[1:]]
+
+
 def expected_arm(experiment, user_id: str) -> str:
     """SPEC 2.7 by hand: md5's first 8 hex digits mod 10000 against the cumulative percents."""
     bucket = int(hashlib.md5(f"{experiment.name}:{user_id}".encode()).hexdigest()[:8], 16) % 10_000

@@ -3,7 +3,8 @@
 The examples' tests pass; a wrong expectation fails with exit 1, a diff of who is
 missing and who is unexpected, and the explanation of each; a broken test is a
 ``file:line:col`` error of ``segments test`` and of ``segments validate``. Expected
-members here are worked out by hand from the rows, never from the compiler.
+members here are worked out by hand from the rows, never from the compiler. What the
+tests promise holds on PostgreSQL too: the same rows there give the same members.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from segments import paths
+import duckdb
+from sync_fixtures import postgres_database
+
+from segments import engines, paths, spec_tests, uploads
 from segments.cli import main
+from segments.compiler import models as md
 from segments.spec.parse import load_project
 from segments.spec_tests import read_tests, run
 
@@ -168,3 +173,36 @@ def test_broken_tests_are_file_line_col_errors(capsys, specs, body, where, messa
 def test_unknown_name_suggests_the_closest(capsys):
     code, _, err = cli(capsys, "test", "abandoned_crt")
     assert code == 1 and "did you mean 'abandoned_cart'" in err
+
+
+# ---- PostgreSQL: the same rows give the same members -----------------------------------
+
+def _tests_of(specs: Path) -> list[tuple[str, spec_tests.SegmentTest]]:
+    project = load_project(specs)
+    return [(f"{t.spec}: {t.name}", t) for t in read_tests(project)]
+
+
+def test_the_examples_tests_and_a_hand_worked_one_hold_on_postgres(tmp_path, postgres_env, monkeypatch):
+    """Every example test, and REGIONAL (worked out by hand above), loaded into a
+    PostgreSQL database as `segments load` and `segments upload` bring rows
+    (Session.import_tables), its members computed there by the query `segments test`
+    runs on DuckDB, rendered for PostgreSQL."""
+    specs = tmp_path / "segment_specs"
+    shutil.copytree(paths.SPECS_DIR, specs)
+    write(specs, "regional_offer.yml", REGIONAL)
+    project = load_project(specs)
+    cases = _tests_of(specs)
+    assert len(cases) >= 4 and any(t.spec == "regional_offer" for _, t in cases)
+    with postgres_database(postgres_env, monkeypatch):
+        engine = engines.get("postgres")
+        with engine.connect() as session:
+            for label, test in cases:
+                with session.staging() as rows:  # the test's rows, typed as the catalog says
+                    spec_tests.load(rows, project.catalog, test)
+                    uploads.write_file_lists(rows, project)
+                    inputs = [project.catalog.users.relation, project.catalog.events.relation]
+                    tables = {engine.table(r.name, r.schema): f"{r.schema}.{r.name}" for r in inputs}
+                    tables[engine.table(md.UPLOADS_TABLE, "main")] = f"main.{md.UPLOADS_TABLE}"
+                    session.import_tables(rows, tables)
+                outcome = spec_tests.compare(test, session.rows(spec_tests.membership_query(project, test)))
+                assert outcome.differences == {}, label

@@ -182,7 +182,7 @@ def test_a_build_matches_messy_phones_and_committed_files(specs, tmp_path):
     as_of = pipeline.dt.datetime(2026, 1, 15)
     pipeline.build(specs, warehouse_file, as_of)
     with engine.connect(read_only=True) as session:
-        members = {(s, u) for s, u, _ in warehouse.members(session)}
+        members = {(s, u) for s, u, *_ in warehouse.members(session).rows}
     assert {u for s, u in members if s == "callers"} == {"u1", "u2", "u3", "u4"}
     assert {u for s, u in members if s == "team"} == {"u3"}
     models = pipeline.project_dir(specs, "duckdb") / "models"

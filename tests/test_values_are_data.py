@@ -213,7 +213,7 @@ def test_generated_values_mean_their_literal_text(wh: Warehouse, values: list[st
     expected = _expected(values)
     with wh.engine.connect(read_only=True) as session:
         got: dict[str, set[str]] = {name: set() for name in expected}
-        for segment, user, _ in warehouse.members(session):
+        for segment, user, *_ in warehouse.members(session).rows:
             got[segment].add(user)
         relations = _relations(session)
     assert got == expected
