@@ -89,6 +89,7 @@ SPECS = BENCH / "specs"
 HANDWRITTEN = BENCH / "handwritten"
 HANDFUSED = BENCH / "handfused.sql"
 SYNC_RESULTS = BENCH / "RESULTS-sync.md"
+REALTIME_RESULTS = BENCH / "RESULTS-realtime.md"
 sys.path.insert(0, str(BENCH))
 from sync_bench import machine  # noqa: E402 - the sync benchmark's machine description
 
@@ -1002,6 +1003,15 @@ def sync_section() -> list[str]:
             "Headline (ours against drt-core at equal batch size, 1M members):", "", *headline, "", *figures]
 
 
+def realtime_section() -> list[str]:
+    """A link to the real-time benchmark's figures (``make bench-realtime``), with its headline."""
+    if not REALTIME_RESULTS.exists():
+        return [f"`{REALTIME_RESULTS.relative_to(ROOT)}` is missing: run `make bench-realtime`."]
+    headline = [line for line in REALTIME_RESULTS.read_text().splitlines() if line.startswith("| latency") or line.startswith("| full build")]
+    return ["Not rerun here: `segments watch` against a full build, in [`RESULTS-realtime.md`](RESULTS-realtime.md).", "",
+            "| figure | value | target |", "| --- | --- | --- |", *headline]
+
+
 def report(args: argparse.Namespace, info: dict[str, str], r: Results) -> str:
     out = [
         "# Build benchmark: `segments build` of 30 and 200 segments",
@@ -1026,6 +1036,7 @@ def report(args: argparse.Namespace, info: dict[str, str], r: Results) -> str:
         out += ["", "## FAILED checks", "", *(f"- {p}" for p in r.problems)]
     out += figures_section(r)
     out += ["", "## Sync (issue 3)", "", *sync_section()]
+    out += ["", "## Real-time (issue 15)", "", *realtime_section()]
     return "\n".join(out) + "\n"
 
 

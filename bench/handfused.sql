@@ -43,7 +43,7 @@ WITH users AS (
     min(amount) FILTER (WHERE event_name = 'purchase' AND occurred_at > {as_of} - INTERVAL 180 DAY) AS min_order_180d,
     max(occurred_at) FILTER (WHERE event_name = 'purchase') AS last_order_at,
     count(*) FILTER (WHERE event_name = 'purchase' AND occurred_at > {as_of} - INTERVAL 365 DAY) AS orders_365d,
-    sum(amount) FILTER (WHERE event_name = 'purchase' AND occurred_at > {as_of} - INTERVAL 365 DAY) AS revenue_365d,
+    sum(amount::DECIMAL(38, 6)) FILTER (WHERE event_name = 'purchase' AND occurred_at > {as_of} - INTERVAL 365 DAY)::DOUBLE AS revenue_365d,
     count(*) FILTER (WHERE event_name = 'chat_started' AND occurred_at > {as_of} - INTERVAL 7 DAY) AS chats_7d,
     count(*) FILTER (WHERE event_name = 'signup' AND occurred_at > {as_of} - INTERVAL 7 DAY) AS signups_7d
   FROM raw.events

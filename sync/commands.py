@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import Progress
 
-from segments import demo_data, engines, paths, warehouse
+from segments import engines, paths, warehouse
 from segments.commandline import (
     AsOfOption, ProjectDirOption, SpecsOption, TargetOption, WarehouseOption, as_of_value, engine_for, err, out,
     print_build, progress, run_build, specs_dir, use_project, warehouse_file,
@@ -139,6 +139,8 @@ def demo(
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Generate sample data, build every example segment, print a summary."""
+    from segments import demo_data  # here: it imports pandas, which every other command would pay for
+
     specs = use_project(project_dir).specs_dir
     at = as_of_value(as_of) if as_of else utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
     duckdb_file = paths.warehouse_path(warehouse_path)

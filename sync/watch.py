@@ -47,6 +47,8 @@ from sync import engine as sync_engine
 from sync.http import new_session
 
 STATE = "segments_watch_state"
+#: Seconds before a cycle that found the warehouse busy (another process writing) runs again.
+BUSY_RETRY = 0.2
 _TIME, _BIG = exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
 _STATE_COLUMNS = {"as_of": _TIME, "events_seen": _BIG, "newest_event_at": _TIME}
 
@@ -267,12 +269,17 @@ class Watcher:
         done = 0
         while not stop.is_set() and (cycles is None or done < cycles):
             started = time.monotonic()
+            pause = interval
             try:
                 log(self.cycle().line())
             except SegmentsError as error:  # a busy warehouse, a bad spec: the next cycle tries again
                 log(f"cycle failed: {error}")
+                if "is busy" in str(error):  # a loader's short write: try again soon, not a whole interval later
+                    pause = min(interval, BUSY_RETRY)
             done += 1
-            stop.wait(max(interval - (time.monotonic() - started), 0.0))
+            if cycles is not None and done >= cycles:
+                break
+            stop.wait(max(pause - (time.monotonic() - started), 0.0))
         return done
 
 

@@ -11,6 +11,8 @@ import datetime as dt
 import io
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -395,3 +397,11 @@ def test_demo_runs_on_a_fresh_warehouse(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--users", "300", "--warehouse", str(warehouse))
     assert code == 0, err
     assert "abandoned_cart" in out and "built 30 segments" in out
+
+
+def test_the_command_line_starts_without_pandas():
+    """pandas costs a third of a second to import: only the commands that need it
+    (uploads, demo data) import it, when they run."""
+    check = "import sys, segments.cli; print(sorted(m for m in ('pandas', 'dbt') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -233,3 +233,31 @@ def test_rescoring_a_quantile_gives_the_scores_a_rank_window_gives(values):
     con.execute(update.sql("duckdb"))
     assert dict(con.execute("SELECT user_id, score FROM t").fetchall()) == expected
     assert not con.execute(rescore(exp.to_table("t"), quantile).sql("duckdb")).fetchall()  # nothing left to move
+
+
+def test_sums_move_exactly_and_a_sum_too_large_for_its_double_is_read_again(built, specs, tmp_path):
+    """Sums are decimals moved by the change; past 2**32 the old DOUBLE cannot be read
+    back exactly, and the user's events are summed again. Each step equals a full build."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(built, warehouse)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    last = con.execute(f"SELECT as_of FROM main_segments_build.{refresh.STATE}").fetchone()[0]
+    buyer = con.execute(  # no purchase yet: the sums below are all the user's
+        "SELECT min(user_id) FROM raw.users WHERE created_at < ? AND user_id NOT IN "
+        "(SELECT user_id FROM raw.events WHERE event_name = 'purchase')", [last]).fetchone()[0]
+    columns = [c[0] for c in con.execute("DESCRIBE raw.events").fetchall()]
+    con.close()
+    # the last round starts from 3e15 + 0.67, whose DOUBLE (steps of 0.5) reads back as
+    # 3e15 + 0.5: plus 0.2 that would give 3e15 + 0.5 again, where the sum is 3e15 + 1
+    rounds = [[0.1, 0.2, 0.3], [3e15, 0.07], [0.2]]
+    next_id = 10**12  # beyond the demo's event ids
+    for step, amounts in enumerate(rounds, start=1):
+        for i, amount in enumerate(amounts):
+            next_id += 1
+            row = {c: None for c in columns} | {"event_id": next_id, "user_id": buyer, "event_name": "purchase",
+                                                 "occurred_at": last + dt.timedelta(hours=step - 1, minutes=i + 1), "amount": amount}
+            execute(warehouse, f"INSERT INTO raw.events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                    *[row[c] for c in columns])
+        as_of = last + dt.timedelta(hours=step)
+        assert pipeline.build(specs, warehouse, as_of).refreshed is not None
+        assert published(warehouse) == full_build_of(warehouse, specs, as_of, tmp_path), f"round {step}"

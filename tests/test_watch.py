@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -233,3 +234,32 @@ def test_size_check_floor(previous, members, limit, problem):
     assert history.MIN_SIZE_CHANGE == 10
     size = history.BuildSize("s", T0, members, 0, members, 0, previous=previous)
     assert watch.size_check_problem(size, limit) == problem
+
+
+@pytest.mark.parametrize(
+    ("error", "least", "most"),
+    [
+        ("warehouse w.duckdb is busy: another segments command is using it", 0.2, 1.0),  # tried again soon
+        ("abandoned_cart.yml:3:1: unknown key 'wher'", 2.0, 10.0),  # a bad spec: the next interval
+    ],
+)
+def test_a_failed_cycle_is_tried_again(specs, warehouse, error, least, most):
+    """A cycle that found the warehouse busy (a loader writing) runs again after
+    BUSY_RETRY seconds; any other failure waits for the next interval."""
+    from segments.errors import SegmentsError
+
+    failing = watch.Watcher(specs, warehouse)
+    outcomes = iter([SegmentsError(error), None])
+    lines: list[str] = []
+
+    def cycle() -> watch.Cycle:
+        failure = next(outcomes)
+        if failure is not None:
+            raise failure
+        return watch.Cycle(T0)
+
+    failing.cycle = cycle  # type: ignore[method-assign]
+    started = time.monotonic()
+    assert failing.run(2.0, threading.Event(), lines.append, cycles=2) == 2
+    assert least <= time.monotonic() - started < most
+    assert lines[0] == f"cycle failed: {error}" and lines[1].startswith("as_of ")

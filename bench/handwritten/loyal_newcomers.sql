@@ -15,7 +15,7 @@ WITH universe AS (
       least(5, 1 + floor(percent_rank() OVER (ORDER BY coalesce(o.revenue_365d, 0)) * 5)) AS monetary_score
     FROM universe u LEFT JOIN (
       SELECT user_id, max(occurred_at) AS last_order_at,
-        sum(amount) FILTER (WHERE occurred_at > {as_of} - INTERVAL 365 DAY) AS revenue_365d
+        sum(amount::DECIMAL(38, 6)) FILTER (WHERE occurred_at > {as_of} - INTERVAL 365 DAY)::DOUBLE AS revenue_365d
       FROM raw.events
       WHERE event_name = 'purchase' AND occurred_at <= {as_of}
       GROUP BY user_id

@@ -5,7 +5,7 @@ WITH universe AS (
   SELECT user_id,
     max(occurred_at) AS last_order_at,
     count(*) FILTER (WHERE occurred_at > {as_of} - INTERVAL 365 DAY) AS orders_365d,
-    sum(amount) FILTER (WHERE occurred_at > {as_of} - INTERVAL 365 DAY) AS revenue_365d
+    sum(amount::DECIMAL(38, 6)) FILTER (WHERE occurred_at > {as_of} - INTERVAL 365 DAY)::DOUBLE AS revenue_365d
   FROM raw.events
   WHERE event_name = 'purchase' AND occurred_at <= {as_of}
   GROUP BY user_id

@@ -2,7 +2,7 @@
 WITH universe AS (
   SELECT * FROM raw.users WHERE created_at IS NULL OR created_at <= {as_of}
 ), spend AS (
-  SELECT user_id, sum(amount) AS spent_365d
+  SELECT user_id, sum(amount::DECIMAL(38, 6))::DOUBLE AS spent_365d
   FROM raw.events
   WHERE event_name = 'purchase' AND occurred_at > {as_of} - INTERVAL 365 DAY AND occurred_at <= {as_of}
   GROUP BY user_id

@@ -16,8 +16,11 @@ then, per user and measure kind:
   at T1 when no qualifying event left (``left`` counts those); else from history.
 - ``active_days``: old + (days with a qualifying event at T1) - (at T0), over the days
   of the changed events, which ``changed`` holds whole (:func:`day_ranges`).
-- ``sum``, ``avg``: from history when some event of theirs changed (a floating-point
-  sum kept by adding and subtracting would drift from a fresh one).
+- ``sum``: old + (amounts qualifying at T1) - (at T0), as exact decimals (the build
+  sums decimals too: :data:`segments.compiler.measures.SUM_TYPE`); from history when
+  the old sum is too large to read back exactly from its DOUBLE.
+- ``avg``: from history when some event of theirs changed (a floating-point mean kept
+  by adding and subtracting would drift from a fresh one).
 - follow-ups: with the same anchor, old + the delta of the changed events; with a new
   anchor after T0, the changed events after it (all of them arrived after T0); else
   from history.
@@ -43,7 +46,9 @@ ADDITIVE = ("count",)
 #: measure kinds combined with the changed events while no qualifying event leaves
 EXTREMES = {"first_occurred": exp.Least, "min": exp.Least, "max": exp.Greatest}
 #: measure kinds read again from history whenever one of their events changes
-FROM_HISTORY = ("sum", "avg")
+FROM_HISTORY = ("avg",)
+#: a decimal with 6 places survives the trip through a DOUBLE below 2**32
+_EXACT_BELOW = 2**32
 
 Relation = Callable[[], exp.Expression]
 
@@ -87,10 +92,13 @@ def lower_bound_moves(window: m.Window | None) -> bool:
 
 def needs_history(column: ms.MeasureColumn) -> str | None:
     """What, among the changed events, sends a user's ``column`` to history: ``moved``
-    (any change), ``left`` (a qualifying event left), or None (never)."""
+    (any change), ``left`` (a qualifying event left), ``large`` (any change to a sum
+    too large to read back exactly), or None (never)."""
     kind = column.measure.kind
     if kind in FROM_HISTORY:
         return "moved"
+    if kind == "sum":
+        return "large"
     if kind in EXTREMES and lower_bound_moves(column.measure.filter.window):
         return "left"
     return None
@@ -117,12 +125,18 @@ def changed_aggregates(columns: list[ms.MeasureColumn], resolver: ms.EventRowRes
         elif kind in ("min", "max"):
             agg = exp.Min if kind == "min" else exp.Max
             value = exp.Filter(this=agg(this=sx.col(column.measure.property or "", resolver.table)), expression=exp.Where(this=now))
+        elif kind == "sum":
+            amount = sx.col(column.measure.property or "", resolver.table)
+            value = exp.Sub(
+                this=exp.Coalesce(this=ms.exact_sum(amount, now), expressions=[exp.Literal.number(0)]),
+                expression=exp.Coalesce(this=ms.exact_sum(amount.copy(), before), expressions=[exp.Literal.number(0)]),
+            )
         else:
             value = None
         if value is not None:
             out.append(exp.alias_(value, column.name))
         reason = needs_history(column)
-        if reason == "moved":
+        if reason in ("moved", "large"):
             out.append(exp.alias_(sx.count_if(exp.NEQ(this=now.copy(), expression=before.copy())), _history_flag(column)))
         elif reason == "left":
             out.append(exp.alias_(sx.count_if(sx.and_(before.copy(), exp.Not(this=sx.paren(now.copy())))), _history_flag(column)))
@@ -146,12 +160,29 @@ def merged_value(column: ms.MeasureColumn, old: str, delta: str, days: str, t1: 
         return exp.Greatest(this=kept, expressions=[part], ignore_nulls=True)  # NULL: no such event
     if kind in EXTREMES:
         return EXTREMES[kind](this=previous, expressions=[part], ignore_nulls=True)
+    if kind == "sum":
+        exact = exp.Add(
+            this=exp.Coalesce(this=exp.cast(previous.copy(), exp.DataType.build(ms.SUM_TYPE)), expressions=[zero]),
+            expression=exp.Coalesce(this=part.copy(), expressions=[zero.copy()]),
+        )
+        both_missing = sx.and_(exp.Is(this=previous, expression=exp.null()), exp.Is(this=part, expression=exp.null()))
+        return exp.Case(ifs=[exp.If(this=both_missing, true=exp.null())], default=exp.cast(exact, exp.DataType.Type.DOUBLE))
     return previous  # from history when it changed
 
 
-def history_users(columns: list[ms.MeasureColumn], delta: str) -> exp.Expression | None:
-    """The condition on the changed events' aggregates that sends a user to history."""
-    flags = [exp.GT(this=sx.col(_history_flag(c), delta), expression=exp.Literal.number(0)) for c in columns if needs_history(c)]
+def history_users(columns: list[ms.MeasureColumn], delta: str, old: str) -> exp.Expression | None:
+    """The condition on the changed events' aggregates (and the old row) that sends a
+    user to history."""
+    flags = []
+    for c in columns:
+        reason = needs_history(c)
+        if reason is None:
+            continue
+        flag: exp.Expression = exp.GT(this=sx.col(_history_flag(c), delta), expression=exp.Literal.number(0))
+        if reason == "large":
+            too_large = exp.GTE(this=exp.Abs(this=sx.col(c.name, old)), expression=exp.Literal.number(_EXACT_BELOW))
+            flag = sx.and_(flag, exp.Coalesce(this=too_large, expressions=[exp.false()]))
+        flags.append(flag)
     return sx.or_(*flags) if flags else None
 
 

@@ -21,6 +21,10 @@ from segments.spec import model as m
 
 #: Measures whose value on "no qualifying event" is 0 rather than missing.
 ZERO_ON_NONE = ("count", "active_days", "sum")
+#: sums add amounts as decimals to 6 places, then read as DOUBLE: the same value on
+#: every engine in any order, and a refresh may add a change to an old sum exactly
+#: (:mod:`segments.compiler.deltas`)
+SUM_TYPE = "DECIMAL(38, 6)"
 
 
 def canonical_filter(event_filter: m.EventFilter) -> m.EventFilter:
@@ -149,8 +153,11 @@ def aggregate(column: MeasureColumn, resolver: EventRowResolver) -> exp.Expressi
     elif kind == "active_days":
         day = exp.cast(occurred, exp.DataType.Type.DATE)
         agg = exp.Count(this=exp.Distinct(expressions=[day]))
-    elif kind in ("sum", "avg", "min", "max"):
-        functions = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}
+    elif kind == "sum":
+        condition = filter_predicate(measure.filter, resolver)
+        return exp.cast(exact_sum(sx.col(measure.property or "", table), condition), exp.DataType.Type.DOUBLE)
+    elif kind in ("avg", "min", "max"):
+        functions = {"avg": exp.Avg, "min": exp.Min, "max": exp.Max}
         agg = functions[kind](this=sx.col(measure.property or "", table))
     elif kind == "first_occurred":
         agg = exp.Min(this=occurred)
@@ -160,6 +167,15 @@ def aggregate(column: MeasureColumn, resolver: EventRowResolver) -> exp.Expressi
         raise ValueError(f"unknown measure {kind!r}")
     condition = filter_predicate(measure.filter, resolver)
     return exp.Filter(this=agg, expression=exp.Where(this=condition))
+
+
+def exact_sum(value: exp.Expression, condition: exp.Expression) -> exp.Expression:
+    """``value`` summed as a decimal (:data:`SUM_TYPE`) over the rows ``condition`` keeps.
+
+    >>> exact_sum(exp.column("amount"), exp.column("ok")).sql("duckdb")
+    'SUM(CAST(amount AS DECIMAL(38, 6))) FILTER(WHERE ok)'
+    """
+    return exp.Filter(this=exp.Sum(this=exp.cast(value, exp.DataType.build(SUM_TYPE))), expression=exp.Where(this=condition))
 
 
 def followup_count(column: FollowupColumn, resolver: EventRowResolver, anchor_table: str) -> exp.Expression:

@@ -7,6 +7,7 @@ at another warehouse is one edit of ``profiles.yml`` or of the environment.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,6 +74,29 @@ def output(target: str, env: Mapping[str, str] | None = None, profiles: Path | N
         SegmentsError: no such output, or a variable it needs is not set.
     """
     profiles = profiles or profiles_file()
+    environment = {**os.environ, **(env or {})}
+    # a connection reads its output each time (segments watch: a dozen a cycle); the
+    # files are parsed and rendered again only when they or the environment change
+    key = (str(profiles), _content(profiles), _content(profiles.parent / "dbt_project.yml"), target,
+           frozenset(environment.items()))
+    if key not in _OUTPUTS:
+        if len(_OUTPUTS) >= 32:
+            _OUTPUTS.clear()
+        _OUTPUTS[key] = _read_output(profiles, target, environment)
+    return copy.deepcopy(_OUTPUTS[key])
+
+
+_OUTPUTS: dict[tuple, dict[str, object]] = {}
+
+
+def _content(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _read_output(profiles: Path, target: str, environment: Mapping[str, str]) -> dict[str, object]:
     profile = profile_name(profiles.parent)
     try:
         document = yaml.safe_load(profiles.read_text(encoding="utf-8"))
@@ -81,6 +105,6 @@ def output(target: str, env: Mapping[str, str] | None = None, profiles: Path | N
     outputs = (document or {}).get(profile, {}).get("outputs", {})
     if target not in outputs:
         raise SegmentsError(f"{profiles} has no output {target!r} for profile {profile!r}")
-    rendered = _render(outputs[target], _renderer({**os.environ, **(env or {})}))
+    rendered = _render(outputs[target], _renderer(environment))
     assert isinstance(rendered, dict)
     return rendered

@@ -106,7 +106,7 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
     build.replace_rows(md.MEMBERSHIP, FLAGGED, build.query(md.MEMBERSHIP, {md.FLAGS: exp.to_table(_FLAGS)}, t1))
     if t1 != t0:
         build.run(stamp_every_row(build.table(md.MEMBERSHIP), "as_of", sx.timestamp_literal(t1)))
-    new_events = events_upto(build, t1)
+    new_events = state.events_upto + events_upto(build, t1, since=t0)  # those up to T0 were checked above
     write_state(build, State(t1, state.fingerprint, new_events, inputs))
     return Outcome(t1, t0, measured, flagged)
 

@@ -16,6 +16,7 @@ from segments.refresh.build import (
     MEASURED, BuildSchema, at, create_users, event_names_in, user_in,
 )
 from segments.refresh.edges import Edge, NotIncremental, edges
+from segments.spec import model as m
 
 #: Temporary tables of the measures' refresh.
 _CHANGED, _CHANGED_DAYS, _OLD, _OLD_SEQUENCES = "_refresh_changed", "_refresh_changed_days", "_refresh_old", "_refresh_old_sequences"
@@ -80,47 +81,81 @@ def refresh_measures(build: BuildSchema, found: list[Edge], t0: dt.datetime, t1:
         build.create_temp(_OLD_SEQUENCES, exp.select("*").from_(build.table(md.SEQUENCES)).where(user_in(MEASURED)))
     build.create_temp(_DELTA, exp.select("user_id", *deltas.changed_aggregates(columns, resolver, t0, t1)).from_(_CHANGED).group_by("user_id"))
 
+    tables = [(_OLD, "o")]  # joined to the changed events' aggregates
     days = deltas.day_ranges(columns)
     if days:
+        tables.append((_DAYS, "dd"))
         # whole days around each edge: a day counts once, whichever of its events qualify
         day_edges = [edge for column in days for edge in measure_edges(column, resolver)]
         changed_days = changed_events(build, day_edges, t0, t1, widen=dt.timedelta(days=1))
         build.create_temp(_CHANGED_DAYS, exp.select("*").from_(exp.Subquery(this=changed_days)).where(user_in(MEASURED)))
         build.create_temp(_DAYS, deltas.active_days_change(days, exp.to_table(_CHANGED_DAYS), resolver, t0, t1, compiled.catalog.timezone))
 
-    history = deltas.history_columns(columns)
-    needed = deltas.history_users(columns, "d")
-    users = exp.select("user_id").from_(exp.to_table(_DELTA).as_("d")).where(needed if needed is not None else exp.false())
-    build.create_temp(_HISTORY_USERS, users)
-    if history:
-        read = bool(build.count(_HISTORY_USERS))  # else no scan at all
-        names = sorted({n for c in history for n in c.measure.filter.events})
-        values = [exp.alias_(deltas._at(ms.aggregate(c, resolver), t1), c.name) for c in history]
+    # history, read per reason: a sum too large to move exactly is rare (usually no scan
+    # at all); the rest reads only as far back as their windows reach
+    groups = [
+        [c for c in columns if deltas.needs_history(c) == "large"],
+        [c for c in columns if deltas.needs_history(c) in ("moved", "left")],
+    ]
+    source: dict[str, tuple[str, str]] = {}  # history column -> (its users, its values)
+    for i, group in enumerate(g for g in groups if g):
+        users_table, values_table = f"{_HISTORY_USERS}_{i}", f"{_HISTORY}_{i}"
+        build.create_temp(users_table, users_needing_history(group))
+        read = bool(build.count(users_table))  # else no scan at all
+        names = sorted({n for c in group for n in c.measure.filter.events})
+        values = [exp.alias_(deltas._at(ms.aggregate(c, resolver), t1), c.name) for c in group]
         scan = (
             exp.select("user_id", *values).from_(build.relation(md.EVENTS, t1))
-            .where(sx.and_(event_names_in(tuple(names)), user_in(_HISTORY_USERS)) if read else exp.false())
+            .where(sx.and_(event_names_in(tuple(names)), user_in(users_table)) if read else exp.false())
             .where(exp.LTE(this=exp.column("occurred_at"), expression=sx.timestamp_literal(t1)))
             .group_by("user_id")
         )
-        build.create_temp(_HISTORY, scan)
+        since = _reaches_back_to(group, t1)
+        if since is not None:  # time-ordered events skip the blocks before it
+            scan = scan.where(exp.GT(this=exp.column("occurred_at"), expression=sx.timestamp_literal(since)))
+        build.create_temp(values_table, scan)
+        source |= {c.name: (f"hu{i}", f"h{i}") for c in group}
+        tables += [(users_table, f"hu{i}"), (values_table, f"h{i}")]
 
     selected: list[exp.Expression] = [sx.col("user_id", "d")]
     for column in columns:
         value = deltas.merged_value(column, "o", "d", "dd", t1)
-        if deltas.needs_history(column):
-            from_history = exp.Not(this=exp.Is(this=sx.col("user_id", "hu"), expression=exp.null()))
-            value = exp.Case(ifs=[exp.If(this=from_history, true=sx.col(column.name, "h"))], default=value)
+        if column.name in source:
+            users_alias, values_alias = source[column.name]
+            from_history = exp.Not(this=exp.Is(this=sx.col("user_id", users_alias), expression=exp.null()))
+            value = exp.Case(ifs=[exp.If(this=from_history, true=sx.col(column.name, values_alias))], default=value)
         selected.append(exp.alias_(value, column.name))
     merged = exp.select(*selected).from_(exp.to_table(_DELTA).as_("d"))
-    joins = [(_OLD, "o"), (_DAYS, "dd") if days else None, (_HISTORY_USERS, "hu"), (_HISTORY, "h") if history else None]
-    for join in joins:
-        if join is not None:
-            merged = merged.join(exp.to_table(join[0]).as_(join[1]), on=exp.EQ(this=sx.col("user_id", join[1]), expression=sx.col("user_id", "d")), join_type="left")
+    for table, alias in tables:
+        merged = merged.join(exp.to_table(table).as_(alias), on=exp.EQ(this=sx.col("user_id", alias), expression=sx.col("user_id", "d")), join_type="left")
     # a user whose only events left every measure keeps a row of zeros, as a full build would
     build.replace_rows(md.MEASURES, MEASURED, merged)
     if compiled.measures.followup_columns:
         refresh_followups(build, t0, t1)
     return measured
+
+
+def users_needing_history(columns: list[ms.MeasureColumn]) -> exp.Select:
+    """The users (of the changed events' aggregates ``d``, old rows ``o``) whose
+    ``columns`` are read again from history."""
+    needed = deltas.history_users(columns, "d", "o")
+    return (
+        exp.select(sx.col("user_id", "d")).from_(exp.to_table(_DELTA).as_("d"))
+        .join(exp.to_table(_OLD).as_("o"), on=exp.EQ(this=sx.col("user_id", "o"), expression=sx.col("user_id", "d")), join_type="left")
+        .where(needed if needed is not None else exp.false())
+    )
+
+
+def _reaches_back_to(columns: list[ms.MeasureColumn], t1: dt.datetime) -> dt.datetime | None:
+    """The earliest event any of ``columns`` reads at ``t1``, when each has a sliding
+    window (``within``); else None (all of history)."""
+    starts = []
+    for column in columns:
+        window = column.measure.filter.window
+        if not isinstance(window, m.WithinWindow):
+            return None
+        starts.append(t1 - dt.timedelta(seconds=window.duration.seconds))
+    return min(starts, default=None)
 
 
 def refresh_followups(build: BuildSchema, t0: dt.datetime, t1: dt.datetime) -> None:

@@ -39,10 +39,12 @@ class State:
     inputs: str
 
 
-def events_upto(build: BuildSchema, as_of: dt.datetime) -> int:
-    query = exp.select(exp.Count(this=exp.Star())).from_(build.table(md.EVENTS)).where(
-        exp.LTE(this=exp.column("occurred_at"), expression=sx.timestamp_literal(as_of))
-    )
+def events_upto(build: BuildSchema, as_of: dt.datetime, since: dt.datetime | None = None) -> int:
+    """Events up to ``as_of`` (after ``since`` only: a range time-ordered events skip to)."""
+    upto = exp.LTE(this=exp.column("occurred_at"), expression=sx.timestamp_literal(as_of))
+    if since is not None:
+        upto = sx.and_(exp.GT(this=exp.column("occurred_at"), expression=sx.timestamp_literal(since)), upto)
+    query = exp.select(exp.Count(this=exp.Star())).from_(build.table(md.EVENTS)).where(upto)
     return int(build.rows(query)[0][0])
 
 

@@ -104,12 +104,12 @@ FROM (
       )) AS count_purchase_52e59e59,
     MAX(occurred_at) FILTER(WHERE
       event_name = 'purchase') AS last_occurred_purchase_6e08a86a,
-    SUM(amount) FILTER(WHERE
+    CAST(SUM(CAST(amount AS DECIMAL(38, 6))) FILTER(WHERE
       event_name = 'purchase'
       AND (
         occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL 365 DAY
         AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
-      )) AS sum_amount_purchase_0503bd92,
+      )) AS DOUBLE) AS sum_amount_purchase_0503bd92,
     COUNT(*) FILTER(WHERE
       event_name = 'signup'
       AND (

@@ -53,14 +53,14 @@ LEFT JOIN (
       )) AS count_purchase_52e59e59,
     MAX(occurred_at) FILTER(WHERE
       event_name = 'purchase') AS last_occurred_purchase_6e08a86a,
-    SUM(amount) FILTER(WHERE
+    CAST(SUM(CAST(amount AS DECIMAL(38, 6))) FILTER(WHERE
       event_name = 'purchase'
       AND (
         occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL 365 DAY
         AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
-      )) AS sum_amount_purchase_0503bd92,
-    SUM(amount) FILTER(WHERE
-      event_name = 'purchase') AS sum_amount_purchase_6cb509f7
+      )) AS DOUBLE) AS sum_amount_purchase_0503bd92,
+    CAST(SUM(CAST(amount AS DECIMAL(38, 6))) FILTER(WHERE
+      event_name = 'purchase') AS DOUBLE) AS sum_amount_purchase_6cb509f7
   FROM {{ ref('stg_events') }}
   WHERE
     (

@@ -62,18 +62,18 @@ LEFT JOIN (
       )
     ) AS count_purchase_52e59e59,
     MAX(IF(event_name = 'purchase', occurred_at, NULL)) AS last_occurred_purchase_6e08a86a,
-    SUM(
+    CAST(SUM(
       IF(
         event_name = 'purchase'
         AND (
           occurred_at > CAST('{{ segments_as_of() }}' AS DATETIME) - INTERVAL 365 DAY
           AND occurred_at <= CAST('{{ segments_as_of() }}' AS DATETIME)
         ),
-        amount,
+        CAST(amount AS BIGNUMERIC),
         NULL
       )
-    ) AS sum_amount_purchase_0503bd92,
-    SUM(IF(event_name = 'purchase', amount, NULL)) AS sum_amount_purchase_6cb509f7
+    ) AS FLOAT64) AS sum_amount_purchase_0503bd92,
+    CAST(SUM(IF(event_name = 'purchase', CAST(amount AS BIGNUMERIC), NULL)) AS FLOAT64) AS sum_amount_purchase_6cb509f7
   FROM {{ ref('stg_events') }}
   WHERE
     (
