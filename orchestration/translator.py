@@ -2,7 +2,7 @@
 
 Every segment model's properties file carries ``config.meta.segments``: the segment's
 name, its spec file, refresh cron, holdout, size-check threshold, owner and sync
-destinations (see :func:`segments.compiler.models._segment_model`). This module is the
+destinations (see :func:`segments.compiler.segment_models.segment_model`). This module is the
 one place that reads it: :class:`SegmentsTranslator` turns it into Dagster groups,
 owners, tags and metadata, and :func:`segment_nodes` into the list the checks,
 schedules and downstream assets are made from. No model is treated specially by name.

@@ -224,7 +224,7 @@ def test_rescoring_a_quantile_gives_the_scores_a_rank_window_gives(values):
     con = duckdb.connect()
     con.execute("CREATE TABLE t (user_id TEXT, x DOUBLE, score BIGINT)")
     con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(f"u{i}", v, (i * 7) % 6 or None) for i, v in enumerate(values)])
-    window = exp.select("user_id", exp.alias_(md._quantile(exp.column("x"), 5), "score")).from_("t")
+    window = exp.select("user_id", exp.alias_(md.quantile_window(exp.column("x"), 5), "score")).from_("t")
     expected = dict(con.execute(window.sql("duckdb")).fetchall())
     quantile = md.Quantile("score", "x", 5)
     update = exp.update("t", {"score": exp.column("score", "r")}, from_=exp.From(this=exp.Subquery(
