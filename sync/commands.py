@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import secrets
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.progress import Progress
@@ -25,11 +25,12 @@ from segments.commandline import (
 from segments.errors import SegmentsError
 from segments.spec.parse import load_project
 from segments.spec.timeparse import parse_duration, utc_now
-from sync import engine
-from sync import watch as realtime
-from sync.dry_run import totals
-from sync.places import forget
-from sync.receiver import AudienceReceiver
+
+if TYPE_CHECKING:
+    from sync import engine
+
+# The sync engine, watch and the receiver are imported by the commands that run them:
+# every other command of `segments` loads this module at start (the entry point).
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +63,9 @@ def run_sync(
     dry_run: bool = False, force: bool = False, env: dict[str, str] | None = None,
 ) -> list[engine.Outcome]:
     """Sync with progress bars; print one line per (segment, destination)."""
+    from sync import engine
+    from sync.dry_run import totals
+
     project = load_project(specs)  # sync needs the specs, not their SQL
     with progress() as bars:
         settings = engine.Settings(progress=_SyncProgress(bars))  # type: ignore[arg-type]
@@ -121,6 +125,8 @@ def watch(
     warehouse_path: WarehouseOption = None,
 ) -> None:
     """Keep the refresh: realtime segments current: build at now, sync their changes, repeat."""
+    from sync import watch as realtime
+
     use_project(project_dir)
     folder = specs_dir(specs)
     seconds = _interval(interval)
@@ -155,6 +161,9 @@ def demo(
 def demo_sync(specs: Path, duckdb_file: Path) -> None:
     """Sync the example specs' webhook and csv destinations to a local receiver and
     folder (the others need real accounts), and print what arrived."""
+    from sync.places import forget
+    from sync.receiver import AudienceReceiver
+
     project = load_project(specs)
     local = sorted(name for name, d in project.destinations.items() if d.type in ("webhook", "csv"))
     if not local:
