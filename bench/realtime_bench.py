@@ -333,6 +333,18 @@ class Results:
     notes: list[str] = field(default_factory=list)
 
 
+def budget_line(stages: dict[str, float], full_build: float) -> str:
+    """Where a cycle's time goes against the target's budget, in one sentence.
+
+    >>> budget_line({"cycle: build": 1.0, "cycle: sync": 0.25, "cycle: total": 1.5}, 20.0)
+    "The target allows 1.00s (5% of the full build) from the append to the last acknowledgement; a cycle alone took 1.50s: its build (the incremental refresh and the publish) 1.00s, its sync 0.25s, the rest (the watch's own reads and its mark) 0.25s."
+    """
+    build, sync, total = (stages.get(f"cycle: {part}", 0.0) for part in ("build", "sync", "total"))
+    return (f"The target allows {TARGET_SHARE * full_build:.2f}s ({TARGET_SHARE:.0%} of the full build) from the append to the "
+            f"last acknowledgement; a cycle alone took {total:.2f}s: its build (the incremental refresh and the publish) "
+            f"{build:.2f}s, its sync {sync:.2f}s, the rest (the watch's own reads and its mark) {total - build - sync:.2f}s.")
+
+
 def write_results(r: Results, command: str) -> str:
     latencies = [x.latency_line for x in r.rounds]
     acks = [x.latency_ack for x in r.rounds if x.latency_ack is not None]
@@ -388,11 +400,15 @@ def write_results(r: Results, command: str) -> str:
         "## Where a cycle's time goes",
         "",
         "Median of three cycles run in process after the rounds (each after an append of "
-        f"{r.args.events:,} events), the build's stages timed from outside `segments.pipeline`:",
+        f"{r.args.events:,} events, after a first cycle that plans every pair in full), the stages timed "
+        "from outside `segments.pipeline` and the sync engine (a stage run once per pair: the sum over the pairs; "
+        "`cycle: build`, `sync` and `total` are the cycle line's own):",
         "",
         "| stage | seconds |",
         "| --- | --- |",
         *(f"| {label} | {seconds:.3f} |" for label, seconds in r.stages.items()),
+        "",
+        budget_line(r.stages, r.full_warm.seconds),
         "",
         *r.notes,
     ]
