@@ -27,17 +27,21 @@ def _not_null(column: exp.Expression) -> exp.Expression:
 def measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet, counted_only: bool = False) -> list[Model]:
     """The measures (one pass over the events) and the sequences' follow-ups.
 
-    ``counted_only``: the scans read only the events some measure (or follow-up) can
-    count, by their windows, which lets a scan of time-ordered events skip the blocks
-    before them. A user whose events are all outside the windows then has no row,
-    which reads as a row of zeros (:func:`measure_value`) in the one query that reads
-    these models (a preview); a build's tables keep a row for every user with a
-    relevant event, which its refresh maintains.
+    A scan of measures that all have a window reads only the events some window
+    holds, which lets a scan of time-ordered events skip the blocks before them (and a
+    build of many segments, whose measures split into several scans, skip most of the
+    history in each). A user whose events are all outside the windows then has no row,
+    which reads as a row of zeros (:func:`measure_value`, the base's COALESCE); the
+    refresh adds a row when such a user's new events arrive.
+
+    ``counted_only`` (a compile for one query, as a preview): the follow-ups of a
+    sequence too, from the start of their anchors' windows; a build's follow-ups keep a
+    row for every user with an anchor, which its refresh maintains.
     """
     out: list[Model] = []
     columns = measure_set.measures
     if columns:
-        out.append(_measures_model(catalog, columns, counted_only))
+        out.append(_measures_model(catalog, columns))
     followups = measure_set.followup_columns
     if followups:
         events = ms.EventRowResolver(catalog, table="e")
@@ -79,11 +83,11 @@ def relevant_events(names: Iterable[str]) -> exp.Expression:
     return sx.and_(ms.event_names_match(tuple(names), sx.col("event_name")), _not_null(sx.col("user_id")))
 
 
-def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn], counted_only: bool) -> Model:
+def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> Model:
     """Every measure of every spec and trait from GROUP BY user_id scans of the events
     they read (one, unless there are many measures: :func:`.measures.scan_groups`);
-    active days from a narrow scan of their own (see :mod:`.measures`); with
-    ``counted_only``, each scan only of the events its measures' windows hold."""
+    active days from a narrow scan of their own (see :mod:`.measures`); each scan only
+    of the events its measures' windows hold."""
     resolver = ms.EventRowResolver(catalog)
     days = [c for c in columns if c.measure.kind == "active_days"]
     parts: list[tuple[str, exp.Query, list[ms.MeasureColumn], bool]] = []  # (alias, scan, measures, windowed)
@@ -95,7 +99,7 @@ def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn], counted
             .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
             .group_by("user_id")
         )
-        counted = ms.counted_events([c.measure.filter.window for c in group], sx.col("occurred_at")) if counted_only else None
+        counted = ms.counted_events([c.measure.filter.window for c in group], sx.col("occurred_at"))
         if counted is not None:
             scan = scan.where(counted)
         parts.append((f"e{index}", scan, group, counted is not None))
