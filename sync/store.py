@@ -187,6 +187,9 @@ class Store:
         except duckdb.Error as error:
             raise SegmentsError(f"{MEMORY_LIMIT_ENV}={memory_limit!r}: {error}") from None
         duckdb_setting(self.con, "threads", THREADS)
+        # Rows go into a plan in plan order, so a row's rowid is its place in the plan (one
+        # sort, which spills under the memory limit; a row_number() window ran out of it).
+        duckdb_setting(self.con, "preserve_insertion_order", True)
         self.memory_limit = memory_limit
 
     # ---- set-up ------------------------------------------------------------------------
@@ -343,9 +346,6 @@ class Store:
         ).from_("s").where(not_in("s", "w"))
         changes = exp.union(adds, removes, distinct=False)
         self.drop_plan(plan)
-        # Rows go in in plan order, so a row's rowid is its place in the plan (one sort,
-        # which spills under the memory limit; a row_number() window ran out of it).
-        duckdb_setting(self.con, "preserve_insertion_order", True)
         with self.hold():
             if since is not None:  # what read_moved copied: no read of the warehouse
                 if self._moved_read[0] != destination or wanted.key not in self._moved_read[1]:
@@ -377,14 +377,16 @@ class Store:
                 audience = since.audience
             else:
                 audience = self.con.execute(_sql(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=state)))).fetchone()[0]
+        for name in (WANTED_COPY, STATE_COPY) if since is None else ():  # the plan holds what they gave
+            self.con.execute(_sql(drop("TABLE", exp.to_table(name))))
         adds_n, removes_n = self.con.execute(_sql(exp.select(count_if(_op_is("add")), count_if(_op_is("remove"))).from_(plan))).fetchone()
-        sample = lambda op: tuple(r[0] for r in self.con.execute(_sql(  # noqa: E731
-            exp.select("user_id").from_(plan).where(_op_is(op)).order_by("rowid").limit(5))).fetchall())
+        first = lambda op: exp.select("rowid", "op", "user_id").from_(plan).where(_op_is(op)).order_by("rowid").limit(5)  # noqa: E731
+        samples = sorted(self.con.execute(_sql(exp.union(first("add"), first("remove"), distinct=False))).fetchall())
+        sample = lambda op: tuple(user for _, kind, user in samples if kind == op)  # noqa: E731
         return PlanSummary(adds_n, removes_n, audience, sample("add"), sample("remove"))
 
     def drop_plan(self, plan: str = PLAN) -> None:
-        for name in (plan, WANTED_COPY, STATE_COPY):
-            self.con.execute(drop("TABLE", exp.to_table(name)).sql("duckdb"))
+        self.con.execute(_sql(drop("TABLE", exp.to_table(plan))))
 
     @staticmethod
     def _records(rows: Sequence[tuple[object, ...]], fields: Sequence[str], op: str) -> tuple[Record, ...]:

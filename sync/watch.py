@@ -43,7 +43,7 @@ from sqlglot import exp
 
 from segments import engines, history, pipeline, refresh
 from segments.compiler import models as md
-from segments.engines.base import Session, value, values_query
+from segments.engines.base import ReplaceTable, Session, value, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from segments.spec.parse import load_project
@@ -132,10 +132,15 @@ def read_mark(session: Session) -> Mark:
     return Mark(as_of, int(seen), newest)
 
 
-def _write_mark(session: Session, mark: Mark) -> None:
-    values = [value(mark.as_of, _TIME), value(mark.events_seen, _BIG), value(mark.newest_event_at, _TIME)]
-    row = [exp.alias_(exp.cast(v, kind), name) for v, (name, kind) in zip(values, _STATE_COLUMNS.items(), strict=True)]
-    session.execute(exp.Create(kind="TABLE", this=session.engine.table(STATE), replace=True, expression=exp.select(*row)))
+def _write_mark(session: Session, mark: Mark, synced: dict[tuple[str, str], Since]) -> None:
+    """The mark and the pairs left in sync (:func:`read_synced`), replaced together in
+    one transaction, as each engine replaces a table."""
+    engine = session.engine
+    pairs = [[destination, key, since.as_of, since.audience] for (key, destination), since in sorted(synced.items())]
+    session.apply([
+        ReplaceTable(engine.table(STATE), values_query(_STATE_COLUMNS, [[mark.as_of, mark.events_seen, mark.newest_event_at]])),
+        ReplaceTable(engine.table(SYNCED), values_query(_SYNCED_COLUMNS, pairs)),
+    ])
 
 
 def read_synced(session: Session) -> dict[tuple[str, str], Since]:
@@ -146,12 +151,6 @@ def read_synced(session: Session) -> dict[tuple[str, str], Since]:
         return {}
     rows = session.rows(exp.select(*_SYNCED_COLUMNS).from_(engine.table(SYNCED)))
     return {(str(key), str(destination)): Since(as_of, int(audience)) for destination, key, as_of, audience in rows}
-
-
-def _write_synced(session: Session, synced: dict[tuple[str, str], Since]) -> None:
-    rows = [[destination, key, since.as_of, since.audience] for (key, destination), since in sorted(synced.items())]
-    session.execute(exp.Create(kind="TABLE", this=session.engine.table(SYNCED), replace=True,
-                               expression=values_query(_SYNCED_COLUMNS, rows)))
 
 
 def events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
@@ -289,8 +288,7 @@ class Watcher:
             cycle.timings["sync"] = time.perf_counter() - sync_started
         self._in_sync = in_sync
         with self.engine.connect() as session:
-            _write_mark(session, Mark(as_of, seen, newest))
-            _write_synced(session, in_sync)
+            _write_mark(session, Mark(as_of, seen, newest), in_sync)
         self._mark = Mark(as_of, seen, newest)
         cycle.timings["total"] = time.perf_counter() - started
         return cycle
