@@ -96,14 +96,15 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     has_sequences = bool(measure_set.followup_columns)
     models.append(traits_model(project, trait_names, measure_set, has_measures, has_sequences))
     models.append(user_traits_model(project, trait_names))
-    models.append(base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
+    base = base_model(catalog, trait_names, measure_set, has_measures, has_sequences)
+    models.append(base)
     match_ons = sorted({spec.upload.match_on for spec, _, _ in rules if spec.upload is not None})
     if match_ons:
         models += upload_models(catalog, match_ons)
     segment_models = [segment_model(project, spec, name) for spec, name, _ in rules]
     _check_relation_names(segment_models)
     if rules:
-        models.append(flags_model(rules))
+        models.append(flags_model(rules, base))
     models.append(membership_model(rules))
     models += segment_models
     sources: dict[str, list[str]] = {}
