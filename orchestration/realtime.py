@@ -188,9 +188,7 @@ def realtime_sensor(
         now = clock().replace(microsecond=0)
         with warehouse.session(read_only=True) as session:
             mark = watch.read_mark(session)
-            new_events = 0
-            if mark.as_of is not None:
-                new_events = max(watch.events_upto(session, max(now, mark.as_of))[0] - mark.events_seen, 0)
+            new_events = watch.new_events(session, mark, now)
         cursor = cursor_of(mark)
         reason = why_run(mark, new_events, now, slide)
         if reason is None:

@@ -7,6 +7,9 @@ unexpected) into that message. Nothing prints a traceback.
 The commands here need only the core. ``sync``, ``watch`` and ``demo`` push to
 destinations: the ``sync`` package adds them through the ``segments.commands`` entry
 point group (:mod:`segments.plugins`), so that ``segments`` never imports ``sync``.
+Those commands are loaded when the command line runs one of them, or lists them
+(``--help``): a command of the core starts without reading the installed packages'
+metadata or importing theirs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer._click.exceptions import UsageError as _TyperUsageError  # typer's vendored click
 
@@ -383,11 +385,36 @@ def review(
     err.print(f"wrote the review to {out_file}", markup=False, highlight=False)
 
 
-# The commands of the packages built on segments (sync adds sync, watch and demo), found
-# in the installed packages' entry points: segments imports none of them (plugins.py).
-_COMMAND_PLUGINS, _BROKEN_PLUGINS = plugins.load(plugins.COMMANDS)
-for _, _register in _COMMAND_PLUGINS:
-    _register(app)
+#: The commands defined here (before any plugin adds its own).
+CORE_COMMANDS = frozenset(c.name or c.callback.__name__ for c in app.registered_commands if c.callback is not None)
+_plugin_failures: list[plugins.Failure] | None = None
+
+
+def with_plugins() -> list[plugins.Failure]:
+    """Add the commands of the packages built on segments (sync adds sync, watch and
+    demo), found in the installed packages' entry points, to :data:`app` (once);
+    the entry points that could not be loaded. segments imports none of them
+    (plugins.py)."""
+    global _plugin_failures
+    if _plugin_failures is None:
+        loaded, _plugin_failures = plugins.load(plugins.COMMANDS)
+        for _, register in loaded:
+            register(app)
+    return _plugin_failures
+
+
+def _needs_plugins(argv: list[str]) -> bool:
+    """Whether running ``argv`` may need a plugin's command: any but a core command
+    (none, ``--help`` and unknown names list or suggest them all)."""
+    return not argv or argv[0] not in CORE_COMMANDS
+
+
+def _click_error(error: Exception, *names: str) -> bool:
+    """Whether ``error`` is one of click's own exceptions ``names`` (typer runs a copy
+    of click of its own; a plugin could still use click's). click is not imported for
+    this: a program that raised one of them has imported it."""
+    click = sys.modules.get("click")
+    return click is not None and isinstance(error, tuple(getattr(click.exceptions, name) for name in names))
 
 
 def _usage_error(error: Exception, argv: list[str]) -> int:
@@ -420,8 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command, map every failure to a message and exit 1 (2 for a
     usage error)."""
     paths.use(None)  # each invocation finds its own project (tests call main repeatedly)
-    for broken in _BROKEN_PLUGINS:  # its commands are missing; the others work
-        err.print(f"warning: {broken.message()}", markup=False, highlight=False)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if _needs_plugins(args):
+        for broken in with_plugins():  # its commands are missing; the others work
+            err.print(f"warning: {broken.message()}", markup=False, highlight=False)
     try:
         app(args=argv, prog_name="segments", standalone_mode=False)
     except SpecErrors as errors:
@@ -432,21 +461,30 @@ def main(argv: list[str] | None = None) -> int:
     except SegmentsError as error:
         err.print(f"error: {error}", markup=False, highlight=False)
         return 1
-    except (click.exceptions.Exit, typer.Exit) as done:
+    except typer.Exit as done:
         return done.exit_code
-    except (click.exceptions.Abort, typer.Abort):
+    except typer.Abort:
         err.print("aborted")
         return 1
-    except (click.UsageError, _TyperUsageError) as error:
-        return _usage_error(error, list(sys.argv[1:] if argv is None else argv))
-    except (click.ClickException, typer.TyperException) as error:
-        # typer runs its own copy of click: its exceptions are not click's
-        error.show(file=sys.stderr)  # type: ignore[union-attr]
+    except _TyperUsageError as error:
+        return _usage_error(error, args)
+    except typer.TyperException as error:
+        error.show(file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
     except Exception as error:  # noqa: BLE001 - never a traceback for the user
+        if _click_error(error, "Exit"):
+            return error.exit_code  # type: ignore[attr-defined]
+        if _click_error(error, "Abort"):
+            err.print("aborted")
+            return 1
+        if _click_error(error, "UsageError"):
+            return _usage_error(error, args)
+        if _click_error(error, "ClickException"):
+            error.show(file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
         err.print(f"internal error: {type(error).__name__}: {error}", markup=False, highlight=False)
         return 1
     finally:

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from segments import engines, paths, pipeline
 from segments.errors import SegmentsError
 from segments.spec.timeparse import parse_as_of, utc_now
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+# rich's progress bars and tables are imported by the commands that show them: a
+# command's start pays for what this module imports
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -99,6 +103,8 @@ def specs_dir(value: Path | None) -> Path:
 
 def progress() -> Progress:
     """Progress bars on stderr, shown on terminals only."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
@@ -127,6 +133,8 @@ def run_build(
 
 def print_build(result: pipeline.BuildResult) -> None:
     """The sizes table of a build, then how it was done (refreshed or built in full)."""
+    from rich.table import Table
+
     table = Table(title=f"Segments at {result.as_of.isoformat(sep=' ')} UTC")
     table.add_column("segment")
     table.add_column("members", justify="right")

@@ -50,7 +50,7 @@ def _count(source: exp.Table, alias: str, *conditions: exp.Expression) -> exp.Su
 
 def record(
     session: Session, segments: Sequence[str], as_of: dt.datetime, published_at: dt.datetime,
-    users: str | None = None,
+    users: str | None = None, new_rows: str | None = None,
 ) -> list[exp.Expression]:
     """The statements that record a publish of the build schema's membership, for
     ``session``'s engine; run them before the membership is replaced.
@@ -61,6 +61,8 @@ def record(
         published_at: when the publish happens.
         users: a table of the only users whose membership can have changed (an
             incremental refresh: :mod:`segments.refresh`), None for every user.
+        new_rows: a table of those users' rows in the build's membership, read
+            instead of the whole membership (the refresh keeps them apart).
     """
     engine = session.engine
     history, sizes = engine.table(HISTORY), engine.table(SIZES)
@@ -79,7 +81,8 @@ def record(
     after: exp.Query = rows(built, session.columns(engine.build_schema, md.MEMBERSHIP))
     if users is not None:
         only = exp.column("user_id").isin(query=exp.select("user_id").from_(exp.to_table(users)))
-        after, before = after.where(only), before.where(only.copy())
+        before = before.where(only)
+        after = rows(exp.to_table(new_rows), session.columns(engine.build_schema, md.MEMBERSHIP)) if new_rows else after.where(only.copy())
 
     # One full join of the old and the new membership finds both who entered (no old
     # row) and who left (no new row): one hash table, where two EXCEPTs build two.

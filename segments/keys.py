@@ -27,8 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import phonenumbers
 from sqlglot import exp
+
+# phonenumbers (30 ms) is imported by the functions that read phones:
+# every command loads this module, few of them read a phone
 
 MATCH_ON = ("user_id", "email", "phone")
 
@@ -50,6 +52,8 @@ def normalize(match_on: str, raw: str | None, country: str | None = None) -> str
         return text or None
     if country is None:
         return "".join(c for c in text if "0" <= c <= "9") or None
+    import phonenumbers
+
     try:
         number = phonenumbers.parse(text, country)
     except phonenumbers.NumberParseException:
@@ -65,6 +69,8 @@ def valid_country(code: str) -> bool:
     >>> valid_country("IN"), valid_country("XX"), valid_country("in")
     (True, False, False)
     """
+    import phonenumbers
+
     return code in phonenumbers.SUPPORTED_REGIONS
 
 
@@ -81,6 +87,8 @@ class _Country:
 
 @lru_cache(maxsize=None)
 def _country(region: str) -> _Country:
+    import phonenumbers
+
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
     idd = metadata.preferred_international_prefix or metadata.international_prefix or "00"
     if not idd.isdigit():  # a pattern of several prefixes (Brazil's carriers): the common one

@@ -140,6 +140,7 @@ def build(
                     write_models(result)  # the models say what the build holds, even unused
                 warehouse.publish(
                     session, result.project, result.compiled.segments, as_of, force=force, changed_users=refresh.FLAGGED,
+                    changed_members=refresh.MEMBERS,
                 )
                 sizes = warehouse.segment_sizes(session)
                 return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of, outcome)

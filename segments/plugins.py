@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 COMMANDS = "segments.commands"
 VALIDATORS = "segments.validators"
@@ -45,6 +44,8 @@ def load(group: str) -> tuple[list[tuple[str, Callable[..., object]]], list[Fail
     >>> loaded, failed
     ([], [])
     """
+    from importlib import metadata  # reading every installed package's metadata: when asked
+
     loaded, failed = [], []
     for entry in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
         try:

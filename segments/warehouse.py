@@ -111,7 +111,7 @@ def _published_segments(session: Session) -> list[str]:
 
 def publish(
     session: Session, project: m.Project, segments: list[str], as_of: dt.datetime, force: bool = False,
-    changed_users: str | None = None,
+    changed_users: str | None = None, changed_members: str | None = None,
 ) -> None:
     """Make a finished build visible, all at once.
 
@@ -127,7 +127,9 @@ def publish(
 
     ``changed_users`` (an incremental refresh, DuckDB): a table of the only users whose
     rows can differ from the published ones; only their rows are replaced and
-    compared, and every published row takes the new ``as_of``.
+    compared, and every published row takes the new ``as_of``; ``changed_members``,
+    a table of those users' new membership rows, saves reading them back out of the
+    whole build membership.
 
     Raises:
         SegmentsError: publishing failed or was refused (saying whether anything changed).
@@ -137,7 +139,10 @@ def publish(
     refused = None if force else publish_guard.refusal(session, previous, segments)
     if refused:
         raise SegmentsError(refused)
-    changes: list[Change] = [_published_rows(session, table, as_of, changed_users) for table in PUBLISHED_TABLES]
+    changes: list[Change] = [
+        _published_rows(session, table, as_of, changed_users, changed_members if table == md.MEMBERSHIP else None)
+        for table in PUBLISHED_TABLES
+    ]
     changes.append(ReplaceTable(engine.table(SEGMENT_CATALOG), _catalog_rows(project, segments, as_of)))
     changes += [DropView(engine.table(md.segment_model_name(name))) for name in sorted(set(previous) - set(segments))]
     for name in segments:
@@ -148,7 +153,7 @@ def publish(
         )
         changes.append(ReplaceView(engine.table(md.segment_model_name(name)), members))
     published_at = utc_now()
-    recorded = history.record(session, segments, as_of, published_at, users=changed_users)
+    recorded = history.record(session, segments, as_of, published_at, users=changed_users, new_rows=changed_members)
     try:
         for statement in recorded:  # before the membership changes: it compares old and new
             session.execute(statement)
@@ -167,15 +172,19 @@ def publish(
         raise SegmentsError(f"publishing the build failed, the warehouse is unchanged: {error}") from None
 
 
-def _published_rows(session: Session, table: str, as_of: dt.datetime, changed_users: str | None) -> Change:
-    """The published copy of a build table: all of it, or the changed users' rows."""
+def _published_rows(
+    session: Session, table: str, as_of: dt.datetime, changed_users: str | None, new_rows: str | None = None,
+) -> Change:
+    """The published copy of a build table: all of it, or the changed users' rows
+    (read from ``new_rows`` when the refresh kept them apart)."""
     engine = session.engine
     built = exp.select("*").from_(engine.table(table, engine.build_schema))
     if changed_users is None:
         return ReplaceTable(engine.table(table), built)
     users = exp.select("user_id").from_(exp.to_table(changed_users))
     stamp = ("as_of", sx.timestamp_literal(as_of)) if table == md.MEMBERSHIP else None
-    return ReplaceRows(engine.table(table), users, built.where(exp.column("user_id").isin(query=users.copy())), stamp)
+    rows = exp.select("*").from_(exp.to_table(new_rows)) if new_rows else built.where(exp.column("user_id").isin(query=users.copy()))
+    return ReplaceRows(engine.table(table), users, rows, stamp)
 
 
 _CATALOG_COLUMNS: dict[str, exp.DataType.Type] = {

@@ -102,13 +102,15 @@ def sync_command(
         )
 
 
-def _interval(text: str) -> float:
+def _duration(text: str, option: str, allow_zero: bool = False) -> float:
+    """Seconds of a duration option (5s, 1m ...); a bad one is a usage error."""
     try:
         seconds = parse_duration(text).seconds
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-    if seconds <= 0:
-        raise typer.BadParameter("the interval must be longer than 0s")
+        raise typer.BadParameter(str(error), param_hint=option) from None
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise typer.BadParameter(f"the {option.lstrip('-')} must be {'at least' if allow_zero else 'longer than'} 0s",
+                                 param_hint=option)
     return float(seconds)
 
 
@@ -120,19 +122,24 @@ def watch(
         Optional[int], typer.Option("--cycles", min=1, help="Stop after this many cycles.", show_default="run until SIGTERM")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Sync past max_remove_pct and the size check.")] = False,
+    lag: Annotated[
+        str, typer.Option("--lag", help="Evaluate this far behind the clock, for events a loader delivers late: 0s, 30s ...")
+    ] = "0s",
     specs: SpecsOption = None,
     project_dir: ProjectDirOption = None,
     warehouse_path: WarehouseOption = None,
 ) -> None:
-    """Keep the refresh: realtime segments current: build at now, sync their changes, repeat."""
+    """Keep the refresh: realtime segments current: build at now, sync their changes, repeat
+    (at once when new events arrive, else every --interval, so windows slide)."""
     from sync import watch as realtime
 
     use_project(project_dir)
     folder = specs_dir(specs)
-    seconds = _interval(interval)
+    seconds = _duration(interval, "--interval")
+    behind = _duration(lag, "--lag", allow_zero=True)
     if not realtime.realtime_segments(load_project(folder)):
         raise SegmentsError(f"no spec in {folder} has refresh: realtime; nothing to watch")
-    watcher = realtime.Watcher(folder, warehouse_file("duckdb", warehouse_path), force=force)
+    watcher = realtime.Watcher(folder, warehouse_file("duckdb", warehouse_path), force=force, lag=behind)
     with realtime.stop_on_signals() as stop:
         watcher.run(seconds, stop, lambda line: err.print(line, markup=False, highlight=False), cycles)
 

@@ -9,10 +9,12 @@ first request, so bad input sends nothing. One sync per destination runs at a ti
 a lock the OS or the server releases if the process dies (:mod:`sync.places`).
 
 It runs on every engine: :mod:`sync.places` says where the membership is read and
-where the record is kept. The warehouse is held only for short reads and checkpoints,
-never while waiting on a destination: the plan is sent from the sync's own scratch
-database (:mod:`sync.scratch`), so builds and member exports run while a slow
-destination answers.
+where the record is kept. Every pair is planned first, in one short hold of the
+warehouse, and its run started; the pairs of a destination are then sent one after
+another and their runs end together. The warehouse is held only for the plans and the
+checkpoints, never while waiting on a destination for longer than :data:`LINGER`: the
+plans are sent from the sync's own scratch database (:mod:`sync.scratch`), so builds
+and member exports run while a slow destination answers.
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ from sync.destinations.options import resolve_options
 from sync.errors import SinkError, TerminalError
 from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, new_session
 from sync.places import open_place
-from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PlanSummary, Store, Wanted
+from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PLAN, PlanSummary, Since, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
 #: Destination options holding a URL, checked by ``segments validate``.
 URL_OPTIONS = ("url", "base_url")
+#: Seconds a sync waits on a destination with the warehouse still attached from its last
+#: checkpoint (:meth:`sync.scratch.Scratch.lingering`): a quick answer is checkpointed in
+#: the same hold; a slow destination never keeps other commands out for longer.
+LINGER = 0.05
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: options is a dict
@@ -62,6 +68,15 @@ class Pair:
         """What the pair is known as at the destination and in ``sync_state``: the
         segment, or ``<segment>__<arm>`` for one arm (its default tag, label...)."""
         return f"{self.segment}__{self.arm}" if self.arm else self.segment
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A pair's plan: the scratch table holding it, its counts, its run's id."""
+
+    table: str
+    summary: PlanSummary
+    sync_id: str
 
 
 @dataclass
@@ -185,8 +200,13 @@ class Engine:
         http.limiter = RateLimiter(destination.rate, burst=destination.concurrency, clock=clock)
         return destination
 
-    def run(self, pairs: list[Pair], dry_run: bool = False, force: bool = False) -> list[Outcome]:
-        """Sync ``pairs``; return one outcome per pair, in order.
+    def run(
+        self, pairs: list[Pair], dry_run: bool = False, force: bool = False, since: Mapping[Pair, Since] | None = None,
+    ) -> list[Outcome]:
+        """Sync ``pairs``; return one outcome per pair, in order of their destinations'
+        first pairs. Every pair is planned first, in one short hold of the warehouse; a pair in ``since``
+        is planned from the users who moved since it was last in sync (:class:`Since`;
+        ignored where the store cannot, and by a dry run).
 
         Raises:
             SegmentsError: bad configuration or an unbuilt segment, before anything is sent.
@@ -201,25 +221,41 @@ class Engine:
         for name, destination in destinations.items():
             routed = [(p.segment, p.owner) for p in pairs if p.destination == name]
             check_owners(name, destination.options.get("owners"), routed)
-        outcomes: list[Outcome] = []
+        pairs = [p for name in destinations for p in pairs if p.destination == name]  # one destination after another
         with open_place(self.warehouse, read_only=dry_run) as place:
             store = Store(place, self.project.catalog)
             store.limit_resources(self.settings.env.get(MEMORY_LIMIT_ENV, MEMORY_LIMIT))
-            with store.hold():
-                missing = sorted({p.segment for p in pairs} - store.built_segments())
-                if missing:
-                    raise SegmentsError(f"not in the last build: {', '.join(missing)}; run `segments build` first")
-                if not dry_run:
+            if dry_run:
+                with store.hold():
+                    self._check_built(store, pairs)
+                return [self._plan_only(store, destinations[p.destination], p) for p in pairs]
+            usable = dict(since or {}) if store.can_plan_since() else {}
+            outcomes: list[Outcome] = []
+            with contextlib.ExitStack() as locks, place.scratch.lingering():
+                for name in destinations:  # every lock first: a busy destination stops the run before anything is sent
+                    locks.enter_context(place.lock(name))
+                with store.hold():  # one hold reads every pair's plan
+                    self._check_built(store, pairs)
                     store.ensure_tables()
                     store.flush_wal()
-            for name, destination in destinations.items():
-                mine = [p for p in pairs if p.destination == name]
-                if dry_run:
-                    outcomes += [self._plan_only(store, destination, p) for p in mine]
-                    continue
-                with place.lock(name):
-                    outcomes += self._sync_destination(store, destination, mine, targets, force)
+                    plans: dict[Pair, Planned] = {}
+                    for name, destination in destinations.items():
+                        mine = [p for p in pairs if p.destination == name]
+                        moved = [(self._wanted(destination, p), usable[p]) for p in mine if p in usable]
+                        if moved:
+                            store.read_moved(name, moved)
+                        plans |= {p: self._plan(store, destination, p, len(plans) + n, usable.get(p)) for n, p in enumerate(mine)}
+                        store.start_runs(name, [(plans[p].sync_id, p.key, plans[p].summary) for p in mine])
+                for name, destination in destinations.items():
+                    outcomes += self._sync_destination(store, destination, [p for p in pairs if p.destination == name],
+                                                       targets, plans, force)
         return outcomes
+
+    @staticmethod
+    def _check_built(store: Store, pairs: list[Pair]) -> None:
+        missing = sorted({p.segment for p in pairs} - store.built_segments())
+        if missing:
+            raise SegmentsError(f"not in the last build: {', '.join(missing)}; run `segments build` first")
 
     def _wanted(self, destination: Destination, pair: Pair) -> Wanted:
         return Wanted(pair.segment, destination.fields(), destination.requires, destination.required_fields(), pair.arm)
@@ -239,56 +275,65 @@ class Engine:
                     f"over max_remove_pct {destination.max_remove_pct:g}; rerun with --force to send")
         return None
 
+    def _plan(self, store: Store, destination: Destination, pair: Pair, number: int, since: Since | None) -> Planned:
+        table = f"{PLAN}_{number}"
+        return Planned(table, store.make_plan(destination.name, self._wanted(destination, pair), since, table), str(uuid.uuid4()))
+
     def _sync_destination(
-        self, store: Store, destination: Destination, pairs: list[Pair], targets: dict[Pair, dict[str, object]], force: bool
+        self, store: Store, destination: Destination, pairs: list[Pair], targets: dict[Pair, dict[str, object]],
+        plans: Mapping[Pair, Planned], force: bool,
     ) -> list[Outcome]:
+        """The pairs of one destination, one after another; their runs (started with
+        their plans) end together, in one transaction."""
         outcomes: list[Outcome] = []
+        ended: list[tuple[str, str, str | None]] = []  # (sync_id, status, message) of each run
         down: str | None = None  # set when the destination stopped answering
-        for pair in pairs:
-            if down is not None:
-                outcomes.append(Outcome(pair.key, pair.destination, SKIPPED, message=f"not sent: {down}"))
-                continue
-            outcome = self._sync_pair(store, destination, pair, targets[pair], force)
-            if outcome.status == FAILED:
-                down = outcome.message
-            outcomes.append(outcome)
+        try:
+            for pair in pairs:
+                planned = plans[pair]
+                if down is not None:
+                    outcome = Outcome(pair.key, pair.destination, SKIPPED, sync_id=planned.sync_id, message=f"not sent: {down}")
+                else:
+                    outcome = self._sync_pair(store, destination, pair, targets[pair], planned, force)
+                    if outcome.status == FAILED:
+                        down = outcome.message
+                store.drop_plan(planned.table)
+                outcomes.append(outcome)
+                ended.append((planned.sync_id, outcome.status, outcome.message))
+        except BaseException as error:
+            # Whatever stopped the run (a bug, Ctrl-C, the store), no row may stay
+            # 'running'. Only the error's type is recorded: a library's message may
+            # quote a URL with its token.
+            reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {type(error).__name__}"
+            if isinstance(error, SegmentsError):
+                reason = str(error)
+            stopped = [plans[p].sync_id for p in pairs[len(ended):]]
+            ended += [(sync_id, FAILED if n == 0 else SKIPPED, reason if n == 0 else f"not sent: {reason}")
+                      for n, sync_id in enumerate(stopped)]
+            with contextlib.suppress(Exception):
+                store.finish_runs(ended)
+            raise
+        store.finish_runs(ended)
         return outcomes
 
     def _sync_pair(
-        self, store: Store, destination: Destination, pair: Pair, target: dict[str, object], force: bool
+        self, store: Store, destination: Destination, pair: Pair, target: dict[str, object], planned: Planned, force: bool,
     ) -> Outcome:
-        wanted = self._wanted(destination, pair)
-        sync_id = str(uuid.uuid4())
-        with store.hold():  # one short hold for the plan and the run's row
-            plan = store.make_plan(destination.name, wanted)
-            store.start_run(sync_id, destination.name, pair.key, plan)
-        outcome = Outcome(pair.key, pair.destination, SUCCEEDED, plan, sync_id)
+        plan = planned.summary
+        outcome = Outcome(pair.key, pair.destination, SUCCEEDED, plan, planned.sync_id)
         blocked = self._blocked(destination, plan)
         if blocked and not force:
             outcome.status, outcome.message = BLOCKED, blocked
         elif plan.adds or plan.removes:
             try:
-                self._send(store, destination, pair, target, wanted, plan, outcome)
+                self._send(store, destination, pair, target, planned, outcome)
             except SinkError as error:
                 outcome.status, outcome.message = FAILED, str(error)
-            except BaseException as error:
-                # Whatever stopped the run (a bug, Ctrl-C, the store), its row must not
-                # stay 'running'. Only the error's type is recorded: a library's message
-                # may quote a URL with its token.
-                reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {type(error).__name__}"
-                if isinstance(error, SegmentsError):
-                    reason = str(error)
-                with contextlib.suppress(Exception):
-                    store.drop_plan()
-                    store.finish_run(sync_id, FAILED, reason)
-                raise
-        store.drop_plan()
-        store.finish_run(sync_id, outcome.status, outcome.message)
         return outcome
 
     def _send(
-        self, store: Store, destination: Destination, pair: Pair, target: dict[str, object],
-        wanted: Wanted, plan: PlanSummary, outcome: Outcome,
+        self, store: Store, destination: Destination, pair: Pair, target: dict[str, object], planned: Planned,
+        outcome: Outcome,
     ) -> None:
         """Send the plan, ``concurrency`` batches in flight, checkpointing each ack.
 
@@ -296,11 +341,11 @@ class Engine:
         and are checkpointed, then the error propagates.
         """
         progress = self.settings.progress
-        total = plan.adds + plan.removes
+        total = planned.summary.adds + planned.summary.removes
         progress.start(pair, total)
         audience: Audience = destination.audience(pair.key, {**target, OWNER: pair.owner})
-        batches = store.batches(destination.name, pair.key, outcome.sync_id or "", wanted.fields,
-                                destination.batch_size, total, encode=destination.JSON_CHANGES)
+        batches = store.batches(destination.name, pair.key, outcome.sync_id or "", destination.fields(),
+                                destination.batch_size, total, encode=destination.JSON_CHANGES, plan=planned.table)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
         stopped: SinkError | None = None
 
@@ -314,7 +359,7 @@ class Engine:
             except SinkError as error:  # unreachable or refusing our credentials: stop
                 stopped = stopped or error
                 return
-            added, removed = store.checkpoint(batch, first, last, result)
+            added, removed = store.checkpoint(batch, first, last, result, planned.table)
             outcome.added += added
             outcome.removed += removed
             outcome.failed += len(result.failures)
@@ -324,20 +369,29 @@ class Engine:
             with ThreadPoolExecutor(max_workers=destination.concurrency, thread_name_prefix=f"sync-{destination.name}") as pool:
                 for item in batches:
                     while len(in_flight) >= destination.concurrency:
-                        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                        for future in done:
+                        for future in _answered(store, in_flight):
                             settle(future)
                     if stopped is not None:
                         break
                     in_flight[pool.submit(audience.send, item[0])] = item
                 while in_flight:
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
+                    for future in _answered(store, in_flight):
                         settle(future)
         finally:
             audience.close()
         if stopped is not None:
             raise stopped
+
+
+def _answered(store: Store, in_flight: Mapping[Future[BatchResult], object]) -> set[Future[BatchResult]]:
+    """The batches answered next. A destination that answers within :data:`LINGER`
+    finds the warehouse still attached for the checkpoint; one that takes longer waits
+    with the warehouse free for other commands."""
+    done, _ = wait(in_flight, timeout=LINGER, return_when=FIRST_COMPLETED)
+    if not done:
+        store.release()
+        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+    return done
 
 
 def sync(

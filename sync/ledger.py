@@ -98,30 +98,47 @@ class Ledger:
             return values_query({"user_id": _TEXT, "remote_id": _TEXT}, [])
         return exp.select("user_id", "remote_id").from_(self.table(STATE)).where(_pair(destination, segment))
 
+    def states(self, destination: str, segments: Sequence[str]) -> exp.Select:
+        """``(segment_name, user_id, remote_id)`` the destination holds from us for ``segments``."""
+        if not self.has(STATE):
+            return values_query({"segment_name": _TEXT, "user_id": _TEXT, "remote_id": _TEXT}, [])
+        return (
+            exp.select("segment_name", "user_id", "remote_id").from_(self.table(STATE))
+            .where(_is("destination", destination)).where(exp.column("segment_name").isin(*map(exp.convert, segments)))
+        )
+
     def done_batches(self, destination: str, segment: str) -> int:
         """Batches of the pair acknowledged so far: the next batch's number."""
         total = exp.func("COALESCE", exp.Sum(this=exp.column("batches")), exp.Literal.number(0))
         [(done,)] = self.session.rows(exp.select(total).from_(self.table(RUNS)).where(_pair(destination, segment)))
         return int(done)
 
-    def start_run(self, sync_id: str, destination: str, segment: str, adds: int, removes: int) -> None:
-        """A run's row, ``running``; a ``running`` row of the destination left by a
-        run that died (the caller holds the destination's lock) becomes ``interrupted``."""
+    def start_runs(self, destination: str, runs: Sequence[tuple[str, str, int, int]]) -> None:
+        """The rows of runs of ``destination`` starting together, ``running``: one
+        ``(sync_id, segment, planned adds, planned removes)`` each, in one transaction.
+        A ``running`` row of the destination left by a run that died (the caller holds
+        the destination's lock) becomes ``interrupted``."""
+        now = utc_now()
         with self.session.transaction():
             self.session.execute(exp.update(
                 self.table(RUNS), {"status": exp.convert(INTERRUPTED)},
                 where=exp.and_(_is("destination", destination), _is("status", RUNNING)),
             ))
-            row = {"sync_id": sync_id, "destination": destination, "segment_name": segment, "started_at": utc_now(),
-                   "status": RUNNING, "planned_adds": adds, "planned_removes": removes}
-            self._insert(RUNS, [row])
+            self._insert(RUNS, [
+                {"sync_id": sync_id, "destination": destination, "segment_name": segment, "started_at": now,
+                 "status": RUNNING, "planned_adds": adds, "planned_removes": removes}
+                for sync_id, segment, adds, removes in runs
+            ])
 
-    def finish_run(self, sync_id: str, status: str, message: str | None = None) -> None:
-        self.session.execute(exp.update(
-            self.table(RUNS), {"status": exp.convert(status), "finished_at": _timestamp(utc_now()),
-                               "message": exp.convert(message)},
-            where=_is("sync_id", sync_id),
-        ))
+    def finish_runs(self, runs: Sequence[tuple[str, str, str | None]]) -> None:
+        """Runs that ended, ``(sync_id, status, message)`` each, in one transaction."""
+        now = _timestamp(utc_now())
+        with self.session.transaction():
+            for sync_id, status, message in runs:
+                self.session.execute(exp.update(
+                    self.table(RUNS), {"status": exp.convert(status), "finished_at": now.copy(), "message": exp.convert(message)},
+                    where=_is("sync_id", sync_id),
+                ))
 
     def checkpoint(
         self, sync_id: str, destination: str, segment: str, changes: Changes, failures: Sequence[RecordFailure],

@@ -2,8 +2,9 @@
 
 A sync spends most of its time waiting on destinations, and a DuckDB file has one
 writer at a time. So a sync works in a DuckDB database of its own, a file in a
-temporary folder deleted after the run (the plan spills there, so memory stays flat
-however large it is), on every engine. The DuckDB file of its record (the DuckDB
+temporary folder deleted after the run, on every engine; its tables are temporary ones,
+which spill to that folder under the memory limit (memory stays flat however large a
+plan is) and write no log to it. The DuckDB file of its record (the DuckDB
 warehouse, or Spark's sync state file; see :mod:`sync.places`) is attached to it, as
 :data:`WAREHOUSE`, only for its short reads and checkpoints (:meth:`Scratch.hold`).
 Between them builds, loads and member exports open the warehouse freely; a hold
@@ -13,8 +14,9 @@ that finds the file busy retries for :data:`BUSY_WAIT` seconds.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import duckdb
@@ -24,6 +26,9 @@ from segments import warehouse
 WAREHOUSE = "wh"  # the warehouse's name while attached
 BUSY_WAIT = 10.0  # seconds a hold waits for another process to release the warehouse
 BUSY_PAUSE = 0.05  # seconds between attempts
+#: Seconds a lingering hold keeps the warehouse at most: then it lets go at the end of a
+#: hold, so a long sync to a quick destination leaves other commands their turns.
+LINGER_FOR = 1.0
 
 
 class Scratch:
@@ -35,11 +40,14 @@ class Scratch:
         self.warehouse_file = warehouse_file
         self.read_only = read_only
         self._holds = 0
+        self._attached: ExitStack | None = None
+        self._attached_at = 0.0  # when the warehouse was attached (time.monotonic)
+        self._lingering = False
 
     @contextmanager
     def hold(self) -> Iterator[None]:
-        """The warehouse attached for the block, then released; nested holds share
-        the outer one.
+        """The warehouse attached for the block, then released (unless :meth:`lingering`);
+        nested holds share the outer one.
 
         Raises:
             SegmentsError: the warehouse stayed busy for :data:`BUSY_WAIT` seconds.
@@ -47,12 +55,44 @@ class Scratch:
         if self._holds or self.warehouse_file is None:
             yield
             return
-        with warehouse.attached(self.con, self.warehouse_file, WAREHOUSE, self.read_only, BUSY_WAIT, BUSY_PAUSE):
-            self._holds += 1
-            try:
-                yield
-            finally:
-                self._holds -= 1
+        if self._attached is None:
+            attached = ExitStack()
+            attached.enter_context(
+                warehouse.attached(self.con, self.warehouse_file, WAREHOUSE, self.read_only, BUSY_WAIT, BUSY_PAUSE))
+            self._attached, self._attached_at = attached, time.monotonic()
+        self._holds += 1
+        try:
+            yield
+        except BaseException as error:
+            self._holds -= 1
+            self._release(error)  # rolls back a transaction the error left open
+            raise
+        self._holds -= 1
+        if not self._lingering or time.monotonic() - self._attached_at > LINGER_FOR:
+            self.release()
+
+    @contextmanager
+    def lingering(self) -> Iterator[None]:
+        """Within the block, the warehouse stays attached from one hold to the next until
+        :meth:`release`, or for :data:`LINGER_FOR` seconds: a sync whose destination
+        answers at once holds it once for all its checkpoints, where attaching it for
+        each would cost more than the batch. The caller releases it before waiting on a
+        destination for long."""
+        self._lingering = True
+        try:
+            yield
+        finally:
+            self._lingering = False
+            self.release()
+
+    def release(self) -> None:
+        """Detach the warehouse if a lingering hold left it attached."""
+        self._release(None)
+
+    def _release(self, error: BaseException | None) -> None:
+        attached, self._attached = self._attached, None
+        if attached is not None:
+            attached.__exit__(type(error) if error else None, error, error.__traceback__ if error else None)
 
     @property
     def holding(self) -> bool:

@@ -11,13 +11,16 @@ scratch database (:mod:`sync.scratch`), from which it is read back page by page 
 the warehouse is free for other commands: memory stays flat however large the
 audience. On DuckDB the plan reads the attached warehouse in place; from PostgreSQL and
 Spark the audience (and, from PostgreSQL, the state) is streamed into the scratch
-database first, :data:`COPY_ROWS` rows at a time. :meth:`Store.checkpoint` holds the
-warehouse again just long enough to apply one acknowledged batch to the state in one
-transaction: a crash loses at most the batches in flight.
+database first, :data:`COPY_ROWS` rows at a time. A pair known to be in sync at an
+earlier publish (:class:`Since`) is planned from the users who moved since alone
+(:meth:`Store.read_moved`). :meth:`Store.checkpoint` holds the warehouse again just
+long enough to apply one acknowledged batch to the state in one transaction: a crash
+loses at most the batches in flight.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -26,9 +29,9 @@ from dataclasses import dataclass
 import duckdb
 from sqlglot import exp
 
-from segments import warehouse
+from segments import history, warehouse
 from segments.compiler import models as md
-from segments.engines.base import count_if, create_table, drop, duckdb_setting, values_query
+from segments.engines.base import count_if, create_table, drop, duckdb_setting, value, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations.batches import Batch, BatchResult, EncodedChanges, LazyRecords, Record
@@ -36,9 +39,13 @@ from sync.ledger import Changes
 from sync.places import Place
 from sync.scratch import WAREHOUSE
 
-PLAN = "sync_plan"  # in the scratch database, one pair at a time
+PLAN = "sync_plan"  # in the scratch database: a pair's plan (several pairs: sync_plan_<n>, see make_plan)
 # Copies of a remote warehouse's rows a plan reads (PostgreSQL, Spark), in the scratch database
 WANTED_COPY, STATE_COPY = "sync_wanted", "sync_state_copy"
+# What plans since a publish read (Store.read_moved): the users who moved, their membership
+# rows, their wanted rows, their state
+MOVED, MOVED_MEMBERS, MOVED_WANTED, MOVED_STATE = "sync_moved", "sync_moved_members", "sync_moved_wanted", "sync_moved_state"
+ARM = "arm"
 COPY_ROWS = 10_000  # rows of a remote warehouse moved to the scratch database at a time
 _TEXT = exp.DataType.Type.VARCHAR
 
@@ -57,6 +64,14 @@ def _sql(expression: exp.Expression) -> str:
     return expression.sql(dialect="duckdb")
 
 
+def _temporary(create: exp.Create) -> exp.Create:
+    """A scratch table as a temporary one: it spills to the scratch folder under the
+    memory limit all the same, and creating or dropping it writes no log to sync to
+    disk (a table of the scratch file cost 25ms a plan, most of a small plan's time)."""
+    create.set("properties", exp.Properties(expressions=[exp.TemporaryProperty()]))
+    return create
+
+
 def _op_is(op: str) -> exp.Expression:
     return exp.column("op").eq(exp.convert(op))
 
@@ -72,6 +87,15 @@ _JSON_AS_PYTHON = frozenset({
     "VARCHAR", "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
     "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "DATE",
 })
+
+
+def _of_pair(members: exp.Select, wanted: Wanted, table: str) -> exp.Select:
+    """``members`` (with the ``segment_name`` and ``arm`` columns of ``table``) narrowed
+    to the pair's segment and arm."""
+    query = members.where(exp.column("segment_name", table=table).eq(exp.Literal.string(wanted.segment)))
+    if wanted.arm is not None:
+        query = query.where(exp.column(ARM, table=table).eq(exp.Literal.string(wanted.arm)))
+    return query
 
 
 def batch_id(destination: str, segment: str, number: int, keys: str) -> str:
@@ -102,6 +126,22 @@ class Wanted:
 
 
 @dataclass(frozen=True)
+class Since:
+    """A pair whose destination held exactly its wanted audience as published at
+    ``as_of``: ``audience`` members, its last sync complete and without a failure.
+
+    Only a user whose membership of the segment changed in a publish since then (a row
+    of :data:`segments.history.HISTORY` at ``as_of`` or later) can be missing or extra,
+    as long as no users attribute changed (it decides ``requires``, and it changes only
+    with a full build: the caller's business). A plan from here reads those users
+    alone, not the whole audience.
+    """
+
+    as_of: dt.datetime
+    audience: int
+
+
+@dataclass(frozen=True)
 class PlanSummary:
     adds: int
     removes: int
@@ -126,10 +166,15 @@ class Store:
         self.ledger = place.ledger
         self.catalog = catalog
         self.memory_limit: str | None = None
+        self._moved_read: tuple[str, frozenset[str]] = ("", frozenset())  # (destination, pair keys) of read_moved
 
     def hold(self) -> AbstractContextManager[None]:
         """Hold the warehouse across several calls (see :meth:`Scratch.hold`)."""
         return self.place.hold()
+
+    def release(self) -> None:
+        """Let go of a warehouse a lingering hold kept (see :meth:`Scratch.lingering`)."""
+        self.place.scratch.release()
 
     def limit_resources(self, memory_limit: str) -> None:
         """DuckDB's memory and threads for a sync (:data:`MEMORY_LIMIT`, :data:`THREADS`).
@@ -190,7 +235,7 @@ class Store:
         """The rows of ``query`` on the membership's engine, moved to a table of the
         scratch database :data:`COPY_ROWS` at a time (never all in memory)."""
         self.con.execute(drop("TABLE", exp.to_table(name)).sql("duckdb"))
-        self.con.execute(create_table(exp.to_table(name), {c: (k, False, None) for c, k in columns.items()}).sql("duckdb"))
+        self.con.execute(_sql(_temporary(create_table(exp.to_table(name), {c: (k, False, None) for c, k in columns.items()}))))
         insert = exp.insert(exp.select("*").from_("sync_rows"), name).sql("duckdb")
         chunk: list[tuple] = []
         for row in self.place.membership.stream(query):
@@ -212,20 +257,23 @@ class Store:
             self.con.unregister("sync_rows")
 
     def _wanted_query(self, wanted: Wanted) -> exp.Select:
+        return _of_pair(self._members(wanted), wanted, "m")
+
+    def _members(self, wanted: Wanted, membership: exp.Table | None = None) -> exp.Select:
+        """``(user_id, f_0, ...)`` of the members of every segment (holdout excepted)
+        who may be in an audience of ``wanted``'s destination (its fields, ``requires``
+        and required fields); the membership (the published one, unless given) is ``m``."""
         users = self.catalog.users
         user_id = exp.cast(exp.column(users.key, table="u", quoted=True), exp.DataType.Type.VARCHAR)
         query = (
             exp.select(exp.alias_(user_id, "user_id"))
-            .from_(exp.alias_(self.place.table(md.MEMBERSHIP), "m"))
+            .from_(exp.alias_(membership or self.place.table(md.MEMBERSHIP), "m"))
             .join(
                 exp.alias_(self.place.table(users.relation.name, users.relation.schema, quoted=True), "u"),
                 on=exp.EQ(this=user_id, expression=exp.column("user_id", table="m")),
             )
-            .where(exp.EQ(this=exp.column("segment_name", table="m"), expression=exp.Literal.string(wanted.segment)))
             .where(exp.not_(exp.column("is_holdout", table="m")))
         )
-        if wanted.arm is not None:
-            query = query.where(exp.EQ(this=exp.column("arm", table="m"), expression=exp.Literal.string(wanted.arm)))
         for i, name in enumerate(wanted.fields):
             query = query.select(exp.alias_(self._attribute(name), f"f_{i}"))
         if wanted.requires:
@@ -234,10 +282,54 @@ class Store:
             query = query.where(exp.not_(exp.Is(this=self._attribute(name), expression=exp.null())))
         return query
 
-    def make_plan(self, destination: str, wanted: Wanted) -> PlanSummary:
+    def can_plan_since(self) -> bool:
+        """Whether :meth:`make_plan` takes a ``since``: the membership, its history and
+        the state are all read in the scratch connection (DuckDB)."""
+        return self.place.attached and self.place.ledger_local
+
+    def read_moved(self, destination: str, pairs: Sequence[tuple[Wanted, Since]]) -> None:
+        """Copy to the scratch database, in one short hold of the warehouse, what the
+        plans of ``pairs`` (all of ``destination``, each with its :class:`Since`) read:
+        the users who moved in any of their segments since the earliest ``since``, and
+        these users' wanted rows and state in every one of the segments. Both sides of
+        every plan see the same users, more than moved in its segment: a user who did
+        not move there has nothing to send. Only where :meth:`can_plan_since`."""
+        if not self.can_plan_since():
+            raise ValueError("a plan since a publish reads the membership and the state in one connection")
+        earliest = min(since.as_of for _, since in pairs)
+        segments = [exp.Literal.string(name) for name in sorted({wanted.segment for wanted, _ in pairs})]
+        moved = (
+            exp.select("user_id").distinct().from_(self.place.table(history.HISTORY))
+            .where(exp.column("segment_name").isin(*segments))
+            .where(exp.GTE(this=exp.column("as_of"), expression=value(earliest, exp.DataType.Type.TIMESTAMP)))
+        )
+        among_moved = lambda column: column.isin(query=exp.select("user_id").from_(MOVED))  # noqa: E731
+        # their membership rows first, then the users table joined to those alone: joined
+        # to the whole membership, it cost ten times as much
+        rows = (
+            exp.select("*").from_(self.place.table(md.MEMBERSHIP))
+            .where(exp.column("segment_name").isin(*[s.copy() for s in segments])).where(among_moved(exp.column("user_id")))
+        )
+        members = (
+            self._members(pairs[0][0], exp.to_table(MOVED_MEMBERS))  # one destination: the same fields and conditions
+            .select(exp.column("segment_name", "m"), exp.column(ARM, "m"))
+        )
+        keys = [wanted.key for wanted, _ in pairs]
+        with self.hold():
+            state = self.ledger.states(destination, keys).where(among_moved(exp.column("user_id")))
+            for table, query in ((MOVED, moved), (MOVED_MEMBERS, rows), (MOVED_WANTED, members), (MOVED_STATE, state)):
+                self.con.execute(_sql(_temporary(exp.Create(kind="TABLE", replace=True, this=exp.to_table(table), expression=query))))
+        self._moved_read = (destination, frozenset(keys))
+
+    def make_plan(self, destination: str, wanted: Wanted, since: Since | None = None, plan: str = PLAN) -> PlanSummary:
         """Write the changes for one pair to the scratch database's plan table, in
         user order (the row at ``rowid`` n is the plan's n-th change, from 0), holding
-        the warehouse only while reading it."""
+        the warehouse only while reading it.
+
+        With ``since`` (after :meth:`read_moved` for the pair), the plan compares the
+        wanted audience and the state of the users who moved since (:class:`Since`) alone.
+        ``plan`` names the table, so that several pairs can be planned at once.
+        """
         fields = [f"f_{i}" for i in range(len(wanted.fields))]
         not_in = lambda a, b: exp.not_(exp.Exists(this=exp.select("1").from_(b).where(  # noqa: E731
             exp.EQ(this=exp.column("user_id", table=b), expression=exp.column("user_id", table=a)))))
@@ -250,17 +342,24 @@ class Store:
             exp.column("remote_id", table="s"), *[exp.alias_(exp.null(), f) for f in fields],
         ).from_("s").where(not_in("s", "w"))
         changes = exp.union(adds, removes, distinct=False)
-        self.drop_plan()
+        self.drop_plan(plan)
         # Rows go in in plan order, so a row's rowid is its place in the plan (one sort,
         # which spills under the memory limit; a row_number() window ran out of it).
         duckdb_setting(self.con, "preserve_insertion_order", True)
         with self.hold():
-            wanted_rows = self._wanted_query(wanted)
-            if not self.place.attached:
-                wanted_rows = self._copy(WANTED_COPY, wanted_rows, self._field_types(wanted.fields))
-            state = self.ledger.state(destination, wanted.key)
-            if not self.place.ledger_local:
-                state = self._copy(STATE_COPY, state, {"user_id": _TEXT, "remote_id": _TEXT})
+            if since is not None:  # what read_moved copied: no read of the warehouse
+                if self._moved_read[0] != destination or wanted.key not in self._moved_read[1]:
+                    raise ValueError(f"read_moved first: {wanted.key} -> {destination}")
+                wanted_rows = _of_pair(exp.select("user_id", *fields).from_(exp.alias_(exp.to_table(MOVED_WANTED), "w")), wanted, "w")
+                state = exp.select("user_id", "remote_id").from_(MOVED_STATE).where(
+                    exp.column("segment_name").eq(exp.Literal.string(wanted.key)))
+            else:
+                wanted_rows = self._wanted_query(wanted)
+                if not self.place.attached:
+                    wanted_rows = self._copy(WANTED_COPY, wanted_rows, self._field_types(wanted.fields))
+                state = self.ledger.state(destination, wanted.key)
+                if not self.place.ledger_local:
+                    state = self._copy(STATE_COPY, state, {"user_id": _TEXT, "remote_id": _TEXT})
             ordered = (
                 exp.select("op", "user_id", "remote_id", *fields)
                 .from_(exp.alias_(exp.Subquery(this=changes), "c"))
@@ -269,19 +368,22 @@ class Store:
                 .order_by("user_id", "op")
             )
             try:
-                self.con.execute(_sql(exp.Create(kind="TABLE", this=exp.to_table(PLAN), expression=ordered)))
+                self.con.execute(_sql(_temporary(exp.Create(kind="TABLE", this=exp.to_table(plan), expression=ordered))))
             except duckdb.OutOfMemoryException:
                 raise SegmentsError(
                     f"planning {wanted.key} -> {destination} needs more memory than DuckDB's limit "
                     f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
-            audience = self.con.execute(_sql(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=state)))).fetchone()[0]
-        adds_n, removes_n = self.con.execute(_sql(exp.select(count_if(_op_is("add")), count_if(_op_is("remove"))).from_(PLAN))).fetchone()
+            if since is not None:
+                audience = since.audience
+            else:
+                audience = self.con.execute(_sql(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=state)))).fetchone()[0]
+        adds_n, removes_n = self.con.execute(_sql(exp.select(count_if(_op_is("add")), count_if(_op_is("remove"))).from_(plan))).fetchone()
         sample = lambda op: tuple(r[0] for r in self.con.execute(_sql(  # noqa: E731
-            exp.select("user_id").from_(PLAN).where(_op_is(op)).order_by("rowid").limit(5))).fetchall())
+            exp.select("user_id").from_(plan).where(_op_is(op)).order_by("rowid").limit(5))).fetchall())
         return PlanSummary(adds_n, removes_n, audience, sample("add"), sample("remove"))
 
-    def drop_plan(self) -> None:
-        for name in (PLAN, WANTED_COPY, STATE_COPY):
+    def drop_plan(self, plan: str = PLAN) -> None:
+        for name in (plan, WANTED_COPY, STATE_COPY):
             self.con.execute(drop("TABLE", exp.to_table(name)).sql("duckdb"))
 
     @staticmethod
@@ -290,24 +392,24 @@ class Store:
             return tuple(Record(r[1], dict(zip(fields, r[3:]))) for r in rows if r[0] == "add")  # type: ignore[arg-type]
         return tuple(Record(r[1], remote_id=r[2]) for r in rows if r[0] == "remove")  # type: ignore[arg-type]
 
-    def _page(self, fields: Sequence[str], first: int, last: int, op: str | None = None) -> list[tuple[object, ...]]:
+    def _page(self, plan: str, fields: Sequence[str], first: int, last: int, op: str | None = None) -> list[tuple[object, ...]]:
         columns = ["op", "user_id", "remote_id", *[f"f_{i}" for i in range(len(fields))]]
-        query = exp.select(*columns).from_(PLAN).where(_rows(first, last)).order_by("rowid")
+        query = exp.select(*columns).from_(plan).where(_rows(first, last)).order_by("rowid")
         if op is not None:
             query = query.where(_op_is(op))
         return self.con.execute(_sql(query)).fetchall()
 
-    def _lazy(self, count: int, fields: Sequence[str], first: int, last: int, op: str) -> LazyRecords:
-        return LazyRecords(count, lambda: self._records(self._page(fields, first, last, op), fields, op))
+    def _lazy(self, plan: str, count: int, fields: Sequence[str], first: int, last: int, op: str) -> LazyRecords:
+        return LazyRecords(count, lambda: self._records(self._page(plan, fields, first, last, op), fields, op))
 
-    def _json_encodable(self, fields: Sequence[str]) -> bool:
+    def _json_encodable(self, plan: str, fields: Sequence[str]) -> bool:
         """Whether DuckDB's JSON of the plan's fields is byte for byte what
         ``json.dumps`` makes of the Python values (see :class:`EncodedChanges`)."""
-        types = [str(d[1]) for d in self.con.execute(_sql(exp.select("*").from_(PLAN).limit(0))).description[3:]]
+        types = [str(d[1]) for d in self.con.execute(_sql(exp.select("*").from_(plan).limit(0))).description[3:]]
         return "user_id" not in fields and all(t in _JSON_AS_PYTHON for t in types)
 
     @staticmethod
-    def _json_page(fields: Sequence[str]) -> Callable[[int, int], exp.Select]:
+    def _json_page(plan: str, fields: Sequence[str]) -> Callable[[int, int], exp.Select]:
         """Plan rows first..last as (adds, removes, batch id keys, adds' JSON objects,
         removes' JSON objects), every string made in the warehouse."""
 
@@ -328,7 +430,7 @@ class Store:
             count_if(_op_is("add")), count_if(_op_is("remove")), joined(key, ""),
             exp.Filter(this=added, expression=exp.Where(this=_op_is("add"))),
             exp.Filter(this=objects(("user_id", "user_id")), expression=exp.Where(this=_op_is("remove"))),
-        ).from_(PLAN)
+        ).from_(plan)
         return lambda first, last: page.where(_rows(first, last))
 
     def _encode(self, json_page: Callable[[int, int], exp.Select], first: int, last: int) -> tuple[int, int, str, EncodedChanges]:
@@ -350,7 +452,7 @@ class Store:
 
     def batches(
         self, destination: str, segment: str, sync_id: str, fields: Sequence[str], size: int, total: int,
-        encode: bool = False,
+        encode: bool = False, plan: str = PLAN,
     ) -> Iterator[tuple[Batch, int, int]]:
         """(batch, first, last) over the plan, ``size`` changes at a time; first and
         last are the batch's first and last rowid in the plan.
@@ -362,8 +464,8 @@ class Store:
         """
         with self.hold():
             done = self.ledger.done_batches(destination, segment)
-        encode = encode and self._json_encodable(fields)
-        json_page = self._json_page(fields)
+        encode = encode and self._json_encodable(plan, fields)
+        json_page = self._json_page(plan, fields)
         for number, first in enumerate(range(0, total, size)):
             last = min(first + size, total) - 1
             added: Sequence[Record]
@@ -371,9 +473,10 @@ class Store:
             encoded = None
             if encode:
                 adds, removes, keys, encoded = self._encode(json_page, first, last)
-                added, removed = self._lazy(adds, fields, first, last, "add"), self._lazy(removes, fields, first, last, "remove")
+                added, removed = (self._lazy(plan, adds, fields, first, last, "add"),
+                                  self._lazy(plan, removes, fields, first, last, "remove"))
             else:
-                rows = self._page(fields, first, last)
+                rows = self._page(plan, fields, first, last)
                 added, removed = self._records(rows, fields, "add"), self._records(rows, fields, "remove")
                 keys = "".join(f"\0{r[0]}:{r[1]}" for r in rows)
             yield Batch(destination, segment, sync_id, batch_id(destination, segment, done + number, keys),
@@ -381,15 +484,19 @@ class Store:
 
     # ---- the run log and the state ----------------------------------------------------
 
-    def start_run(self, sync_id: str, destination: str, segment: str, plan: PlanSummary) -> None:
+    def start_runs(self, destination: str, runs: Sequence[tuple[str, str, PlanSummary]]) -> None:
+        """Rows of runs starting together: ``(sync_id, pair key, plan)`` each (see
+        :meth:`Ledger.start_runs`)."""
         with self.hold():
-            self.ledger.start_run(sync_id, destination, segment, plan.adds, plan.removes)
+            self.ledger.start_runs(destination, [(sync_id, key, plan.adds, plan.removes) for sync_id, key, plan in runs])
 
-    def finish_run(self, sync_id: str, status: str, message: str | None = None) -> None:
-        with self.hold():
-            self.ledger.finish_run(sync_id, status, message)
+    def finish_runs(self, runs: Sequence[tuple[str, str, str | None]]) -> None:
+        """Runs that ended, ``(sync_id, status, message)`` each, in one hold and transaction."""
+        if runs:
+            with self.hold():
+                self.ledger.finish_runs(runs)
 
-    def checkpoint(self, batch: Batch, first: int, last: int, result: BatchResult) -> tuple[int, int]:
+    def checkpoint(self, batch: Batch, first: int, last: int, result: BatchResult, plan: str = PLAN) -> tuple[int, int]:
         """Apply an acknowledged batch to the state, log its failures: one transaction,
         in one short hold of the warehouse.
 
@@ -397,7 +504,8 @@ class Store:
         """
         failed = {op: [f.user_id for f in result.failures if f.operation == op] for op in ("add", "remove")}
         added, removed = len(batch.added) - len(failed["add"]), len(batch.removed) - len(failed["remove"])
-        adds, removes = self._applied("add", first, last, failed["add"]), self._applied("remove", first, last, failed["remove"])
+        adds, removes = (self._applied(plan, "add", first, last, failed["add"]),
+                         self._applied(plan, "remove", first, last, failed["remove"]))
         ids = values_query({"user_id": _TEXT, "remote_id": _TEXT}, list(result.remote_ids.items()))
         adds = adds.join(exp.alias_(exp.Subquery(this=ids), "r", table=True),
                          on=exp.column("user_id", "r").eq(exp.column("user_id", "p")), join_type="left")
@@ -411,11 +519,11 @@ class Store:
         return added, removed
 
     @staticmethod
-    def _applied(op: str, first: int, last: int, failed: Sequence[str]) -> exp.Select:
+    def _applied(plan: str, op: str, first: int, last: int, failed: Sequence[str]) -> exp.Select:
         """The plan's user ids of ``op`` in rows first..last, but for those that failed."""
         user_id = exp.column("user_id", "p")
         query = (
-            exp.select(user_id).from_(exp.alias_(exp.to_table(PLAN), "p", table=True))
+            exp.select(user_id).from_(exp.alias_(exp.to_table(plan), "p", table=True))
             .where(exp.Between(this=exp.column("rowid", "p"), low=exp.convert(first), high=exp.convert(last)))
             .where(exp.column("op", "p").eq(exp.convert(op)))
         )

@@ -17,6 +17,11 @@ state that records the same ``as_of``. A restart resumes from it: what a destina
 holds is ``sync_state``, so the next plan sends exactly what is missing, nothing twice
 beyond the batches in flight when the process died.
 
+A pair the last cycle synced completely is planned from the users who moved since
+(:class:`sync.store.Since`) when this cycle's refresh continues the build it was synced
+against; what the cycle left in sync is recorded beside the mark (``segments_watch_synced``)
+for a new process (a restart, a Dagster run) to continue from.
+
 It lives in ``sync`` because a cycle both builds and syncs (``segments`` never
 imports ``sync``). Nothing here logs member data: the cycle line holds counts and
 times only.
@@ -36,21 +41,30 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from segments import engines, history, pipeline
+from segments import engines, history, pipeline, refresh
 from segments.compiler import models as md
-from segments.engines.base import Session, value
+from segments.engines.base import Session, value, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from segments.spec.parse import load_project
 from segments.spec.timeparse import utc_now
 from sync import engine as sync_engine
 from sync.http import new_session
+from sync.store import Since
 
 STATE = "segments_watch_state"
 #: Seconds before a cycle that found the warehouse busy (another process writing) runs again.
 BUSY_RETRY = 0.2
-_TIME, _BIG = exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
+#: Seconds between two looks for new events while the loop waits for its next cycle: a
+#: look compares the warehouse file's size and time (and its write-ahead log's) with those
+#: the last look saw, and only when they moved opens the warehouse to count the events.
+POLL = 0.1
+#: The pairs the last cycle left in sync (:class:`sync.store.Since`), for the next one,
+#: in this process or a new one (a restart, a Dagster run).
+SYNCED = "segments_watch_synced"
+_TIME, _BIG, _TEXT = exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT, exp.DataType.Type.VARCHAR
 _STATE_COLUMNS = {"as_of": _TIME, "events_seen": _BIG, "newest_event_at": _TIME}
+_SYNCED_COLUMNS = {"destination": _TEXT, "segment_name": _TEXT, "as_of": _TIME, "audience": _BIG}
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,22 @@ def _write_mark(session: Session, mark: Mark) -> None:
     session.execute(exp.Create(kind="TABLE", this=session.engine.table(STATE), replace=True, expression=exp.select(*row)))
 
 
+def read_synced(session: Session) -> dict[tuple[str, str], Since]:
+    """(pair key, destination) -> what the destination held after the last cycle that
+    synced the pair completely (none recorded: nothing known)."""
+    engine = session.engine
+    if not session.has_table(engine.target_schema, SYNCED):
+        return {}
+    rows = session.rows(exp.select(*_SYNCED_COLUMNS).from_(engine.table(SYNCED)))
+    return {(str(key), str(destination)): Since(as_of, int(audience)) for destination, key, as_of, audience in rows}
+
+
+def _write_synced(session: Session, synced: dict[tuple[str, str], Since]) -> None:
+    rows = [[destination, key, since.as_of, since.audience] for (key, destination), since in sorted(synced.items())]
+    session.execute(exp.Create(kind="TABLE", this=session.engine.table(SYNCED), replace=True,
+                               expression=values_query(_SYNCED_COLUMNS, rows)))
+
+
 def events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
     """How many events lie at or before ``as_of``, and the newest one's time (the build
     schema's events model is a view of the catalog's events table: it counts arrivals)."""
@@ -132,6 +162,14 @@ def events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime 
     query = exp.select(exp.Count(this=exp.Star()), exp.Max(this=when)).from_(engine.table(md.EVENTS, engine.build_schema))
     count, newest = session.rows(query.where(exp.LTE(this=when, expression=value(as_of, _TIME))))[0]
     return int(count), newest
+
+
+def new_events(session: Session, mark: Mark, at: dt.datetime) -> int:
+    """Events at or before ``at`` that the last cycle did not count (0 before the first
+    cycle): what makes a cycle worth running before its interval is up."""
+    if mark.as_of is None:
+        return 0
+    return max(events_upto(session, max(at, mark.as_of))[0] - mark.events_seen, 0)
 
 
 def size_check_problem(size: history.BuildSize, limit: float) -> str | None:
@@ -151,15 +189,16 @@ def size_check_problem(size: history.BuildSize, limit: float) -> str | None:
     return f"size of {size.segment} {size.move}, more than the {limit:g}% allowed: not synced"
 
 
-def _still_in_sync(pair: object, size: history.BuildSize | None, in_sync: set[tuple[str, str]]) -> bool:
-    """Whether a pair's plan is sure to be empty, so its sync (a plan query and a ledger
-    entry, about a tenth of a second each) can be skipped: its last sync by this watcher,
-    in the cycle before, succeeded (``in_sync``) and this cycle's refresh moved nobody
-    in or out of its segment. The caller asks only after a refresh: a full build may
-    follow a changed users table, and with it a consent attribute that a plan reads."""
-    if size is None or size.entered or size.exited:
-        return False
-    return (pair.key, pair.destination) in in_sync  # type: ignore[attr-defined]
+def _trusted(pair: object, trusted: dict[tuple[str, str], Since], refreshed: refresh.Outcome | None) -> Since | None:
+    """What the last cycle knew a pair's destination holds (:class:`sync.store.Since`),
+    if it still holds: this cycle's build refreshed the very build the pair was synced
+    against. A full build, or a build by another command in between (a cycle that died
+    after its publish, too), may have followed a changed users table (a consent
+    attribute a plan reads): the pair is planned in full again."""
+    since = trusted.get((pair.key, pair.destination))  # type: ignore[attr-defined]
+    if since is None or refreshed is None or refreshed.previous_as_of != since.as_of:
+        return None
+    return since
 
 
 class Watcher:
@@ -169,11 +208,16 @@ class Watcher:
         clock: the current time, naive UTC (default the real one; tests move it by hand).
         sync_settings: the sync engine's settings (its env names the destinations' secrets).
         force: send past the mass-removal guard and the size check.
+        lag: seconds the evaluation stays behind the clock (``as_of`` = now - lag), so
+            events a loader delivers up to ``lag`` seconds after they occurred are in
+            time for the refresh (one that arrives after its instant was evaluated
+            makes the next cycle a full build).
     """
 
     def __init__(
         self, specs_dir: Path, warehouse: Path | None, target: str = engines.DEFAULT_TARGET,
         clock: Callable[[], dt.datetime] | None = None, sync_settings: object | None = None, force: bool = False,
+        lag: float = 0.0,
     ):
         self.specs_dir = specs_dir
         self.warehouse_file = warehouse
@@ -181,22 +225,25 @@ class Watcher:
         self.clock = clock if clock is not None else utc_now
         self.sync_settings = sync_settings
         self.force = force
+        self.lag = lag
+        self._signature: tuple[tuple[int, int], ...] | None = None  # the warehouse files at the last look
         self._settings: object | None = None
         self._mark: Mark | None = None
         self._parsed: tuple[tuple, m.Project] | None = None
-        #: (pair key, destination) whose last sync by this watcher succeeded
-        self._in_sync: set[tuple[str, str]] = set()
+        #: (pair key, destination) -> what its destination holds, after this watcher's last cycle
+        #: (before its first: what the warehouse recorded, :data:`SYNCED`)
+        self._in_sync: dict[tuple[str, str], Since] = {}
 
     def cycle(self) -> Cycle:
         """Build at now, then sync the real-time segments' changes."""
         started = time.perf_counter()
         # a cycle that fails before its syncs finish leaves nothing trusted for the next one
-        trusted, self._in_sync = self._in_sync, set()
+        trusted, self._in_sync = self._in_sync, {}
         mark = self._mark
         if mark is None:  # after a cycle, the mark is the one this watcher wrote (one watch per warehouse)
             with self.engine.connect(read_only=True) as session:
-                mark = read_mark(session)
-        as_of = self.clock()
+                mark, trusted = read_mark(session), read_synced(session)
+        as_of = self._now()
         if mark.as_of is not None and as_of < mark.as_of:
             as_of = mark.as_of  # never evaluate behind the mark: the refresh would start over
         result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, force=self.force)
@@ -222,22 +269,26 @@ class Watcher:
                 waiting.add(name)
                 cycle.waiting.append(problem)
         pairs = [p for p in sync_engine.select_pairs(project) if p.segment in realtime and p.segment not in waiting]
-        skipped = [p for p in pairs if result.refreshed is not None and _still_in_sync(p, sizes.get(p.segment), trusted)]
-        pairs = [p for p in pairs if p not in skipped]
-        in_sync = {(p.key, p.destination) for p in skipped}
+        since = {p: known for p in pairs if (known := _trusted(p, trusted, result.refreshed)) is not None}
+        # a pair in sync whose segment nobody entered or left this cycle has nothing to send
+        still = [p for p in since if (size := sizes.get(p.segment)) is not None and not size.entered and not size.exited]
+        in_sync = {(p.key, p.destination): Since(as_of, since.pop(p).audience) for p in still}
+        pairs = [p for p in pairs if p not in still]
         if pairs:
             sync_started = time.perf_counter()
-            outcomes = sync_engine.Engine(project, self.engine, self._sync_settings()).run(pairs, force=self.force)
+            outcomes = sync_engine.Engine(project, self.engine, self._sync_settings()).run(pairs, force=self.force, since=since)
             acked = time.time()
             cycle.sent = sum(o.added + o.removed for o in outcomes)
             cycle.problems += [sync_engine.summary_line(o) for o in outcomes if not o.ok]
-            in_sync |= {(o.segment, o.destination) for o in outcomes if o.ok}
+            in_sync |= {(o.segment, o.destination): Since(as_of, o.plan.audience + o.added - o.removed)
+                        for o in outcomes if o.ok and o.status == sync_engine.SUCCEEDED and o.plan is not None}
             if cycle.sent and newest is not None and seen > mark.events_seen:
                 cycle.latency = max(acked - newest.replace(tzinfo=dt.timezone.utc).timestamp(), 0.0)
             cycle.timings["sync"] = time.perf_counter() - sync_started
         self._in_sync = in_sync
         with self.engine.connect() as session:
             _write_mark(session, Mark(as_of, seen, newest))
+            _write_synced(session, in_sync)
         self._mark = Mark(as_of, seen, newest)
         cycle.timings["total"] = time.perf_counter() - started
         return cycle
@@ -262,10 +313,11 @@ class Watcher:
         return self._settings
 
     def run(self, interval: float, stop: threading.Event, log: Callable[[str], None], cycles: int | None = None) -> int:
-        """Cycle every ``interval`` seconds until ``stop`` is set (or ``cycles`` ran);
-        the cycle in flight always finishes, and a cycle that fails (a warehouse busy
-        with another command, a spec being edited) is logged and tried again at the
-        next. Returns how many cycles ran."""
+        """Cycle until ``stop`` is set (or ``cycles`` ran): a cycle starts ``interval``
+        seconds after the last one started, or as soon as new events arrived (looked
+        for every :data:`POLL` seconds). The cycle in flight always finishes, and a
+        cycle that fails (a warehouse busy with another command, a spec being edited)
+        is logged and tried again at the next. Returns how many cycles ran."""
         done = 0
         while not stop.is_set() and (cycles is None or done < cycles):
             started = time.monotonic()
@@ -279,8 +331,50 @@ class Watcher:
             done += 1
             if cycles is not None and done >= cycles:
                 break
-            stop.wait(max(pause - (time.monotonic() - started), 0.0))
+            self._signature = None  # whatever arrived during the cycle: the first look counts
+            while not stop.wait(min(POLL, max(started + pause - time.monotonic(), 0.0))):
+                if time.monotonic() >= started + pause or self._arrived():
+                    break
         return done
+
+    def _arrived(self) -> bool:
+        """Whether events arrived that the next cycle would evaluate. Cheap while the
+        warehouse file and its write-ahead log keep their size and time; when they
+        moved, the warehouse is opened and the events counted (a warehouse busy with
+        its writer is looked at again at the next poll)."""
+        if self.warehouse_file is None or self._mark is None:
+            return False  # a server warehouse: cycles at the interval
+        signature = _signature(self.warehouse_file)
+        if signature == self._signature:
+            return False
+        now = self._now()
+        try:
+            with self.engine.connect(read_only=True) as session:
+                arrived = new_events(session, self._mark, now)
+                # events stamped within --lag of now are due once as_of passes them: look again
+                later = new_events(session, self._mark, now + dt.timedelta(seconds=self.lag)) if self.lag else arrived
+        except SegmentsError:
+            return False
+        if later == arrived:
+            self._signature = signature
+        return arrived > 0
+
+    def _now(self) -> dt.datetime:
+        """The instant a cycle evaluates at: the clock, less ``lag``."""
+        return self.clock() - dt.timedelta(seconds=self.lag)
+
+
+def _signature(warehouse: Path) -> tuple[tuple[int, int], ...]:
+    """The size and modification time of a DuckDB file and of its write-ahead log:
+    every commit of another process moves one of them."""
+    found = []
+    for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
+        try:
+            stat = path.stat()
+            found.append((stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            found.append((-1, -1))
+    return tuple(found)
 
 
 @contextmanager

@@ -122,3 +122,36 @@ def test_a_checkpoint_waits_for_a_build_that_briefly_holds_the_warehouse(tmp_pat
     with duckdb.connect(str(warehouse)) as con:
         assert state(con, "hook", "vip") == set(ids)
         assert con.execute("SELECT status, added, batches FROM main.sync_runs").fetchall() == [("succeeded", 50, 3)]
+
+
+def test_a_quick_destination_checkpoints_in_one_hold(tmp_path, monkeypatch):
+    """A destination that answers within LINGER finds the warehouse still attached from
+    the plans: its checkpoints share that hold (attaching for each cost more than the
+    batch), which lets go at least every LINGER_FOR seconds for other commands."""
+    from segments.spec.parse import load_project
+    from sync import engine, scratch
+
+    ids = users(60)
+    warehouse = _sync_world(tmp_path, ids)
+    attaches: list[float] = []
+    attached = scratch.warehouse.attached
+
+    def counted(*args, **kwargs):
+        attaches.append(time.monotonic())
+        return attached(*args, **kwargs)
+
+    monkeypatch.setattr(scratch.warehouse, "attached", counted)
+    monkeypatch.setattr(engine, "LINGER", 30.0)  # however slow this machine answers
+    with AudienceReceiver(SECRET) as receiver:
+        specs = tmp_path / "specs"
+        write_project(specs, webhook_destinations(receiver.url, batch_size=5, concurrency=1),
+                      {"vip": "sync:\n  - destination: hook"})
+        started = time.monotonic()
+        [outcome] = engine.sync(load_project(specs), warehouse, settings=engine.Settings(env={}))
+        seconds = time.monotonic() - started
+    assert (outcome.status, outcome.added) == ("succeeded", 60) and receiver.audiences["vip"] == set(ids)
+    assert receiver.requests == 12
+    assert 1 <= len(attaches) <= 2 + seconds / scratch.LINGER_FOR  # not one per checkpoint
+    with duckdb.connect(str(warehouse)) as con:
+        assert state(con, "hook", "vip") == set(ids)
+        assert con.execute("SELECT status, added, batches FROM main.sync_runs").fetchall() == [("succeeded", 60, 12)]

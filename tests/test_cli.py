@@ -150,6 +150,31 @@ def test_preview_matches_the_build(capsys, built, specs_copy):
     assert [line.strip() for line in out.splitlines()[1:]] == first
 
 
+def _example_segments() -> list[str]:
+    from segments.spec.parse import load_project
+
+    return list(load_project(paths.SPECS_DIR).segment_names())
+
+
+@pytest.mark.parametrize("segment", _example_segments())
+def test_preview_of_every_example_segment_matches_the_build(capsys, built, specs_copy, segment):
+    """Preview runs a query of its own (only the segment's closure; its scans read only
+    the events its windows hold): the same size, holdout and first members as the build."""
+    code, out, err = run(capsys, "preview", segment, "--specs", str(specs_copy), "--warehouse", str(built), "--as-of", AS_OF, "--limit", "3")
+    assert code == 0, err
+    con = duckdb.connect(str(built), read_only=True)
+    size, holdout = con.execute(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE is_holdout) FROM segment_membership WHERE segment_name = ?", [segment]
+    ).fetchone()
+    first = [r[0] for r in con.execute(
+        "SELECT user_id FROM segment_membership WHERE segment_name = ? ORDER BY user_id LIMIT 3", [segment]
+    ).fetchall()]
+    con.close()
+    lines = out.splitlines()
+    assert lines[0] == f"{segment}: {size:,} members ({holdout:,} in holdout)"
+    assert [line.strip() for line in lines[1:] if not line.startswith("  uploaded list:")] == first
+
+
 def test_as_of_takes_the_relative_forms_of_specs(capsys, built, specs_copy):
     # measured back from the wall clock, a relative --as-of lands (a few seconds
     # late at most) on the demo data's anchor: the same members as the absolute one
@@ -399,10 +424,28 @@ def test_demo_runs_on_a_fresh_warehouse(capsys, tmp_path):
     assert "abandoned_cart" in out and "built 30 segments" in out
 
 
-def test_the_command_line_starts_without_pandas_dbt_or_the_sync_engine():
-    """Every command pays for what the command line imports at start: pandas (a third
-    of a second), dbt and the sync engine (HTTP) are imported by the commands that
-    run them."""
-    check = "import sys, segments.cli; print(sorted(m for m in ('pandas', 'dbt', 'requests', 'sync.engine') if m in sys.modules))"
+#: What a command of the core never imports at start: pandas (a third of a second),
+#: dbt, the sync engine and its HTTP; the plugins' commands and click (typer has its
+#: own copy); jinja (a profile's plain env_var() needs none), rich's progress bars,
+#: phonenumbers (read by the commands that read phones)
+NOT_AT_START = ("pandas", "dbt", "requests", "sync", "click", "jinja2", "rich.progress", "phonenumbers")
+
+
+def test_the_command_line_starts_without_what_few_commands_need():
+    check = f"import sys, segments.cli; print(sorted(m for m in {NOT_AT_START!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_preview_runs_without_what_it_does_not_need(built, specs_copy):
+    """``segments preview`` of a segment without an uploaded list, as a user runs it:
+    none of :data:`NOT_AT_START` gets imported on the way (but phonenumbers: the
+    example catalog names a default_country, which it checks)."""
+    unused = tuple(m for m in NOT_AT_START if m != "phonenumbers")
+    check = (
+        "import sys; from segments.cli import main; "
+        f"code = main(['preview', 'pricing_page_visitors', '--specs', {str(specs_copy)!r}, '--warehouse', {str(built)!r}, '--as-of', {AS_OF!r}]); "
+        f"print(code, sorted(m for m in {unused!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd=paths.ROOT)
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stdout + result.stderr

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from segments import paths, scaffold
-from segments.cli import app, main
+from segments.cli import app, main, with_plugins
 
 REPO = Path(__file__).resolve().parents[1]
+with_plugins()  # the commands of sync too: they take the same options
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
 
 

@@ -9,7 +9,7 @@ import typer
 import yaml
 
 from segments import paths
-from segments.cli import app, main
+from segments.cli import app, main, with_plugins
 
 PRE_COMMIT = paths.ROOT / ".pre-commit-config.yaml"
 WORKFLOW = paths.ROOT / ".github" / "workflows" / "segment-review.yml"
@@ -21,6 +21,7 @@ def hooks() -> list[dict]:
 
 
 def options_of(command: str) -> set[str]:
+    with_plugins()  # demo is sync's
     group = typer.main.get_command(app)
     return {name for param in group.commands[command].params for name in param.opts}  # type: ignore[attr-defined]
 

@@ -387,6 +387,17 @@ MEASURE_CASES = [
     ("cnt_where_not_gte_5", "{event: purchase, where: {not: {property: amount, gte: 5}}}", {"u01", "u03", "u07", "u09"}),  # missing amount qualifies
     ("cnt_where_not_set", "{event: purchase, where: {property: amount, is_set: false}}", {"u01", "u03"}),
     ("cnt_where_none", "{event: purchase, where: {property: amount, gt: 50}, count: {is: 0}}", {"u01", "u02", "u03", "u04", "u07", "u08", "u09", "u10"}),
+    # compiled alone, a scan reads only the events its windows hold: several windows
+    # in one scan, and active days over a wider window than the other measures'
+    # (u01 and u09 have no purchase in the last day)
+    ("win_mixed_between_within", "{any: [{event: login, between: [2024-06-01, 2024-06-15]}, {event: login, within: 1d}]}",
+     {"u02", "u04", "u06", "u08"}),
+    ("win_mixed_before_within", "{any: [{event: login, before: 2024-06-15}, {event: login, within: 1d}]}",
+     {"u02", "u04", "u06", "u08", "u10"}),
+    ("win_days_wider", "{any: [{event: purchase, within: 1d}, {event: purchase, within: 30d, active_days: {gte: 2}}]}",
+     {"u01", "u06", "u09"}),
+    ("win_count_and_days_wider", "{all: [{event: purchase, within: 30d, active_days: {gte: 2}}, {event: purchase, within: 1d, count: {is: 0}}]}",
+     {"u01", "u09"}),
 ]
 
 EVENT_WHERE_CASES = [
@@ -462,6 +473,17 @@ SEQUENCE_CASES = [
     ("seq_any_attr", "{any: [{event: cart_add, followed_by: {event: checkout}}, {attribute: city, is: Lyon}]}", {"u01", "u02", "u08", "u09"}),
     ("seq_not_any", "{not: {any: [{event: cart_add, not_followed_by: {event: checkout}}, {attribute: is_vip, is: true}]}}", {"u02", "u07", "u08", "u10"}),
     ("seq_two_same_anchor", "{all: [{event: cart_add, followed_by: {event: checkout}}, {event: cart_add, not_followed_by: {event: checkout, within: 1h}}]}", {"u02", "u08"}),
+    # anchors in windows with a start: follow-ups are read from that start on, and
+    # may lie after the window's end (u02's checkout of 06-29 10:00)
+    ("seq_anchor_within_nfb", "{event: cart_add, within: 2d, not_followed_by: {event: checkout}}", {"u04", "u06"}),
+    ("seq_anchor_within_fb", "{event: cart_add, within: 2d, followed_by: {event: checkout}}", set()),
+    ("seq_anchor_after_fb", "{event: cart_add, after: '2024-06-28T09:00:00Z', followed_by: {event: checkout}}", {"u01", "u02", "u08"}),
+    ("seq_anchor_after_nfb", "{event: cart_add, after: '2024-06-28T09:00:00Z', not_followed_by: {event: checkout}}", {"u03", "u04", "u06", "u09"}),
+    ("seq_anchor_between_fb", "{event: cart_add, between: [2024-06-28, 2024-06-29], followed_by: {event: checkout}}", {"u01", "u02", "u08"}),
+    ("seq_anchor_between_nfb", "{event: cart_add, between: [2024-06-28, 2024-06-29], not_followed_by: {event: checkout, within: 2h}}",
+     {"u02", "u03", "u09"}),
+    ("seq_anchors_mixed", "{any: [{event: cart_add, within: 2d, not_followed_by: {event: checkout}}, "
+     "{event: cart_add, before: '2024-06-28T10:30:00Z', followed_by: {event: checkout}}]}", {"u01", "u02", "u04", "u06", "u08"}),
 ]
 
 DERIVED_CASES = [

@@ -106,19 +106,25 @@ def test_refresh_cycles_reevaluate_few_users(specs, warehouse, receiver):
 
 
 def test_unchanged_segments_skip_their_sync(specs, warehouse, receiver):
-    """A watcher syncs every pair at its first cycle; later, after a refresh, only the
-    pairs whose segment someone entered or left."""
+    """After a refresh, only the pairs whose segment someone entered or left are synced,
+    in this process or a new one (what the last cycle left in sync is recorded); after
+    a build by another command, every pair is planned again."""
+    from segments import pipeline
+
     at = T0 + dt.timedelta(hours=61, minutes=5)
     running = watcher(specs, warehouse, receiver, at)
     first = running.cycle()
-    assert "sync" in first.timings and not first.problems
+    assert not first.problems
     requests = receiver.requests
     running.clock = lambda: at + dt.timedelta(seconds=1)
     quiet = running.cycle()
     assert quiet.reevaluated is not None and (quiet.entered, quiet.exited, quiet.sent) == (0, 0, 0)
     assert "sync" not in quiet.timings and receiver.requests == requests
-    other = watcher(specs, warehouse, receiver, at + dt.timedelta(seconds=2)).cycle()  # a new process trusts nothing
-    assert "sync" in other.timings and other.sent == 0 and receiver.requests == requests
+    other = watcher(specs, warehouse, receiver, at + dt.timedelta(seconds=2)).cycle()  # a new process
+    assert "sync" not in other.timings and other.sent == 0 and receiver.requests == requests
+    pipeline.build(specs, warehouse, at + dt.timedelta(seconds=3))  # another command's build: nothing trusted
+    again = watcher(specs, warehouse, receiver, at + dt.timedelta(seconds=4)).cycle()
+    assert "sync" in again.timings and not again.problems
 
 
 _CHILD = """
@@ -263,3 +269,76 @@ def test_a_failed_cycle_is_tried_again(specs, warehouse, error, least, most):
     assert failing.run(2.0, threading.Event(), lines.append, cycles=2) == 2
     assert least <= time.monotonic() - started < most
     assert lines[0] == f"cycle failed: {error}" and lines[1].startswith("as_of ")
+
+
+def test_plans_since_a_publish_equal_full_plans(specs, warehouse, receiver):
+    """A pair a watcher synced in its last cycle is planned from the users who moved
+    since (sync.store.Since, one read for all the destination's pairs); the plan is the
+    one the whole audience gives, users who moved in another segment included."""
+    from segments import pipeline
+    from sync.places import open_place
+    from sync.store import Store
+
+    at = T0 + dt.timedelta(hours=64)
+    arrive(warehouse, at)  # the events up to the cycle's as_of: later ones are the refresh's
+    running = watcher(specs, warehouse, receiver, at)
+    first = running.cycle()
+    assert not first.problems, first.line()
+    trusted = dict(running._in_sync)
+    assert set(trusted) == {(name, "crm_hook") for name in REALTIME}
+    later = at + dt.timedelta(hours=4)
+    assert arrive(warehouse, later) > 0
+    assert pipeline.build(specs, warehouse, later).refreshed is not None
+    project = load_project(specs)
+    pairs = [p for p in sync_engine.select_pairs(project) if p.segment in REALTIME]
+    settings = sync_engine.Settings(env={"CRM_HOOK_URL": receiver.url, "CRM_HOOK_SECRET": SECRET})
+    engine = sync_engine.Engine(project, engines.get("duckdb", warehouse), settings)
+    destination = engine._destination("crm_hook", sync_engine.new_session())
+    plans: dict[str, tuple[set, set]] = {}
+    with open_place(engines.get("duckdb", warehouse)) as place, place.hold():
+        store = Store(place, project.catalog)
+        wanted = {p.key: engine._wanted(destination, p) for p in pairs}
+        store.read_moved("crm_hook", [(wanted[key], trusted[(key, "crm_hook")]) for key in wanted])
+        for key in wanted:
+            for since in (None, trusted[(key, "crm_hook")]):
+                summary = store.make_plan("crm_hook", wanted[key], since, "compared")
+                rows = set(place.scratch.con.execute("SELECT op, user_id, remote_id FROM compared").fetchall())
+                plans.setdefault(key, (set(), set()))[since is not None].update(rows)
+                if since is None:
+                    full_audience = summary.audience
+                else:
+                    assert summary.audience == full_audience
+    for key, (full, since) in plans.items():
+        assert since == full, key
+    assert any(full for full, _ in plans.values())  # comparing empty plans proves nothing
+
+
+def test_new_events_are_noticed_cheaply(specs, warehouse, receiver, monkeypatch):
+    """Between cycles the loop looks for new events every POLL seconds: a look with the
+    warehouse files unchanged opens nothing; new events are noticed and start a cycle."""
+    from watch_fixtures import ANCHOR
+
+    running = watcher(specs, warehouse, receiver, T0 + dt.timedelta(hours=69))
+    running.cycle()
+    running.clock = lambda: ANCHOR  # the demo data's last events are still to arrive
+    running._signature = None
+    assert not running._arrived()  # nothing new: the files' signature is kept
+    with monkeypatch.context() as patched:
+        patched.setattr(running.engine, "connect", lambda **_: pytest.fail("opened the warehouse"))
+        assert not running._arrived()
+    assert arrive(warehouse, ANCHOR) > 0
+    assert running._arrived()
+
+
+def test_new_events_start_the_next_cycle_at_once(specs, warehouse):
+    """The loop starts a cycle as soon as new events are noticed, not an interval later."""
+    running = watch.Watcher(specs, warehouse)
+    running.cycle = lambda: watch.Cycle(T0)  # type: ignore[method-assign]
+    running._mark = watch.Mark(T0, 0, None)
+    looks = iter([False, False, True])
+    running._arrived = lambda: next(looks)  # type: ignore[method-assign]
+    lines: list[str] = []
+    started = time.monotonic()
+    assert running.run(60.0, threading.Event(), lines.append, cycles=2) == 2
+    assert time.monotonic() - started < 5 * watch.POLL + 1.0
+    assert len(lines) == 2

@@ -11,6 +11,7 @@ from sqlglot import exp
 
 from segments import keys
 from segments.compiler import measures as ms
+from segments.compiler import predicates as pr
 from segments.compiler import sqlexpr as sx
 from segments.spec import model as m
 from segments.compiler.describe import describe_measure, describe_sequence
@@ -23,8 +24,20 @@ def _not_null(column: exp.Expression) -> exp.Expression:
     return exp.Not(this=exp.Is(this=column, expression=exp.null()))
 
 
-def measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Model]:
-    """The measures (one pass over the events) and the sequences' follow-ups."""
+def measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet, counted_only: bool = False) -> list[Model]:
+    """The measures (one pass over the events) and the sequences' follow-ups.
+
+    A scan of measures that all have a window reads only the events some window
+    holds, which lets a scan of time-ordered events skip the blocks before them (and a
+    build of many segments, whose measures split into several scans, skip most of the
+    history in each). A user whose events are all outside the windows then has no row,
+    which reads as a row of zeros (:func:`measure_value`, the base's COALESCE); the
+    refresh adds a row when such a user's new events arrive.
+
+    ``counted_only`` (a compile for one query, as a preview): the follow-ups of a
+    sequence too, from the start of their anchors' windows; a build's follow-ups keep a
+    row for every user with an anchor, which its refresh maintains.
+    """
     out: list[Model] = []
     columns = measure_set.measures
     if columns:
@@ -43,6 +56,11 @@ def measure_models(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[Model
             .where(sx.or_(*[_not_null(sx.col(a, "m")) for a in anchors]))
             .group_by(sx.col("user_id", "e"))
         )
+        # a follow-up comes after its anchor, which is in the anchor's window: after
+        # the window's start
+        starts = [pr.window_start(sx.col("occurred_at", "e"), c.anchor.measure.filter.window) for c in followups]
+        if counted_only and all(start is not None for start in starts):
+            query = query.where(sx.or_(*dict.fromkeys(starts)))
         # keys unique by construction (GROUP BY user_id) carry no test: a test costs a
         # dbt node and a scan; the users' key is tested once, on stg_users
         docs = [ColumnDoc("user_id", "A user with an anchor event and a candidate follow-up.")]
@@ -68,10 +86,11 @@ def relevant_events(names: Iterable[str]) -> exp.Expression:
 def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> Model:
     """Every measure of every spec and trait from GROUP BY user_id scans of the events
     they read (one, unless there are many measures: :func:`.measures.scan_groups`);
-    active days from a narrow scan of their own (see :mod:`.measures`)."""
+    active days from a narrow scan of their own (see :mod:`.measures`); each scan only
+    of the events its measures' windows hold."""
     resolver = ms.EventRowResolver(catalog)
     days = [c for c in columns if c.measure.kind == "active_days"]
-    parts: list[tuple[str, exp.Query, list[ms.MeasureColumn]]] = []
+    parts: list[tuple[str, exp.Query, list[ms.MeasureColumn], bool]] = []  # (alias, scan, measures, windowed)
     for index, group in enumerate(ms.scan_groups([c for c in columns if c.measure.kind != "active_days"])):
         scan = (
             exp.select("user_id", *[exp.alias_(ms.aggregate(c, resolver), c.name) for c in group])
@@ -80,25 +99,31 @@ def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> Mode
             .where(exp.LTE(this=sx.col("occurred_at"), expression=sx.as_of()))
             .group_by("user_id")
         )
-        parts.append((f"e{index}", scan, group))
+        counted = ms.counted_events([c.measure.filter.window for c in group], sx.col("occurred_at"))
+        if counted is not None:
+            scan = scan.where(counted)
+        parts.append((f"e{index}", scan, group, counted is not None))
     if days:
-        parts.append(("d", ms.active_days_query(days, sx.model_ref(EVENTS), resolver), days))
+        parts.append(("d", ms.active_days_query(days, sx.model_ref(EVENTS), resolver), days, True))
     if len(parts) == 1:
         query: exp.Query = parts[0][1]
         users = "A user with at least one relevant event."
     else:
         # one scan holds every user with a relevant event when it reads every event
-        # name (the active days read no others); else the universe holds them all
-        first_reads_all = len(parts) == 2 and days and set(event_names(parts[0][2])) >= set(event_names(columns))
+        # name (the active days read no others) in all time; else the universe holds
+        # them all
+        first_reads_all = (
+            len(parts) == 2 and days and not parts[0][3] and set(event_names(parts[0][2])) >= set(event_names(columns))
+        )
         if first_reads_all:
             driver, joined = exp.Subquery(this=parts[0][1], alias=exp.TableAlias(this=sx.ident("e0"))), parts[1:]
             key, users = sx.col("user_id", "e0"), "A user with at least one relevant event."
         else:
             driver, joined = aliased(sx.model_ref(UNIVERSE), "u"), parts
             key, users = sx.col("user_id", "u"), "A user of the universe."
-        source = {c.name: alias for alias, _, group in parts for c in group}
+        source = {c.name: alias for alias, _, group, _ in parts for c in group}
         query = exp.select(key.copy(), *[sx.col(c.name, source[c.name]) for c in columns]).from_(driver)
-        for alias, part, _ in joined:
+        for alias, part, _, _ in joined:
             query = query.join(
                 exp.Subquery(this=part, alias=exp.TableAlias(this=sx.ident(alias))),
                 on=exp.EQ(this=sx.col("user_id", alias), expression=key.copy()), join_type="left",

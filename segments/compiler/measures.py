@@ -142,6 +142,26 @@ def filter_predicate(event_filter: m.EventFilter, resolver: EventRowResolver) ->
     return sx.and_(*parts)
 
 
+def counted_events(windows: list[m.Window | None], occurred: exp.Expression) -> exp.Expression | None:
+    """The events one of ``windows`` holds (``occurred``: their time); None when one
+    of them holds every event. The windows "within" a duration all end at as_of: the
+    longest holds the others.
+
+    >>> day, week = (m.WithinWindow(m.Duration(n, "d")) for n in (1, 7))
+    >>> counted_events([day, week, day], exp.column("t")).sql("duckdb")
+    't > $as_of - INTERVAL 7 DAY AND t <= $as_of'
+    >>> counted_events([day, None], exp.column("t")) is None
+    True
+    """
+    if any(window is None for window in windows):
+        return None
+    within = [w for w in windows if isinstance(w, m.WithinWindow)]
+    distinct = [max(within, key=lambda w: w.duration.seconds)] if within else []
+    distinct += [w for w in dict.fromkeys(windows) if not isinstance(w, m.WithinWindow)]
+    held = [pr.window(occurred.copy(), w) for w in distinct]
+    return held[0] if len(held) == 1 else sx.or_(*[sx.paren(h) for h in held])
+
+
 def aggregate(column: MeasureColumn, resolver: EventRowResolver) -> exp.Expression:
     """The aggregate computing one measure column over a user's event rows."""
     measure = column.measure

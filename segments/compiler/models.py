@@ -90,7 +90,8 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     _check_collisions(catalog, trait_names, measure_set, [name for _, name, _ in rules])
     models = staging_models(catalog)
     models.append(universe_model(catalog))
-    event_models = measure_models(catalog, measure_set)
+    # a compile for one query (only=) reads only the events its windows hold
+    event_models = measure_models(catalog, measure_set, counted_only=only is not None)
     models += event_models
     has_measures = bool(measure_set.measures)
     has_sequences = bool(measure_set.followup_columns)

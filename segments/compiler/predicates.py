@@ -146,6 +146,18 @@ def within(x: exp.Expression, duration: m.Duration) -> exp.Expression:
     )
 
 
+def window_start(x: exp.Expression, spec_window: m.Window | None) -> exp.Expression | None:
+    """``x`` later than the start of a window: true of every event in it and of every
+    event after one of them; None for a window with no start (before, or none)."""
+    if isinstance(spec_window, m.WithinWindow):
+        return exp.GT(this=x, expression=sx.shift(sx.as_of(), spec_window.duration, -1))
+    if isinstance(spec_window, m.BetweenWindow):
+        return exp.GTE(this=x, expression=sx.time_value(spec_window.start))
+    if isinstance(spec_window, m.AfterWindow):
+        return exp.GT(this=x, expression=sx.time_value(spec_window.at))
+    return None
+
+
 def window(x: exp.Expression, spec_window: m.Window | None) -> exp.Expression | None:
     """The time window of an event filter on the event time ``x`` (SPEC 1.4)."""
     if spec_window is None:

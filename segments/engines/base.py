@@ -69,7 +69,7 @@ class ReplaceRows:
     def statements(self) -> list[exp.Expression]:
         statements: list[exp.Expression] = [
             exp.delete(self.table, where=exp.column("user_id").isin(query=self.users.copy())),
-            exp.insert(self.query, self.table),
+            exp.Insert(this=self.table.copy(), expression=self.query.copy(), by_name=True),
         ]
         if self.stamp is not None:
             statements.append(stamp_every_row(self.table, *self.stamp))

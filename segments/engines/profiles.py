@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
 import yaml
 
 from segments import paths
 from segments.errors import SegmentsError
+
+if TYPE_CHECKING:
+    import jinja2
 
 DEFAULT_PROFILE = "segments"
 
@@ -37,7 +41,7 @@ def profile_name(project_dir: Path | None = None) -> str:
     return name if isinstance(name, str) and name else DEFAULT_PROFILE
 
 
-def _renderer(env: Mapping[str, str]) -> jinja2.Environment:
+def _env_var(env: Mapping[str, str]) -> Callable[..., str]:
     def env_var(name: str, default: str | None = None) -> str:
         if name in env:
             return env[name]
@@ -45,20 +49,40 @@ def _renderer(env: Mapping[str, str]) -> jinja2.Environment:
             return default
         raise SegmentsError(f"profiles.yml reads the environment variable {name}, which is not set")
 
+    return env_var
+
+
+def _renderer(env: Mapping[str, str]) -> jinja2.Environment:
+    import jinja2  # a twentieth of a second; only for templates other than a plain env_var
+
     renderer = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    renderer.globals["env_var"] = env_var
+    renderer.globals["env_var"] = _env_var(env)
     for name in ("as_number", "as_text", "as_native", "as_bool"):
         renderer.filters[name] = lambda value: value
     return renderer
 
 
-def _render(value: object, renderer: jinja2.Environment) -> object:
+#: ``{{ env_var('NAME') }}`` or ``{{ env_var('NAME', 'default') }}`` alone: what most
+#: values of a profile are, read without jinja (whose import every command would pay)
+_PLAIN_ENV_VAR = re.compile(
+    r"""\{\{\s*env_var\(\s*'([^'\\]*)'\s*(?:,\s*'([^'\\]*)'\s*)?\)\s*\}\}"""
+)
+
+
+def _render(value: object, env: Mapping[str, str], renderer: list[jinja2.Environment]) -> object:
+    """``value`` with its templates rendered; ``renderer`` holds the jinja environment
+    once a template needed it."""
     if isinstance(value, dict):
-        return {key: _render(item, renderer) for key, item in value.items()}
+        return {key: _render(item, env, renderer) for key, item in value.items()}
     if isinstance(value, list):
-        return [_render(item, renderer) for item in value]
+        return [_render(item, env, renderer) for item in value]
     if isinstance(value, str) and "{" in value:
-        return renderer.from_string(value).render()
+        plain = _PLAIN_ENV_VAR.fullmatch(value)
+        if plain is not None:
+            return _env_var(env)(*[part for part in plain.groups() if part is not None])
+        if not renderer:
+            renderer.append(_renderer(env))
+        return renderer[0].from_string(value).render()
     return value
 
 
@@ -105,6 +129,6 @@ def _read_output(profiles: Path, target: str, environment: Mapping[str, str]) ->
     outputs = (document or {}).get(profile, {}).get("outputs", {})
     if target not in outputs:
         raise SegmentsError(f"{profiles} has no output {target!r} for profile {profile!r}")
-    rendered = _render(outputs[target], _renderer(environment))
+    rendered = _render(outputs[target], environment, [])
     assert isinstance(rendered, dict)
     return rendered

@@ -35,13 +35,13 @@ from sqlglot import exp
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
 from segments.engines.base import Session, stamp_every_row
-from segments.refresh.build import FLAGGED, MEASURED, BuildSchema, create_users, edge_users
+from segments.refresh.build import FLAGGED, MEASURED, MEMBERS, BuildSchema, create_users, edge_users
 from segments.refresh.edges import Edge, NotIncremental, edges
 from segments.refresh.measures import refresh_measures
 from segments.refresh.state import STATE, State, events_upto, fingerprint, forget, inputs_fingerprint, read_state, record, write_state
 from segments.refresh.traits import refresh_traits, source_edges
 
-__all__ = ["FLAGGED", "MEASURED", "STATE", "Edge", "NotIncremental", "Outcome", "attempt", "edges", "forget", "record", "refresh"]
+__all__ = ["FLAGGED", "MEASURED", "MEMBERS", "STATE", "Edge", "NotIncremental", "Outcome", "attempt", "edges", "forget", "record", "refresh"]
 
 _FLAGS, _TRAITED = "_refresh_flags", "_refresh_traited"
 
@@ -103,7 +103,8 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
     flagged = create_users(build, FLAGGED, [measured_users, *changed, *edge_users(build, flag_edges, t0, t1)])
     build.create_temp(_FLAGS, build.query(md.FLAGS, {md.BASE: build.only(md.BASE, FLAGGED, t1)}, t1))
     build.replace_rows(md.FLAGS, FLAGGED, exp.select("*").from_(_FLAGS))
-    build.replace_rows(md.MEMBERSHIP, FLAGGED, build.query(md.MEMBERSHIP, {md.FLAGS: exp.to_table(_FLAGS)}, t1))
+    build.create_temp(MEMBERS, build.query(md.MEMBERSHIP, {md.FLAGS: exp.to_table(_FLAGS)}, t1))
+    build.replace_rows(md.MEMBERSHIP, FLAGGED, exp.select("*").from_(MEMBERS))
     if t1 != t0:
         build.run(stamp_every_row(build.table(md.MEMBERSHIP), "as_of", sx.timestamp_literal(t1)))
     new_events = state.events_upto + events_upto(build, t1, since=t0)  # those up to T0 were checked above

@@ -14,8 +14,10 @@ from segments.compiler import sqlexpr as sx
 from segments.engines.base import Engine, Session, drop
 from segments.refresh.edges import Edge, is_as_of
 
-#: Temporary tables of one refresh: users whose measures / flags are computed again.
-MEASURED, FLAGGED = "_refresh_measured", "_refresh_flagged"
+#: Temporary tables of one refresh: users whose measures / flags are computed again,
+#: and the new membership rows of the flagged users (what publish and the history read
+#: instead of scanning the whole membership again).
+MEASURED, FLAGGED, MEMBERS = "_refresh_measured", "_refresh_flagged", "_refresh_members"
 
 
 def source_table(engine: Engine, schema: str, table: str) -> exp.Table:
