@@ -168,19 +168,36 @@ def segment_model(project: m.Project, spec: m.SegmentSpec, name: str) -> Model:
     )
 
 
-def base_model(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool) -> Model:
+def base_columns(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[exp.Expression]:
+    """The universe's attributes and the measures as the base selects them, from the
+    universe ``u`` and the measures ``m``."""
     attributes = [a for a in catalog.users.attributes if a not in ("user_id", "created_at")]
-    select: list[exp.Expression] = [sx.col("user_id", "u")]
-    select += [sx.col(a, "u") for a in attributes]
-    select += [exp.alias_(measure_value(c, "m"), c.name) for c in measure_set.measures]
+    return [sx.col(a, "u") for a in attributes] + [exp.alias_(measure_value(c, "m"), c.name) for c in measure_set.measures]
+
+
+def base_model(
+    catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool,
+    through_traits: bool = False,
+) -> Model:
+    """``int_segment_base``: the universe joined to the measures and the traits.
+
+    ``through_traits``: the traits model carries the base's columns (a compile for one
+    query, :func:`.traits.traits_model`), which the base reads with no join of its own.
+    """
+    carried = base_columns(catalog, measure_set)
+    select: list[exp.Expression] = [sx.col("user_id", "t" if through_traits else "u")]
+    select += [sx.col(c.alias_or_name, "t") for c in carried] if through_traits else carried
     select += [sx.col(c.name, "t") for c in measure_set.followup_columns]
     select += [exp.alias_(sx.col(t, "t"), TRAIT_PREFIX + t) for t in trait_names]
-    query = exp.select(*select).from_(aliased(sx.model_ref(UNIVERSE), "u"))
     on_user = lambda alias: exp.EQ(this=sx.col("user_id", alias), expression=sx.col("user_id", "u"))  # noqa: E731
-    if has_measures:
-        query = query.join(aliased(sx.model_ref(MEASURES), "m"), on=on_user("m"), join_type="left")
-    if trait_names or has_sequences:
-        query = query.join(aliased(sx.model_ref(USER_TRAITS_AND_FOLLOWUPS), "t"), on=on_user("t"), join_type="left")
+    if through_traits:
+        query = exp.select(*select).from_(aliased(sx.model_ref(USER_TRAITS_AND_FOLLOWUPS), "t"))
+    else:
+        query = exp.select(*select).from_(aliased(sx.model_ref(UNIVERSE), "u"))
+        if has_measures:
+            query = query.join(aliased(sx.model_ref(MEASURES), "m"), on=on_user("m"), join_type="left")
+        if trait_names or has_sequences:
+            query = query.join(aliased(sx.model_ref(USER_TRAITS_AND_FOLLOWUPS), "t"), on=on_user("t"), join_type="left")
     return Model(
         BASE, INTERMEDIATE, query,
         "One row per user of the universe with every attribute, measure and trait the segments read: "
