@@ -41,6 +41,7 @@ from segments.engines.base import duckdb_setting
 from segments.errors import SpecError, SpecErrors
 from segments.spec import grammar
 from segments.spec import model as m
+from segments.spec.nodes import compose
 from segments.spec.parse import TESTS_SUFFIX
 from segments.spec.timeparse import parse_as_of
 
@@ -249,7 +250,7 @@ def _tests_node(reader: _Reader, root: Node | None, beside: bool) -> list[Node]:
 
 def _compose(path: Path, reader: _Reader) -> Node | None:
     try:
-        return yaml.compose(path.read_text(encoding="utf-8").lstrip("\ufeff"), Loader=yaml.SafeLoader)
+        return compose(path.read_text(encoding="utf-8").lstrip("\ufeff"))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = m.Location(str(path), mark.line + 1, mark.column + 1) if mark else m.Location(str(path), 1, 1)

@@ -86,8 +86,9 @@ class Scratch:
             self.release()
 
     def release(self) -> None:
-        """Detach the warehouse if a lingering hold left it attached."""
-        self._release(None)
+        """Detach the warehouse if a lingering hold left it attached (not within a hold)."""
+        if not self._holds:
+            self._release(None)
 
     def _release(self, error: BaseException | None) -> None:
         attached, self._attached = self._attached, None

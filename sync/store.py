@@ -307,7 +307,7 @@ class Store:
         # their membership rows first, then the users table joined to those alone: joined
         # to the whole membership, it cost ten times as much
         rows = (
-            exp.select("*").from_(self.place.table(md.MEMBERSHIP))
+            exp.select("segment_name", "user_id", "is_holdout", ARM).from_(self.place.table(md.MEMBERSHIP))
             .where(exp.column("segment_name").isin(*[s.copy() for s in segments])).where(among_moved(exp.column("user_id")))
         )
         members = (

@@ -237,8 +237,10 @@ class Watcher:
     def cycle(self) -> Cycle:
         """Build at now, then sync the real-time segments' changes."""
         started = time.perf_counter()
-        # a cycle that fails before its syncs finish leaves nothing trusted for the next one
-        trusted, self._in_sync = self._in_sync, {}
+        # A cycle that fails leaves what was trusted as it was: if it published, the next
+        # cycle's refresh no longer continues the build the pairs were synced against
+        # (_trusted), and a busy warehouse (a loader's write) costs no full plans.
+        trusted = self._in_sync
         mark = self._mark
         if mark is None:  # after a cycle, the mark is the one this watcher wrote (one watch per warehouse)
             with self.engine.connect(read_only=True) as session:

@@ -981,6 +981,18 @@ def test_events_are_read_once(project, full):
         assert len(columns) == len(set(columns))
 
 
+@pytest.mark.parametrize(("segment", "joins"), [("t_recency_4", 0), ("seq_nfb", 0), ("cnt_gte_3", 1), ("d_paris", 0)])
+def test_one_query_joins_the_universe_to_the_measures_once(project, full, segment, joins):
+    """Compiled alone (one query: preview, explain), the base reads the universe's and
+    the measures' columns through the traits where there are traits or follow-ups, and
+    joins nothing itself; a build's base joins the universe to its tables."""
+    def base_joins(compiled: CompiledProject) -> int:
+        return len(compiled.model("int_segment_base").query.args.get("joins") or [])
+
+    assert base_joins(compile_project(project, only=[segment])) == joins
+    assert base_joins(full) == 2
+
+
 def test_membership_reads_the_base_once(full):
     """Every segment is a column of one pass over the base, derived ones and tiers
     included, and the per-segment models only filter the membership."""

@@ -517,3 +517,57 @@ def test_no_traits_or_destinations_files(tmp_path: Path) -> None:
     (specs / "s.yml").write_text("name: s\nwhere: {event: x}\n")
     project = load_project(specs)
     assert project.traits == {} and project.destinations == {}
+
+
+# ---- reading YAML: libyaml, with the pure-Python composer's trees and messages ----------
+
+REPO = Path(__file__).resolve().parents[1]
+YAML_FILES = sorted(
+    p for pattern in ("segment_specs/**/*.yml", "bench/specs/**/*.yml", "tests/golden/specs/*.yml", "dbt_project/*.yml")
+    for p in REPO.glob(pattern)
+)
+
+
+def _tree(node) -> list[tuple]:
+    """Every node's kind, tag, value and marks; a plain scalar's style as None (libyaml
+    gives '')."""
+    import yaml
+
+    out = [(type(node).__name__, node.tag, node.start_mark.line, node.start_mark.column,
+            node.end_mark.line, node.end_mark.column, node.style or None if isinstance(node, yaml.ScalarNode) else None,
+            node.value if isinstance(node.value, str) else None)]
+    for child in node.value if isinstance(node, yaml.SequenceNode) else (c for pair in node.value for c in pair) if isinstance(node, yaml.MappingNode) else ():
+        out += _tree(child)
+    return out
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_compose_reads_as_the_pure_python_composer(path):
+    import yaml
+
+    from segments.spec.nodes import compose
+
+    text = path.read_text(encoding="utf-8")
+    assert _tree(compose(text)) == _tree(yaml.compose(text, Loader=yaml.SafeLoader))
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("name: x\nwhere: {segment: y\n", "x.yml:3:1: invalid YAML: expected ',' or '}', but got '<stream end>'"),  # pure-Python's words
+        ("name: x\nwhere: " + "[" * 50_000 + "]" * 50_000 + "\n", "invalid YAML: nesting too deep"),  # libyaml's composer would crash
+    ],
+    ids=["syntax", "deep"],
+)
+def test_bad_yaml_is_a_spec_error(tmp_path, text, error):
+    """In a process of its own: a crash would take pytest down with it."""
+    import subprocess
+    import sys
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "_catalog.yml").write_text(CATALOG)
+    (specs / "x.yml").write_text(text)
+    done = subprocess.run([sys.executable, "-m", "segments.cli", "validate", "--specs", str(specs)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1 and error in done.stderr, done.stderr[-500:]

@@ -342,3 +342,33 @@ def test_new_events_start_the_next_cycle_at_once(specs, warehouse):
     assert running.run(60.0, threading.Event(), lines.append, cycles=2) == 2
     assert time.monotonic() - started < 5 * watch.POLL + 1.0
     assert len(lines) == 2
+
+
+def test_a_busy_cycle_keeps_what_was_in_sync(specs, warehouse, receiver, monkeypatch):
+    """A cycle that found the warehouse busy (a loader writing) published nothing: the
+    next one still plans every pair from the users who moved, not in full."""
+    from segments import pipeline
+    from segments.errors import SegmentsError
+    from watch_fixtures import ANCHOR
+
+    running = watcher(specs, warehouse, receiver, ANCHOR + dt.timedelta(hours=1))
+    assert not running.cycle().problems
+    trusted = dict(running._in_sync)
+    assert trusted
+
+    def busy(*args, **kwargs):
+        raise SegmentsError("warehouse w.duckdb is busy: another segments command is using it")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "build", busy)
+        with pytest.raises(SegmentsError):
+            running.cycle()
+    assert running._in_sync == trusted
+    planned: list[tuple[list, dict]] = []
+    run = sync_engine.Engine.run
+    monkeypatch.setattr(sync_engine.Engine, "run", lambda self, pairs, **kw: planned.append((pairs, kw["since"])) or run(self, pairs, **kw))
+    running.clock = lambda: ANCHOR + dt.timedelta(hours=30)  # windows slide: members leave
+    cycle = running.cycle()
+    assert not cycle.problems and cycle.exited > 0
+    [(pairs, since)] = planned
+    assert pairs and set(since) == set(pairs)

@@ -59,7 +59,7 @@ from segments.compiler.traits import (  # noqa: F401 - read as models.X
     trait_nullable, needed_traits, quantile_score, trait_depth, traits_model, user_traits_model, value_scores,
 )
 from segments.compiler.segment_models import (  # noqa: F401 - read as models.X
-    BaseResolver, segment_closure, holdout_predicate, segment_queries, segment_model, base_model, flags_model,
+    BaseResolver, segment_closure, holdout_predicate, segment_queries, segment_model, base_columns, base_model, flags_model,
     membership_model, base_resolver,
 )
 
@@ -95,16 +95,23 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
     models += event_models
     has_measures = bool(measure_set.measures)
     has_sequences = bool(measure_set.followup_columns)
-    models.append(traits_model(project, trait_names, measure_set, has_measures, has_sequences))
+    # a compile for one query reads the base's columns through the traits, where there
+    # are traits: one join of the universe to the measures rather than two (a build's
+    # tables keep their own columns)
+    carried = base_columns(catalog, measure_set) if only is not None and (trait_names or has_sequences) else []
+    through_traits = bool(carried) and not {c.alias_or_name for c in carried} & {
+        *trait_names, *(c.name for c in measure_set.followup_columns)}
+    models.append(traits_model(project, trait_names, measure_set, has_measures, has_sequences, carried if through_traits else []))
     models.append(user_traits_model(project, trait_names))
-    models.append(base_model(catalog, trait_names, measure_set, has_measures, has_sequences))
+    base = base_model(catalog, trait_names, measure_set, has_measures, has_sequences, through_traits)
+    models.append(base)
     match_ons = sorted({spec.upload.match_on for spec, _, _ in rules if spec.upload is not None})
     if match_ons:
         models += upload_models(catalog, match_ons)
     segment_models = [segment_model(project, spec, name) for spec, name, _ in rules]
     _check_relation_names(segment_models)
     if rules:
-        models.append(flags_model(rules))
+        models.append(flags_model(rules, base))
     models.append(membership_model(rules))
     models += segment_models
     sources: dict[str, list[str]] = {}

@@ -168,25 +168,42 @@ def segment_model(project: m.Project, spec: m.SegmentSpec, name: str) -> Model:
     )
 
 
-def base_model(catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool) -> Model:
+def base_columns(catalog: m.Catalog, measure_set: ms.MeasureSet) -> list[exp.Expression]:
+    """The universe's attributes and the measures as the base selects them, from the
+    universe ``u`` and the measures ``m``."""
     attributes = [a for a in catalog.users.attributes if a not in ("user_id", "created_at")]
-    select: list[exp.Expression] = [sx.col("user_id", "u")]
-    select += [sx.col(a, "u") for a in attributes]
-    select += [exp.alias_(measure_value(c, "m"), c.name) for c in measure_set.measures]
+    return [sx.col(a, "u") for a in attributes] + [exp.alias_(measure_value(c, "m"), c.name) for c in measure_set.measures]
+
+
+def base_model(
+    catalog: m.Catalog, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool,
+    through_traits: bool = False,
+) -> Model:
+    """``int_segment_base``: the universe joined to the measures and the traits.
+
+    ``through_traits``: the traits model carries the base's columns (a compile for one
+    query, :func:`.traits.traits_model`), which the base reads with no join of its own.
+    """
+    carried = base_columns(catalog, measure_set)
+    select: list[exp.Expression] = [sx.col("user_id", "t" if through_traits else "u")]
+    select += [sx.col(c.alias_or_name, "t") for c in carried] if through_traits else carried
     select += [sx.col(c.name, "t") for c in measure_set.followup_columns]
     select += [exp.alias_(sx.col(t, "t"), TRAIT_PREFIX + t) for t in trait_names]
-    query = exp.select(*select).from_(aliased(sx.model_ref(UNIVERSE), "u"))
     on_user = lambda alias: exp.EQ(this=sx.col("user_id", alias), expression=sx.col("user_id", "u"))  # noqa: E731
-    if has_measures:
-        query = query.join(aliased(sx.model_ref(MEASURES), "m"), on=on_user("m"), join_type="left")
-    if trait_names or has_sequences:
-        query = query.join(aliased(sx.model_ref(USER_TRAITS_AND_FOLLOWUPS), "t"), on=on_user("t"), join_type="left")
+    if through_traits:
+        query = exp.select(*select).from_(aliased(sx.model_ref(USER_TRAITS_AND_FOLLOWUPS), "t"))
+    else:
+        query = exp.select(*select).from_(aliased(sx.model_ref(UNIVERSE), "u"))
+        if has_measures:
+            query = query.join(aliased(sx.model_ref(MEASURES), "m"), on=on_user("m"), join_type="left")
+        if trait_names or has_sequences:
+            query = query.join(aliased(sx.model_ref(USER_TRAITS_AND_FOLLOWUPS), "t"), on=on_user("t"), join_type="left")
     return Model(
         BASE, INTERMEDIATE, query,
         "One row per user of the universe with every attribute, measure and trait the segments read: "
         "a view, read once by the membership.",
         columns=[ColumnDoc("user_id", "A user of the universe.")],
-        materialized="view",
+        materialized="view", bucket_columns=len(select),
     )
 
 
@@ -211,7 +228,7 @@ def _membership_layers(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -
     return layers
 
 
-def flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model:
+def flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]], base: Model) -> Model:
     """``int_segment_flags``: every segment's rule as one boolean column (named like
     the segment's relation) of a single pass over the base, in layers (see
     :func:`_membership_layers`).
@@ -220,6 +237,9 @@ def flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model
     column is the exact complement a derived rule or a later tier needs. A table, not a
     CTE of the membership: a narrow one the membership scans once per segment, which
     DuckDB can spill where a materialized CTE of hundreds of columns cannot.
+
+    Built in buckets of users (:mod:`.buckets`), each joining its share of ``base``:
+    the largest joins of the build.
     """
     source = BASE
     ctes: list[tuple[str, exp.Query]] = []
@@ -236,7 +256,10 @@ def flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model
         query = query.with_(cte_name, as_=cte_query, copy=False)
     docs = [ColumnDoc("user_id", "A user of the universe.")]
     docs += [ColumnDoc(segment_model_name(name), f"Member of {name} (holdout included).") for _, name, _ in rules]
-    return Model(FLAGS, INTERMEDIATE, query, "Every segment's rule evaluated for every user of the universe, in one pass.", columns=docs)
+    return Model(
+        FLAGS, INTERMEDIATE, query, "Every segment's rule evaluated for every user of the universe, in one pass.",
+        columns=docs, bucket_columns=base.bucket_columns + len(rules),
+    )
 
 
 def membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model:

@@ -89,14 +89,19 @@ def trait_depth(project: m.Project, name: str) -> int:
 
 
 def traits_model(
-    project: m.Project, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool
+    project: m.Project, trait_names: list[str], measure_set: ms.MeasureSet, has_measures: bool, has_sequences: bool,
+    carried: list[exp.Expression] = (),  # type: ignore[assignment]
 ) -> Model:
     """``int_user_traits``: one column per trait, quantiles ranked in layers (a score
     may rank another score), and the sequences' follow-up counts. One narrow table for
     both keeps the base at two joins: a third made DuckDB's joins need more memory
-    than a 512MB limit allows, where two spill."""
+    than a 512MB limit allows, where two spill.
+
+    ``carried``: more columns of the universe ``u`` and the measures ``m`` to pass
+    through (the base's, in a compile for one query: the base then joins nothing, where
+    it would join the universe to the measures a second time)."""
     level = {name: trait_depth(project, name) for name in trait_names}
-    measured: list[exp.Expression] = [sx.col("user_id", "u")]
+    measured: list[exp.Expression] = [sx.col("user_id", "u"), *[c.copy() for c in carried]]
     for name in trait_names:
         trait = project.traits[name]
         if isinstance(trait, m.MeasureTrait):
@@ -126,7 +131,7 @@ def traits_model(
                 on=exp.EQ(this=sx.col("v", alias), expression=sx.col(trait.of, "t")), join_type="left",
             )
         ctes.append((f"traits_{depth_level}", layer))
-    final = exp.select("user_id", *trait_names, *followups).from_(f"traits_{max_level}")
+    final = exp.select("user_id", *[c.alias_or_name for c in carried], *trait_names, *followups).from_(f"traits_{max_level}")
     for cte_name, cte_query in ctes:
         final = final.with_(cte_name, as_=cte_query)
     return _traits_doc(final, trait_names, followups, project)
