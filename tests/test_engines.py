@@ -16,6 +16,7 @@ import hashlib
 import datetime as dt
 import io
 import math
+import re
 import shutil
 import textwrap
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from segments.errors import SegmentsError
 from segments.spec.parse import load_project
 
 TARGETS = ("duckdb", "postgres", "spark")
+BUCKET_ROWS = 400
 AS_OF = "2026-01-15T00:00:00Z"
 ANCHOR = dt.datetime(2026, 1, 15)
 USERS = 1500
@@ -140,6 +142,9 @@ def built(tmp_path_factory, specs, inputs, postgres_env, spark_dir) -> Iterator[
         for name, value in postgres_env.items():
             patch.setenv(name, value)
         patch.setenv(paths.WAREHOUSE_ENV, str(tmp_path_factory.mktemp("duckdb") / "warehouse.duckdb"))
+        # DuckDB builds the flags in buckets of users (segments/compiler/buckets.py); a
+        # few hundred users a bucket makes several, compared with the other engines' one table
+        patch.setenv("SEGMENTS_BUCKET_ROWS", str(BUCKET_ROWS))
         for target in TARGETS:
             common = ["--target", target]
             cli("load", "--users", str(users), "--events", str(events), "--specs", str(specs), *common)
@@ -161,6 +166,15 @@ def test_the_comparison_has_something_to_compare(built, specs):
     names = load_project(specs).segment_names()
     assert sorted(set(names) - set(counts)) == []  # every segment has members
     assert sum(held for _, held in counts.values()) > 0  # and holdouts are drawn
+
+
+def test_duckdb_built_the_flags_in_buckets(built):
+    con = built["duckdb"].engine
+    with con.connect(read_only=True) as session:
+        users = next(session.stream(exp.select("count(*)").from_(exp.table_(md.UNIVERSE, db="main_segments_build"))))[0]
+    logs = list(Path(paths.work_dir()).rglob("dbt.log"))
+    made = {int(n) for log in logs for n in re.findall(r"set variable segments_buckets = (\d+)", log.read_text())}
+    assert users > 2 * BUCKET_ROWS and made == {math.ceil(users / BUCKET_ROWS)}
 
 
 @pytest.mark.parametrize("target", ["postgres", "spark"])

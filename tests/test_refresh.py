@@ -217,15 +217,19 @@ def test_as_of_outside_a_comparison_with_a_column_needs_a_full_build(query):
     list(range(40)) + [None] * 3,
 ])
 def test_rescoring_a_quantile_gives_the_scores_a_rank_window_gives(values):
-    """The refresh's score from counted values (``rescore``) equals the build's rank
-    window, whatever score a row had before."""
+    """The score from counted values (``rescore``, and the build's join of the values'
+    scores) equals SPEC 1.5's rank formula, whatever score a row had before."""
     from segments.refresh.traits import rescore
 
     con = duckdb.connect()
     con.execute("CREATE TABLE t (user_id TEXT, x DOUBLE, score BIGINT)")
     con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(f"u{i}", v, (i * 7) % 6 or None) for i, v in enumerate(values)])
-    window = exp.select("user_id", exp.alias_(md.quantile_window(exp.column("x"), 5), "score")).from_("t")
-    expected = dict(con.execute(window.sql("duckdb")).fetchall())
+    expected = dict(con.execute(  # SPEC 1.5, written out: users below / (users with a value - 1)
+        "SELECT user_id, CASE WHEN x IS NOT NULL THEN LEAST(5, 1 + COALESCE(FLOOR("
+        "(RANK() OVER (ORDER BY x) - 1) * 5 / NULLIF(COUNT(x) OVER () - 1, 0)), 0)) END FROM t").fetchall())
+    scores = md.value_scores(exp.to_table("t"), "x", 5).sql("duckdb")
+    built = con.execute(f"SELECT t.user_id, s.score FROM t LEFT JOIN ({scores}) AS s ON s.v = t.x").fetchall()
+    assert dict(built) == expected
     quantile = md.Quantile("score", "x", 5)
     update = exp.update("t", {"score": exp.column("score", "r")}, from_=exp.From(this=exp.Subquery(
         this=rescore(exp.to_table("t"), quantile), alias=exp.TableAlias(this=exp.to_identifier("r")))),

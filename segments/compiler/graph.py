@@ -102,6 +102,10 @@ class Model:
     #: ``view`` for a model that only renames or filters what another holds; None
     #: keeps its folder's materialization (dbt_project.yml).
     materialized: str | None = None
+    #: Built in buckets of users on DuckDB (:mod:`.buckets`) when not 0: each model it
+    #: reads is narrowed to the bucket being built, and a table is built one bucket per
+    #: statement, as many as its users times this many columns per user need.
+    bucket_columns: int = 0
 
     def refs(self) -> set[str]:
         return set(self.refs_all())

@@ -56,7 +56,7 @@ from segments.compiler.measure_models import (  # noqa: F401 - read as models.X
     measure_models, event_names, relevant_events, measure_value,
 )
 from segments.compiler.traits import (  # noqa: F401 - read as models.X
-    trait_nullable, needed_traits, quantile_score, quantile_window, trait_depth, traits_model, user_traits_model,
+    trait_nullable, needed_traits, quantile_score, trait_depth, traits_model, user_traits_model, value_scores,
 )
 from segments.compiler.segment_models import (  # noqa: F401 - read as models.X
     BaseResolver, segment_closure, holdout_predicate, segment_queries, segment_model, base_columns, base_model, flags_model,
@@ -103,14 +103,15 @@ def compile_project(project: m.Project, only: Iterable[str] | None = None) -> Co
         *trait_names, *(c.name for c in measure_set.followup_columns)}
     models.append(traits_model(project, trait_names, measure_set, has_measures, has_sequences, carried if through_traits else []))
     models.append(user_traits_model(project, trait_names))
-    models.append(base_model(catalog, trait_names, measure_set, has_measures, has_sequences, through_traits))
+    base = base_model(catalog, trait_names, measure_set, has_measures, has_sequences, through_traits)
+    models.append(base)
     match_ons = sorted({spec.upload.match_on for spec, _, _ in rules if spec.upload is not None})
     if match_ons:
         models += upload_models(catalog, match_ons)
     segment_models = [segment_model(project, spec, name) for spec, name, _ in rules]
     _check_relation_names(segment_models)
     if rules:
-        models.append(flags_model(rules))
+        models.append(flags_model(rules, base))
     models.append(membership_model(rules))
     models += segment_models
     sources: dict[str, list[str]] = {}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import yaml
 from sqlglot import exp
 
-from segments.compiler import dialects, jinja_safe
+from segments.compiler import buckets, dialects, jinja_safe
 from segments.compiler import sqlexpr as sx
 from segments.compiler.models import BASE, STAGING, TARGET_SCHEMA_SOURCE, CompiledProject, Model
 
@@ -90,6 +90,8 @@ def dbt_sql(model: Model, origin: str, dialect: str = DEFAULT_DIALECT) -> str:
     """A model file: header, then the pretty-printed query with dbt relations."""
     # User text is made Jinja-proof before our own macro calls are put in.
     query = jinja_safe.sql_tree(model.query)
+    if model.bucket_columns and buckets.applies(dialect):
+        query = buckets.filter_reads(query)
     body = dialects.render(substitute(query, _dbt_relation, DBT_AS_OF), dialect, pretty=True)
     return f"{header(origin, dialect=dialect)}\n{body}\n"
 
@@ -100,6 +102,8 @@ def dbt_yaml(model: Model, origin: str, dialect: str = DEFAULT_DIALECT) -> str:
     config: dict[str, object] = {}
     if model.materialized:
         config["materialized"] = model.materialized
+    elif model.bucket_columns and buckets.applies(dialect):
+        config.update(buckets.dbt_config(model.bucket_columns))
     if model.tags:
         config["tags"] = list(model.tags)
     if model.meta:

@@ -203,7 +203,7 @@ def base_model(
         "One row per user of the universe with every attribute, measure and trait the segments read: "
         "a view, read once by the membership.",
         columns=[ColumnDoc("user_id", "A user of the universe.")],
-        materialized="view",
+        materialized="view", bucket_columns=len(select),
     )
 
 
@@ -228,7 +228,7 @@ def _membership_layers(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -
     return layers
 
 
-def flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model:
+def flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]], base: Model) -> Model:
     """``int_segment_flags``: every segment's rule as one boolean column (named like
     the segment's relation) of a single pass over the base, in layers (see
     :func:`_membership_layers`).
@@ -237,6 +237,9 @@ def flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model
     column is the exact complement a derived rule or a later tier needs. A table, not a
     CTE of the membership: a narrow one the membership scans once per segment, which
     DuckDB can spill where a materialized CTE of hundreds of columns cannot.
+
+    Built in buckets of users (:mod:`.buckets`), each joining its share of ``base``:
+    the largest joins of the build.
     """
     source = BASE
     ctes: list[tuple[str, exp.Query]] = []
@@ -253,7 +256,10 @@ def flags_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model
         query = query.with_(cte_name, as_=cte_query, copy=False)
     docs = [ColumnDoc("user_id", "A user of the universe.")]
     docs += [ColumnDoc(segment_model_name(name), f"Member of {name} (holdout included).") for _, name, _ in rules]
-    return Model(FLAGS, INTERMEDIATE, query, "Every segment's rule evaluated for every user of the universe, in one pass.", columns=docs)
+    return Model(
+        FLAGS, INTERMEDIATE, query, "Every segment's rule evaluated for every user of the universe, in one pass.",
+        columns=docs, bucket_columns=base.bucket_columns + len(rules),
+    )
 
 
 def membership_model(rules: list[tuple[m.SegmentSpec, str, exp.Expression]]) -> Model:

@@ -33,21 +33,38 @@ def needed_traits(project: m.Project, names: set[str]) -> list[str]:
     return [name for name in project.traits if name in needed]
 
 
-def quantile_window(of: exp.Expression, buckets: int) -> exp.Expression:
-    """SPEC 1.5 score of ``of`` among every user's (:func:`quantile_score`, with a rank
-    window), missing where the trait is missing."""
-    rank = exp.Window(this=exp.Anonymous(this="RANK"), order=exp.Order(expressions=[exp.Ordered(this=of.copy(), nulls_first=False)]))
-    below = exp.Paren(this=exp.Sub(this=rank, expression=exp.Literal.number(1)))
-    score = quantile_score(below, exp.Window(this=exp.Count(this=of.copy())), buckets)
-    case = exp.Case(ifs=[exp.If(this=exp.Not(this=exp.Is(this=of.copy(), expression=exp.null())), true=score)])
-    return exp.cast(case, exp.DataType.Type.BIGINT)
+def value_scores(source: exp.Expression, of: str, buckets: int) -> exp.Select:
+    """``(v, score)``: the SPEC 1.5 score of every distinct non-missing value ``v`` of
+    column ``of`` of ``source`` among the values of all its rows (:func:`quantile_score`).
+
+    Each value is counted once (users below a value: the counts of the values before
+    it), so the sort is of the distinct values, not of every user; the build joins the
+    scores back to the users by value, and a refresh finds the users whose score moved
+    the same way.
+
+    >>> value_scores(exp.to_table("t"), "x", 5).sql("duckdb")  # doctest: +ELLIPSIS
+    'SELECT v, CAST(LEAST(5, 1 + COALESCE(FLOOR(CAST((SUM(k) OVER (ORDER BY v ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - k) * 5 AS DOUBLE) / NULLIF((SUM(k) OVER () - 1), 0)), 0)) AS BIGINT) AS score FROM (SELECT x AS v, COUNT(*) AS k FROM t WHERE NOT x IS NULL GROUP BY x) AS c'
+    """
+    value = sx.col(of)
+    counts = (
+        exp.select(exp.alias_(value, "v"), exp.alias_(exp.Count(this=exp.Star()), "k"))
+        .from_(source.copy()).where(exp.Not(this=exp.Is(this=value.copy(), expression=exp.null()))).group_by(value.copy())
+    )
+    running = exp.Window(
+        this=exp.Sum(this=sx.col("k")), order=exp.Order(expressions=[exp.Ordered(this=sx.col("v"))]),
+        spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"),
+    )
+    below = exp.Paren(this=exp.Sub(this=running, expression=sx.col("k")))
+    score = quantile_score(below, exp.Window(this=exp.Sum(this=sx.col("k"))), buckets)
+    return exp.select("v", exp.alias_(exp.cast(score, exp.DataType.Type.BIGINT), "score")).from_(
+        exp.Subquery(this=counts, alias=exp.TableAlias(this=sx.ident("c"))))
 
 
 def quantile_score(below: exp.Expression, count: exp.Expression, buckets: int) -> exp.Expression:
     """SPEC 1.5 score of a value that ``below`` of the ``count`` non-missing values are
     less than, in exact integer arithmetic rather than a floating percent rank:
     ``LEAST(b, 1 + FLOOR(below * b / (n - 1)))``, ``1`` when only one user has a value.
-    The build ranks with a window; a refresh counts values (the same score).
+    ``below`` and ``count`` come from counted values (:func:`value_scores`).
 
     >>> from sqlglot import exp
     >>> quantile_score(exp.column("below"), exp.column("n"), 5).sql()
@@ -101,13 +118,18 @@ def traits_model(
         return _traits_doc(query, trait_names, followups, project)
     ctes = [("traits_0", query)]
     for depth_level in range(1, max_level + 1):
-        scores = [
-            exp.alias_(quantile_window(sx.col(t.of), t.buckets), name)  # type: ignore[union-attr]
-            for name in trait_names
-            if level[name] == depth_level
-            for t in [project.traits[name]]
-        ]
-        layer = exp.select("*", *scores).from_(f"traits_{depth_level - 1}")
+        # each score joined by value from the distinct values' scores: a sort of the
+        # distinct values, where a RANK() window sorted every user (half the time)
+        below = f"traits_{depth_level - 1}"
+        layer = exp.select(exp.Column(this=exp.Star(), table=sx.ident("t"))).from_(exp.to_table(below).as_("t"))
+        for index, name in enumerate(n for n in trait_names if level[n] == depth_level):
+            trait = project.traits[name]
+            assert isinstance(trait, m.QuantileTrait)
+            alias = f"q{index}"
+            layer = layer.select(exp.alias_(sx.col("score", alias), name)).join(
+                exp.Subquery(this=value_scores(exp.to_table(below), trait.of, trait.buckets), alias=exp.TableAlias(this=sx.ident(alias))),
+                on=exp.EQ(this=sx.col("v", alias), expression=sx.col(trait.of, "t")), join_type="left",
+            )
         ctes.append((f"traits_{depth_level}", layer))
     final = exp.select("user_id", *[c.alias_or_name for c in carried], *trait_names, *followups).from_(f"traits_{max_level}")
     for cte_name, cte_query in ctes:

@@ -62,23 +62,10 @@ def refresh_traits(build: BuildSchema, users: str, as_of: dt.datetime) -> exp.Qu
 
 def rescore(traits: exp.Table, quantile: md.Quantile) -> exp.Select:
     """The users whose ``quantile`` score differs from the one their value has now, with
-    that score: the values counted once each (users below a value: the counts of the
-    values before it), then joined to the users by value.
+    that score (the values' scores as the build joins them: :func:`.value_scores`).
 
     A user whose value is missing has no score, and matches no value."""
-    of = sx.col(quantile.of)
-    counts = (
-        exp.select(exp.alias_(of, "v"), exp.alias_(exp.Count(this=exp.Star()), "k"))
-        .from_(traits.copy()).where(exp.Not(this=exp.Is(this=of.copy(), expression=exp.null()))).group_by(of.copy())
-    )
-    running = exp.Window(
-        this=exp.Sum(this=sx.col("k")), order=exp.Order(expressions=[exp.Ordered(this=sx.col("v"))]),
-        spec=exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW"),
-    )
-    below = exp.Paren(this=exp.Sub(this=running, expression=sx.col("k")))
-    score = md.quantile_score(below, exp.Window(this=exp.Sum(this=sx.col("k"))), quantile.buckets)
-    scores = exp.select("v", exp.alias_(exp.cast(score, exp.DataType.Type.BIGINT), "score")).from_(
-        exp.Subquery(this=counts, alias=exp.TableAlias(this=sx.ident("c"))))
+    scores = md.value_scores(traits, quantile.of, quantile.buckets)
     return (
         exp.select(sx.col("user_id", "t"), exp.alias_(sx.col("score", "s"), quantile.name))
         .from_(traits.copy().as_("t"))

@@ -55,7 +55,13 @@ WITH layer_0 AS (
       user_id IN (
         SELECT
           user_id
-        FROM {{ ref('int_upload_members') }}
+        FROM (
+          SELECT
+            *
+          FROM {{ ref('int_upload_members') }}
+          WHERE
+            HASH(user_id) % CAST(COALESCE(GETVARIABLE('segments_buckets'), 1) AS UBIGINT) = CAST(COALESCE(GETVARIABLE('segments_bucket'), 0) AS UBIGINT)
+        ) AS int_upload_members
         WHERE
           segment_name = 'vip_upload' AND match_on = 'user_id'
       ),
@@ -71,7 +77,13 @@ WITH layer_0 AS (
       ),
       FALSE
     ) AS seg_welcome_journey
-  FROM {{ ref('int_segment_base') }}
+  FROM (
+    SELECT
+      *
+    FROM {{ ref('int_segment_base') }}
+    WHERE
+      HASH(user_id) % CAST(COALESCE(GETVARIABLE('segments_buckets'), 1) AS UBIGINT) = CAST(COALESCE(GETVARIABLE('segments_bucket'), 0) AS UBIGINT)
+  ) AS int_segment_base
 ), layer_1 AS (
   SELECT
     *,

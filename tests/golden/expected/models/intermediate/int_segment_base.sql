@@ -30,8 +30,26 @@ SELECT
   t.last_order_at AS trait_last_order_at,
   t.recency_score AS trait_recency_score,
   t.monetary_score AS trait_monetary_score
-FROM {{ ref('int_segment_universe') }} AS u
-LEFT JOIN {{ ref('int_user_event_measures') }} AS m
+FROM (
+  SELECT
+    *
+  FROM {{ ref('int_segment_universe') }}
+  WHERE
+    HASH(user_id) % CAST(COALESCE(GETVARIABLE('segments_buckets'), 1) AS UBIGINT) = CAST(COALESCE(GETVARIABLE('segments_bucket'), 0) AS UBIGINT)
+) AS u
+LEFT JOIN (
+  SELECT
+    *
+  FROM {{ ref('int_user_event_measures') }}
+  WHERE
+    HASH(user_id) % CAST(COALESCE(GETVARIABLE('segments_buckets'), 1) AS UBIGINT) = CAST(COALESCE(GETVARIABLE('segments_bucket'), 0) AS UBIGINT)
+) AS m
   ON m.user_id = u.user_id
-LEFT JOIN {{ ref('int_user_traits') }} AS t
+LEFT JOIN (
+  SELECT
+    *
+  FROM {{ ref('int_user_traits') }}
+  WHERE
+    HASH(user_id) % CAST(COALESCE(GETVARIABLE('segments_buckets'), 1) AS UBIGINT) = CAST(COALESCE(GETVARIABLE('segments_bucket'), 0) AS UBIGINT)
+) AS t
   ON t.user_id = u.user_id

@@ -30,7 +30,13 @@ WITH layer_0 AS (
         user_id IN (
           SELECT
             user_id
-          FROM {{ ref('int_upload_members') }}
+          FROM (
+            SELECT
+              *
+            FROM {{ ref('int_upload_members') }}
+            WHERE
+              HASH(user_id) % CAST(COALESCE(GETVARIABLE('segments_buckets'), 1) AS UBIGINT) = CAST(COALESCE(GETVARIABLE('segments_bucket'), 0) AS UBIGINT)
+          ) AS int_upload_members
           WHERE
             segment_name = 'vip' AND match_on = 'phone'
         )
@@ -38,7 +44,13 @@ WITH layer_0 AS (
       ),
       FALSE
     ) AS seg_vip
-  FROM {{ ref('int_segment_base') }}
+  FROM (
+    SELECT
+      *
+    FROM {{ ref('int_segment_base') }}
+    WHERE
+      HASH(user_id) % CAST(COALESCE(GETVARIABLE('segments_buckets'), 1) AS UBIGINT) = CAST(COALESCE(GETVARIABLE('segments_bucket'), 0) AS UBIGINT)
+  ) AS int_segment_base
 ), layer_1 AS (
   SELECT
     *,

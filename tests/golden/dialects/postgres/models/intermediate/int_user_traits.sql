@@ -13,40 +13,66 @@ WITH traits_0 AS (
     ON s.user_id = u.user_id
 ), traits_1 AS (
   SELECT
-    *,
-    CAST(CASE
-      WHEN NOT last_order_at IS NULL
-      THEN LEAST(
+    t.*,
+    q0.score AS recency_score,
+    q1.score AS monetary_score
+  FROM traits_0 AS t
+  LEFT JOIN (
+    SELECT
+      v,
+      CAST(LEAST(
         5,
         1 + COALESCE(
           FLOOR(
             CAST((
-              RANK() OVER (ORDER BY last_order_at) - 1
+              SUM(k) OVER (ORDER BY v ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - k
             ) * 5 AS DOUBLE PRECISION) / NULLIF((
-              COUNT(last_order_at) OVER () - 1
+              SUM(k) OVER () - 1
             ), 0)
           ),
           0
         )
-      )
-    END AS BIGINT) AS recency_score,
-    CAST(CASE
-      WHEN NOT revenue_365d IS NULL
-      THEN LEAST(
+      ) AS BIGINT) AS score
+    FROM (
+      SELECT
+        last_order_at AS v,
+        COUNT(*) AS k
+      FROM traits_0
+      WHERE
+        NOT last_order_at IS NULL
+      GROUP BY
+        last_order_at
+    ) AS c
+  ) AS q0
+    ON q0.v = t.last_order_at
+  LEFT JOIN (
+    SELECT
+      v,
+      CAST(LEAST(
         4,
         1 + COALESCE(
           FLOOR(
             CAST((
-              RANK() OVER (ORDER BY revenue_365d) - 1
+              SUM(k) OVER (ORDER BY v ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - k
             ) * 4 AS DOUBLE PRECISION) / NULLIF((
-              COUNT(revenue_365d) OVER () - 1
+              SUM(k) OVER () - 1
             ), 0)
           ),
           0
         )
-      )
-    END AS BIGINT) AS monetary_score
-  FROM traits_0
+      ) AS BIGINT) AS score
+    FROM (
+      SELECT
+        revenue_365d AS v,
+        COUNT(*) AS k
+      FROM traits_0
+      WHERE
+        NOT revenue_365d IS NULL
+      GROUP BY
+        revenue_365d
+    ) AS c
+  ) AS q1
+    ON q1.v = t.revenue_365d
 )
 SELECT
   user_id,
