@@ -78,11 +78,12 @@ def record(
     published = session.columns(engine.target_schema, md.MEMBERSHIP)
     before = rows(engine.table(md.MEMBERSHIP), published) if published else values_query(key, [])
     at, now = value(as_of, _TIME), value(published_at, _TIME)
-    after: exp.Query = rows(built, session.columns(engine.build_schema, md.MEMBERSHIP))
+    built_columns = session.columns(engine.build_schema, md.MEMBERSHIP)
+    after: exp.Query = rows(built, built_columns)
     if users is not None:
         only = exp.column("user_id").isin(query=exp.select("user_id").from_(exp.to_table(users)))
         before = before.where(only)
-        after = rows(exp.to_table(new_rows), session.columns(engine.build_schema, md.MEMBERSHIP)) if new_rows else after.where(only.copy())
+        after = rows(exp.to_table(new_rows), built_columns) if new_rows else after.where(only.copy())
 
     # One full join of the old and the new membership finds both who entered (no old
     # row) and who left (no new row): one hash table, where two EXCEPTs build two.

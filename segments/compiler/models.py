@@ -56,7 +56,7 @@ from segments.compiler.measure_models import (  # noqa: F401 - read as models.X
     measure_models, event_names, relevant_events, measure_value,
 )
 from segments.compiler.traits import (  # noqa: F401 - read as models.X
-    trait_nullable, needed_traits, quantile_score, trait_depth, traits_model, user_traits_model, value_scores,
+    trait_nullable, needed_traits, trait_depth, traits_model, user_traits_model, value_scores,
 )
 from segments.compiler.segment_models import (  # noqa: F401 - read as models.X
     BaseResolver, segment_closure, holdout_predicate, segment_queries, segment_model, base_columns, base_model, flags_model,
