@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
-from segments import dbtrun, engines, paths, publish_guard, refresh, uploads, warehouse
-from segments.refresh import build as refresh_build
+from segments import engines, paths, publish_guard, uploads, warehouse
 from segments.compiler import dialects, render, writer
 from segments.compiler import models as md
 from segments.engines.base import EngineError, Session
@@ -20,6 +20,11 @@ from segments.errors import SegmentsError
 from segments.spec.model import Project
 from segments.spec.parse import load_project
 
+if TYPE_CHECKING:
+    from segments import refresh
+
+# dbt's runner and the incremental refresh are imported by build(): a preview, the
+# most frequent command, starts without them
 
 @dataclass
 class Compiled:
@@ -121,6 +126,8 @@ def build(
         force: publish even when the specs folder is empty or the build would drop
             or empty most published segments (:mod:`segments.publish_guard`).
     """
+    from segments import dbtrun, refresh
+
     started = time.monotonic()
     engine = engines.get(target, warehouse_file)
     result = compile_specs(specs_dir, engine.dialect)
@@ -346,7 +353,7 @@ def source_table(engine: engines.Engine, lists: exp.Table | None = None) -> Call
     def source(schema: str, table: str) -> exp.Table:
         if lists is not None and (schema, table) == (md.TARGET_SCHEMA_SOURCE, md.UPLOADS_TABLE):
             return lists.copy()
-        return refresh_build.source_table(engine, schema, table)
+        return engine.source_table(schema, table)
 
     return source
 

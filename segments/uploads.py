@@ -28,7 +28,7 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import keys, refresh
+from segments import keys
 from segments.compiler import models as md
 from segments.engines.base import EngineError, ReplaceTable, Session, drop
 from segments.errors import SegmentsError
@@ -298,6 +298,8 @@ def _write(session: Session, lists: exp.Query, history_rows: list[exp.Select]) -
     except EngineError as error:
         raise SegmentsError(f"writing the uploaded list failed, the warehouse is unchanged: {error}") from None
     if history_rows:  # a list changed: the next build joins it again, in full
+        from segments import refresh  # (not imported by a preview, which reads lists too)
+
         refresh.forget(session)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 from sqlglot import exp
 
-from segments import history, input_checks, membership, publish_guard
+from segments import input_checks, membership, publish_guard
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
 from segments.engines.base import (
@@ -134,6 +134,8 @@ def publish(
     Raises:
         SegmentsError: publishing failed or was refused (saying whether anything changed).
     """
+    from segments import history  # (publish alone records it: a preview starts without it)
+
     engine = session.engine
     previous = _published_segments(session)
     refused = None if force else publish_guard.refusal(session, previous, segments)
@@ -225,6 +227,8 @@ def segment_sizes(session: Session) -> list[tuple[str, int, int]]:
 def last_builds(session: Session) -> dict[str, tuple[int, dt.datetime | None]]:
     """Segment -> (members, when its membership was last published), for the
     published segments; empty before the first build."""
+    from segments import history
+
     engine = session.engine
     if not session.columns(engine.target_schema, SEGMENT_CATALOG):
         return {}

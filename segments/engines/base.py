@@ -24,6 +24,7 @@ import duckdb
 from sqlglot import exp
 
 from segments.compiler import dialects
+from segments.compiler.graph import TARGET_SCHEMA_SOURCE
 from segments.compiler.sqlexpr import count_if  # noqa: F401  (the warehouse layer's callers import it from here)
 from segments.errors import SegmentsError
 
@@ -141,6 +142,10 @@ class Engine(ABC):
     def table(self, name: str, schema: str | None = None) -> exp.Table:
         """``schema.name``, in the target schema by default."""
         return exp.table_(name, db=schema or self.target_schema)
+
+    def source_table(self, schema: str, table: str) -> exp.Table:
+        """A catalog source's table (the target schema's sources in this engine's own)."""
+        return self.table(table, None if schema == TARGET_SCHEMA_SOURCE else schema)
 
     @abstractmethod
     def describe(self) -> str:

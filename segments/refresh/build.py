@@ -22,7 +22,7 @@ MEASURED, FLAGGED, MEMBERS = "_refresh_measured", "_refresh_flagged", "_refresh_
 
 def source_table(engine: Engine, schema: str, table: str) -> exp.Table:
     """A catalog source's table on ``engine`` (the target schema's in its own)."""
-    return engine.table(table, None if schema == md.TARGET_SCHEMA_SOURCE else schema)
+    return engine.source_table(schema, table)
 
 
 class BuildSchema:
