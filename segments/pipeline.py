@@ -126,14 +126,14 @@ def build(
     result = compile_specs(specs_dir, engine.dialect)
     if not result.compiled.segments and not force:
         raise SegmentsError(publish_guard.empty_specs(specs_dir))
-    with engine.connect(read_only=True) as session:
-        warehouse.check_inputs(session, result.project.catalog)
-    if uploads.needs_lists(result.project):
-        with engine.connect() as session:
-            uploads.prepare(session, result.project)  # the specs' files: into the warehouse, never the SQL
     reasons: list[str] = []
-    if not full_refresh:
-        with engine.connect() as session:
+    engine.check_exists()  # a build reads inputs: it never creates a warehouse
+    # everything before dbt in one session (each connection costs a catalog load);
+    # closed before dbt, which opens the warehouse itself
+    with engine.connect() as session:
+        warehouse.check_inputs(session, result.project.catalog)
+        uploads.prepare(session, result.project)  # the specs' files: into the warehouse, never the SQL
+        if not full_refresh:
             outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append)
             if outcome is not None:
                 if writer.older_than(result.project_dir, specs_dir):
@@ -144,7 +144,6 @@ def build(
                 )
                 sizes = warehouse.segment_sizes(session)
                 return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of, outcome)
-    with engine.connect() as session:
         refresh.forget(session)  # the tables change under it
     write_models(result)
     if on_compiled is not None:

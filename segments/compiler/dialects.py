@@ -138,4 +138,6 @@ def render(tree: exp.Expression, dialect: str, pretty: bool = False) -> str:
     >>> [render(bucket, d) for d in ("duckdb", "spark", "trino")]
     ["CAST('0x' || h AS UBIGINT)", 'CAST(CONV(h, 16, 10) AS BIGINT)', 'FROM_BASE(h, 16)']
     """
-    return transpile(tree, dialect).sql(dialect=dialect, pretty=pretty)
+    # transpile's transform made a copy of its own: sqlglot need not copy it again
+    # (copying a model's tree costs as much as rendering it)
+    return transpile(tree, dialect).sql(dialect=dialect, pretty=pretty, copy=False)

@@ -150,6 +150,14 @@ class Engine(ABC):
     def connect(self, read_only: bool = False) -> AbstractContextManager[Session]:
         """An open session, closed (or released) after use."""
 
+    def check_exists(self) -> None:
+        """Raise what a read-only :meth:`connect` raises when there is no warehouse
+        yet, for a caller about to connect read-write (which would create one).
+
+        Raises:
+            SegmentsError: no warehouse.
+        """
+
     def dbt_env(self) -> dict[str, str]:
         """Environment variables the dbt profile of this target reads."""
         return {}
@@ -190,19 +198,25 @@ class Session(ABC):
         temporary = exp.Properties(expressions=[exp.TemporaryProperty()])
         self.execute(exp.Create(kind="TABLE", this=exp.to_table(name), expression=query, properties=temporary))
 
+    #: Where the engine lists every column: the relation, then its columns holding the
+    #: schema, the table, the catalog and the column's position.
+    COLUMN_LISTING: ClassVar[tuple[str, ...]] = (
+        "information_schema.columns", "table_schema", "table_name", "table_catalog", "ordinal_position",
+    )
+
     def columns(self, schema: str, table: str, catalog: str | None = None) -> dict[str, str]:
         """Column name -> the engine's type name; empty when there is no such table
         (``catalog``: a database attached under that name, on DuckDB)."""
-        info = exp.table_("columns", db="information_schema")
+        listing, schema_column, table_column, catalog_column, position = self.COLUMN_LISTING
         query = (
             exp.select("column_name", "data_type")
-            .from_(info)
-            .where(exp.column("table_schema").eq(exp.Literal.string(schema)))
-            .where(exp.column("table_name").eq(exp.Literal.string(table)))
-            .order_by("ordinal_position")
+            .from_(listing)
+            .where(exp.column(schema_column).eq(exp.Literal.string(schema)), copy=False)
+            .where(exp.column(table_column).eq(exp.Literal.string(table)), copy=False)
+            .order_by(position, copy=False)
         )
         if catalog is not None:
-            query = query.where(exp.column("table_catalog").eq(exp.Literal.string(catalog)))
+            query = query.where(exp.column(catalog_column).eq(exp.Literal.string(catalog)), copy=False)
         return {str(name): str(dtype) for name, dtype in self.rows(query)}
 
     def has_table(self, schema: str, table: str) -> bool:

@@ -63,7 +63,8 @@ def inputs_fingerprint(build: BuildSchema) -> str:
                 parts.append(f"{schema}.{table}:none")
                 continue
             row_hash = exp.Anonymous(this="HASH", expressions=[exp.column(c) for c in columns])
-            total = exp.Sum(this=exp.cast(row_hash, exp.DataType.Type.INT128))
+            # DuckDB sums the UBIGINT hashes into an INT128 itself, without a cast per row
+            total = exp.Sum(this=row_hash)
             count, summed = build.rows(exp.select(exp.Count(this=exp.Star()), total).from_(relation))[0]
             parts.append(f"{schema}.{table}:{count}:{summed}")
     return ";".join(parts)
