@@ -23,11 +23,24 @@ ANCHOR = dt.datetime(2026, 3, 1)
 T0 = ANCHOR - dt.timedelta(days=3)
 PUBLISHED = ("main.segment_membership", "main.user_traits", "main_segments_build.int_segment_flags")
 
+# Measures in windows that slide over the rounds: an average (read again from history
+# when it changes) and extremes (combined with the change; from history only when an
+# event that left may have held the extreme).
+SLIDING_MEASURES = {
+    "basket_average": "{event: purchase, within: 2d, avg: {property: amount, gte: 60}}",
+    "basket_largest": "{event: purchase, within: 3d, max: {property: amount, gte: 120}}",
+    "basket_smallest": "{event: purchase, within: 3d, min: {property: amount, lte: 40}}",
+    "first_view_today": "{event: page_view, within: 1d, first_occurred: {after: now - 12h}}",
+}
+MEASURE_PREFIXES = ("avg_", "max_", "min_", "first_occurred_")
+
 
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("specs") / "segment_specs"
     shutil.copytree(paths.SPECS_DIR, target)
+    for name, condition in SLIDING_MEASURES.items():
+        (target / f"{name}.yml").write_text(f"name: {name}\ndescription: Refresh test.\nowner: growth\nwhere: {condition}\n")
     return target
 
 
@@ -66,9 +79,17 @@ def built(events, specs, tmp_path_factory) -> Path:
 
 
 def published(warehouse: Path) -> dict[str, set[tuple]]:
+    """The published tables, and the sliding measures of every user who has one (a
+    refresh keeps a row for a user whose events all left; a full build has none)."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        return {table: set(con.execute(f"SELECT * FROM {table}").fetchall()) for table in PUBLISHED}
+        tables = {table: set(con.execute(f"SELECT * FROM {table}").fetchall()) for table in PUBLISHED}
+        measures = [name for name, *_ in con.execute(f"DESCRIBE main_segments_build.{md.MEASURES}").fetchall()
+                    if name.startswith(MEASURE_PREFIXES)]
+        assert len(measures) == len(SLIDING_MEASURES), measures
+        some = " OR ".join(f"{name} IS NOT NULL" for name in measures)
+        tables["measures"] = set(con.execute(f"SELECT user_id, {', '.join(measures)} FROM main_segments_build.{md.MEASURES} WHERE {some}").fetchall())
+        return tables
     finally:
         con.close()
 
@@ -111,7 +132,7 @@ def test_rounds_of_refreshes_publish_what_a_full_build_publishes(events, specs, 
             assert result.refreshed.previous_as_of < as_of
         expected = full_build_of(warehouse, specs, as_of, tmp_path)
         got = published(warehouse)
-        for table in PUBLISHED:
+        for table in expected:
             assert got[table] == expected[table], f"{label}: {table} differs from a full build"
 
 
