@@ -86,6 +86,18 @@ def _settings(folder: Path) -> dict[str, object] | None:
     marker = folder / MARKER_FILE
     if not marker.is_file():
         return None
+    # every path a command derives looks for its project again (the working directory
+    # may have changed): the marker is parsed again only when it changed
+    key = (str(marker), _marker_stamp(folder))
+    if key not in _SETTINGS:
+        _SETTINGS[key] = _read_settings(marker)
+    return _SETTINGS[key]
+
+
+_SETTINGS: dict[tuple[str, str], dict[str, object] | None] = {}
+
+
+def _read_settings(marker: Path) -> dict[str, object] | None:
     try:
         document = tomllib.loads(marker.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import time
@@ -137,9 +138,13 @@ def build(
     engine.check_exists()  # a build reads inputs: it never creates a warehouse
     # everything before dbt in one session (each connection costs a catalog load);
     # closed before dbt, which opens the warehouse itself
-    with engine.connect() as session:
+    with contextlib.ExitStack() as held:
+        session = held.enter_context(engine.connect())
         warehouse.check_inputs(session, result.project.catalog)
         uploads.prepare(session, result.project)  # the specs' files: into the warehouse, never the SQL
+        if uploads.reads_files(result.project):
+            held.close()  # the files' keys leave with their session: the refresh has its memory
+            session = held.enter_context(engine.connect())
         if not full_refresh:
             outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append)
             if outcome is not None:

@@ -392,6 +392,12 @@ def needs_lists(project: m.Project) -> bool:
     return any(s.upload is not None for s in project.segments)
 
 
+def reads_files(project: m.Project) -> bool:
+    """Whether :func:`prepare` reads list files: their keys then stay in temporary
+    tables of the session until it closes."""
+    return bool(_file_specs(project))
+
+
 def prepare(session: Session, project: m.Project) -> None:
     """Before a build: load the specs' ``file:`` lists into the warehouse (a history
     row for each list that changed), and create the table of lists if it is missing.
