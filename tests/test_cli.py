@@ -387,6 +387,15 @@ def test_bad_input_exits_1_without_traceback(capsys, argv, message):
     assert "Traceback" not in out + err
 
 
+def test_a_build_never_creates_a_warehouse(capsys, tmp_path):
+    """A build opens the warehouse read-write from its first step: it still refuses a
+    file that does not exist, as a read-only check of the inputs did, and creates none."""
+    missing = tmp_path / "missing.duckdb"
+    code, _, err = run(capsys, "build", "--warehouse", str(missing))
+    assert code == 1 and f"no warehouse at {missing}" in err and "Traceback" not in err
+    assert not missing.exists()
+
+
 @pytest.mark.parametrize("dialect", ["postgres", "spark", "snowflake", "bigquery", "trino"])
 def test_compile_for_a_dialect_writes_its_own_models(capsys, specs_copy, dialect):
     code, out, err = run(capsys, "compile", "--specs", str(specs_copy), "--dialect", dialect)
