@@ -407,13 +407,12 @@ def prepare(session: Session, project: m.Project) -> None:
     """
     if not needs_lists(project):
         return
-    exists = _lists(session) is not None
-    if exists and not _file_specs(project):
+    current = _lists(session)  # what staging the files below creates never shadows it
+    if current is not None and not _file_specs(project):
         return
     with _file_lists(session, project) as (rows, reads):
         lists = _temporary(session, "segments_uploads_next", rows)
         history = []
-        current = _lists(session)
         for segment, (match_on, read) in sorted(reads.items()):
             mine = _is("segment_name", segment)
             after = _count(session, lists, mine)
@@ -426,7 +425,7 @@ def prepare(session: Session, project: m.Project) -> None:
                 changed = before != after or bool(session.rows(exp.except_(new, old, distinct=True).limit(1)))
             if changed:
                 history.append(_history_row(segment, match_on, "replace", "file", read, before, after))
-        if history or not exists:
+        if history or current is None:
             _write(session, lists, history)
 
 

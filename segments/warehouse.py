@@ -102,10 +102,14 @@ def _segment_name_is(name: str) -> exp.Expression:
 
 
 def _published_segments(session: Session) -> list[str]:
-    engine = session.engine
-    if not session.columns(engine.target_schema, SEGMENT_CATALOG):
+    if not session.columns(session.engine.target_schema, SEGMENT_CATALOG):
         return []
-    query = exp.select("segment_name").from_(engine.table(SEGMENT_CATALOG))
+    return _catalog_names(session)
+
+
+def _catalog_names(session: Session) -> list[str]:
+    """The segments ``segment_catalog`` lists (the table exists)."""
+    query = exp.select("segment_name").from_(session.engine.table(SEGMENT_CATALOG))
     return [str(row[0]) for row in session.rows(query)]
 
 
@@ -221,7 +225,7 @@ def segment_sizes(session: Session) -> list[tuple[str, int, int]]:
     counts = {}
     if session.has_table(engine.target_schema, md.MEMBERSHIP):
         counts = membership.sizes(session, engine.table(md.MEMBERSHIP))
-    return [(name, *counts.get(name, (0, 0))) for name in sorted(_published_segments(session))]
+    return [(name, *counts.get(name, (0, 0))) for name in sorted(_catalog_names(session))]
 
 
 def last_builds(session: Session) -> dict[str, tuple[int, dt.datetime | None]]:
