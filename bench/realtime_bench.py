@@ -63,7 +63,7 @@ ROOT = BENCH.parent
 SPECS = BENCH / "realtime_specs"
 RESULTS = BENCH / "RESULTS-realtime.md"
 sys.path.insert(0, str(BENCH))
-from build_bench import Proc, copy_warehouse, memory_kib, process_tree, run_checked, segments_cmd, write_data  # noqa: E402
+from build_bench import Proc, compile_bytecode, copy_warehouse, memory_kib, process_tree, run_checked, segments_cmd, write_data  # noqa: E402
 from sync_bench import machine  # noqa: E402
 
 from segments import paths, pipeline, refresh  # noqa: E402
@@ -438,6 +438,7 @@ def main() -> int:
     args.workdir.mkdir(parents=True)
     os.environ[paths.WORK_DIR_ENV] = str(args.workdir / "work")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    compile_bytecode()
     log = args.workdir / "bench.log"
     warehouse, pool = args.workdir / "warehouse.duckdb", args.workdir / "pool.parquet"
     now = utc_now().replace(microsecond=0)
