@@ -11,18 +11,13 @@ from sqlglot import exp
 from segments.compiler import models as md
 from segments.compiler import render
 from segments.compiler import sqlexpr as sx
-from segments.engines.base import Engine, Session, drop
+from segments.engines.base import Session, drop
 from segments.refresh.edges import Edge, is_as_of
 
 #: Temporary tables of one refresh: users whose measures / flags are computed again,
 #: and the new membership rows of the flagged users (what publish and the history read
 #: instead of scanning the whole membership again).
 MEASURED, FLAGGED, MEMBERS = "_refresh_measured", "_refresh_flagged", "_refresh_members"
-
-
-def source_table(engine: Engine, schema: str, table: str) -> exp.Table:
-    """A catalog source's table on ``engine`` (the target schema's in its own)."""
-    return engine.source_table(schema, table)
 
 
 class BuildSchema:
@@ -61,7 +56,7 @@ class BuildSchema:
 
         def relation(node: exp.Table) -> exp.Expression:
             if "model" not in node.meta:
-                return source_table(self.engine, *node.meta["source"])
+                return self.engine.source_table(*node.meta["source"])
             name = node.meta["model"]
             return instead[name].copy() if name in instead else self.relation(name, as_of)
 

@@ -15,7 +15,7 @@ from sqlglot import exp
 from segments.compiler import models as md
 from segments.compiler import sqlexpr as sx
 from segments.engines.base import Session, drop
-from segments.refresh.build import BuildSchema, source_table
+from segments.refresh.build import BuildSchema
 
 #: One row in the build schema: the as_of, project and inputs of the last build.
 STATE = "segments_refresh_state"
@@ -57,7 +57,7 @@ def inputs_fingerprint(build: BuildSchema) -> str:
         for table in sorted(tables):
             if (schema, table) == (events.schema or md.TARGET_SCHEMA_SOURCE, events.name):
                 continue
-            relation = source_table(build.engine, schema, table)
+            relation = build.engine.source_table(schema, table)
             columns = list(build.session.columns(relation.db, relation.name))
             if not columns:
                 parts.append(f"{schema}.{table}:none")
