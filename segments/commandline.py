@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 # rich's progress bars and tables are imported by the commands that show them: a
 # command's start pays for what this module imports
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# no emoji codes: rich would print a member id such as team:ok:42 as team🆗42
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 SpecsOption = Annotated[
     Optional[Path], typer.Option("--specs", help="Specs directory.", show_default="the project's, segment_specs/")

@@ -150,6 +150,20 @@ def test_preview_matches_the_build(capsys, built, specs_copy):
     assert [line.strip() for line in out.splitlines()[1:]] == first
 
 
+def test_preview_prints_member_ids_as_they_are(capsys, built, specs_copy, tmp_path):
+    """An id such as ``team:ok:42`` is printed as it is: rich would print an emoji code."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(built, warehouse)
+    con = duckdb.connect(str(warehouse))
+    member = con.execute("SELECT min(user_id) FROM seg_abandoned_cart").fetchone()[0]
+    for table in ("raw.users", "raw.events"):
+        con.execute(f"UPDATE {table} SET user_id = 'team:ok:42' WHERE user_id = ?", [member])
+    con.close()
+    code, out, err = run(capsys, "preview", "abandoned_cart", "--specs", str(specs_copy), "--warehouse", str(warehouse), "--as-of", AS_OF, "--limit", "1000")
+    assert code == 0, err
+    assert "team:ok:42" in out.split()
+
+
 def _example_segments() -> list[str]:
     from segments.spec.parse import load_project
 
