@@ -309,6 +309,7 @@ def preview(
     read_lists = md.UPLOAD_KEYS in {model.name for model in compiled.models}
     # the uploaded lists as the specs' files make them: a temporary table
     with engine.connect(read_only=not (read_lists and engine.temporaries_need_writes)) as session:
+        session.reads_in_any_order()  # the query's ORDER BY orders the sample
         warehouse.check_inputs(session, project.catalog)
         with uploads.overlay(session, project, compiled.segments if read_lists else []) as lists:
             query = render.standalone_query(

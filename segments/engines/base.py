@@ -197,6 +197,10 @@ class Session(ABC):
     def rows(self, query: exp.Query) -> list[tuple]:
         return list(self.stream(query))
 
+    def reads_in_any_order(self) -> None:
+        """Tell the engine that this session's queries order their own results: it
+        need not keep the order rows were inserted in (a no-op where nothing does)."""
+
     def create_temporary(self, name: str, query: exp.Query) -> None:
         """The rows of ``query`` in table ``name``, private to this session and gone
         when it closes."""

@@ -146,6 +146,11 @@ class DuckDBSession(TransactionalSession):
         except duckdb.Error as error:
             raise EngineError(str(error)) from None
 
+    def reads_in_any_order(self) -> None:
+        # DuckDB keeps insertion order through scans, joins and projections unless told
+        # otherwise: a preview's query ran 5-8% faster without it (its ORDER BY decides)
+        base.duckdb_setting(self.con, "preserve_insertion_order", False)
+
     def _statements(self, change: Change) -> list[exp.Expression]:
         if isinstance(change, ReplaceTable):
             return [exp.Create(kind="TABLE", replace=True, this=change.table, expression=change.query)]
