@@ -185,13 +185,11 @@ def history_users(columns: list[ms.MeasureColumn], delta: str, old: str) -> exp.
         reason = needs_history(c)
         if reason is None:
             continue
-        flag: exp.Expression
-        if reason == "moved":
-            flag = exp.GT(this=sx.col(_history_flag(c), delta), expression=exp.Literal.number(0))
-        elif reason == "large":
+        flag: exp.Expression = exp.GT(this=sx.col(_history_flag(c), delta), expression=exp.Literal.number(0))
+        if reason == "large":
             too_large = exp.GTE(this=exp.Abs(this=sx.col(c.name, old)), expression=exp.Literal.number(_EXACT_BELOW))
-            flag = sx.and_(exp.GT(this=sx.col(_history_flag(c), delta), expression=exp.Literal.number(0)), too_large)
-        else:  # left: an event that left held the old extreme, or one equal to it
+            flag = sx.and_(flag, too_large)
+        elif reason == "left":  # an event that left held the old extreme, or one equal to it
             beyond = exp.GTE if c.measure.kind == "max" else exp.LTE
             flag = beyond(this=sx.col(_history_flag(c), delta), expression=sx.col(c.name, old))
         flags.append(exp.Coalesce(this=flag, expressions=[exp.false()]))
