@@ -77,6 +77,7 @@ class Planned:
     table: str
     summary: PlanSummary
     sync_id: str
+    start: int = 0  # the rowid of its first row (several pairs' plans share a table: Store.plan_since)
 
 
 @dataclass
@@ -241,10 +242,15 @@ class Engine:
                     plans: dict[Pair, Planned] = {}
                     for name, destination in destinations.items():
                         mine = [p for p in pairs if p.destination == name]
-                        moved = [(self._wanted(destination, p), usable[p]) for p in mine if p in usable]
-                        if moved:
-                            store.read_moved(name, moved)
-                        plans |= {p: self._plan(store, destination, p, len(plans) + n, usable.get(p)) for n, p in enumerate(mine)}
+                        moved = [p for p in mine if p in usable]
+                        if moved:  # their plans, small, in one table
+                            wanted = [(self._wanted(destination, p), usable[p]) for p in moved]
+                            store.read_moved(name, wanted)
+                            table = f"{PLAN}_{len(plans)}"
+                            plans |= {p: Planned(table, summary, str(uuid.uuid4()), start)
+                                      for p, (start, summary) in zip(moved, store.plan_since(name, wanted, table))}
+                        full = [p for p in mine if p not in usable]
+                        plans |= {p: self._plan(store, destination, p, len(plans) + n) for n, p in enumerate(full)}
                         store.start_runs(name, [(plans[p].sync_id, p.key, plans[p].summary) for p in mine])
                 for name, destination in destinations.items():
                     outcomes += self._sync_destination(store, destination, [p for p in pairs if p.destination == name],
@@ -275,9 +281,9 @@ class Engine:
                     f"over max_remove_pct {destination.max_remove_pct:g}; rerun with --force to send")
         return None
 
-    def _plan(self, store: Store, destination: Destination, pair: Pair, number: int, since: Since | None) -> Planned:
+    def _plan(self, store: Store, destination: Destination, pair: Pair, number: int) -> Planned:
         table = f"{PLAN}_{number}"
-        return Planned(table, store.make_plan(destination.name, self._wanted(destination, pair), since, table), str(uuid.uuid4()))
+        return Planned(table, store.make_plan(destination.name, self._wanted(destination, pair), plan=table), str(uuid.uuid4()))
 
     def _sync_destination(
         self, store: Store, destination: Destination, pairs: list[Pair], targets: dict[Pair, dict[str, object]],
@@ -288,6 +294,8 @@ class Engine:
         outcomes: list[Outcome] = []
         ended: list[tuple[str, str, str | None]] = []  # (sync_id, status, message) of each run
         down: str | None = None  # set when the destination stopped answering
+        # a plan table is dropped once the last pair it holds is sent
+        last_of = {plans[pair].table: pair for pair in pairs}
         try:
             for pair in pairs:
                 planned = plans[pair]
@@ -297,7 +305,8 @@ class Engine:
                     outcome = self._sync_pair(store, destination, pair, targets[pair], planned, force)
                     if outcome.status == FAILED:
                         down = outcome.message
-                store.drop_plan(planned.table)
+                if last_of[planned.table] is pair:
+                    store.drop_plan(planned.table)
                 outcomes.append(outcome)
                 ended.append((planned.sync_id, outcome.status, outcome.message))
         except BaseException as error:
@@ -345,7 +354,8 @@ class Engine:
         progress.start(pair, total)
         audience: Audience = destination.audience(pair.key, {**target, OWNER: pair.owner})
         batches = store.batches(destination.name, pair.key, outcome.sync_id or "", destination.fields(),
-                                destination.batch_size, total, encode=destination.JSON_CHANGES, plan=planned.table)
+                                destination.batch_size, total, encode=destination.JSON_CHANGES, plan=planned.table,
+                                start=planned.start)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
         stopped: SinkError | None = None
 
