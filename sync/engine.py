@@ -297,18 +297,21 @@ class Engine:
         # a plan table is dropped once the last pair it holds is sent
         last_of = {plans[pair].table: pair for pair in pairs}
         try:
-            for pair in pairs:
-                planned = plans[pair]
-                if down is not None:
-                    outcome = Outcome(pair.key, pair.destination, SKIPPED, sync_id=planned.sync_id, message=f"not sent: {down}")
-                else:
-                    outcome = self._sync_pair(store, destination, pair, targets[pair], planned, force)
-                    if outcome.status == FAILED:
-                        down = outcome.message
-                if last_of[planned.table] is pair:
-                    store.drop_plan(planned.table)
-                outcomes.append(outcome)
-                ended.append((planned.sync_id, outcome.status, outcome.message))
+            # one pool of senders for every pair: a thread started per pair cost more than
+            # sending a pair's few changes to a quick destination
+            with ThreadPoolExecutor(max_workers=destination.concurrency, thread_name_prefix=f"sync-{destination.name}") as pool:
+                for pair in pairs:
+                    planned = plans[pair]
+                    if down is not None:
+                        outcome = Outcome(pair.key, pair.destination, SKIPPED, sync_id=planned.sync_id, message=f"not sent: {down}")
+                    else:
+                        outcome = self._sync_pair(store, destination, pair, targets[pair], planned, force, pool)
+                        if outcome.status == FAILED:
+                            down = outcome.message
+                    if last_of[planned.table] is pair:
+                        store.drop_plan(planned.table)
+                    outcomes.append(outcome)
+                    ended.append((planned.sync_id, outcome.status, outcome.message))
         except BaseException as error:
             # Whatever stopped the run (a bug, Ctrl-C, the store), no row may stay
             # 'running'. Only the error's type is recorded: a library's message may
@@ -327,6 +330,7 @@ class Engine:
 
     def _sync_pair(
         self, store: Store, destination: Destination, pair: Pair, target: dict[str, object], planned: Planned, force: bool,
+        pool: ThreadPoolExecutor,
     ) -> Outcome:
         plan = planned.summary
         outcome = Outcome(pair.key, pair.destination, SUCCEEDED, plan, planned.sync_id)
@@ -335,16 +339,16 @@ class Engine:
             outcome.status, outcome.message = BLOCKED, blocked
         elif plan.adds or plan.removes:
             try:
-                self._send(store, destination, pair, target, planned, outcome)
+                self._send(store, destination, pair, target, planned, outcome, pool)
             except SinkError as error:
                 outcome.status, outcome.message = FAILED, str(error)
         return outcome
 
     def _send(
         self, store: Store, destination: Destination, pair: Pair, target: dict[str, object], planned: Planned,
-        outcome: Outcome,
+        outcome: Outcome, pool: ThreadPoolExecutor,
     ) -> None:
-        """Send the plan, ``concurrency`` batches in flight, checkpointing each ack.
+        """Send the plan, ``concurrency`` batches in flight (in ``pool``), checkpointing each ack.
 
         When the destination stays unreachable or refuses our credentials nothing new is sent; batches already in flight finish
         and are checkpointed, then the error propagates.
@@ -376,18 +380,18 @@ class Engine:
             progress.advance(pair, len(batch))
 
         try:
-            with ThreadPoolExecutor(max_workers=destination.concurrency, thread_name_prefix=f"sync-{destination.name}") as pool:
-                for item in batches:
-                    while len(in_flight) >= destination.concurrency:
-                        for future in _answered(store, in_flight):
-                            settle(future)
-                    if stopped is not None:
-                        break
-                    in_flight[pool.submit(audience.send, item[0])] = item
-                while in_flight:
+            for item in batches:
+                while len(in_flight) >= destination.concurrency:
                     for future in _answered(store, in_flight):
                         settle(future)
+                if stopped is not None:
+                    break
+                in_flight[pool.submit(audience.send, item[0])] = item
+            while in_flight:
+                for future in _answered(store, in_flight):
+                    settle(future)
         finally:
+            wait(in_flight)  # stopped by an error: the sends in flight end before their audience closes
             audience.close()
         if stopped is not None:
             raise stopped

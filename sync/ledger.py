@@ -89,7 +89,7 @@ class Ledger:
         return exp.table_(name, db=self.schema, catalog=self.catalog)
 
     def has(self, name: str) -> bool:
-        return bool(self.session.columns(self.schema, name, self.catalog))
+        return self.session.exists(self.schema, name, self.catalog)
 
     def ensure_tables(self) -> None:
         for name, columns in COLUMNS.items():

@@ -54,7 +54,7 @@ COPY_ROWS = 10_000  # rows of a remote warehouse moved to the scratch database a
 _TEXT = exp.DataType.Type.VARCHAR
 
 # DuckDB's memory for a sync (its default is 80% of the machine's RAM): beyond it the
-# plan and the state spill to a temporary folder beside the scratch database, so a sync's
+# plan and the state spill to the scratch database's temporary folder, so a sync's
 # footprint does not grow with the audience. SEGMENTS_SYNC_MEMORY_LIMIT overrides it.
 MEMORY_LIMIT = "64MB"
 MEMORY_LIMIT_ENV = "SEGMENTS_SYNC_MEMORY_LIMIT"
@@ -230,7 +230,7 @@ class Store:
     def built_segments(self) -> set[str]:
         place = self.place
         with self.hold():
-            if not place.membership.columns(place.engine.target_schema, warehouse.SEGMENT_CATALOG, place.catalog):
+            if not place.membership.exists(place.engine.target_schema, warehouse.SEGMENT_CATALOG, place.catalog):
                 raise SegmentsError("the warehouse has no build yet: run `segments build` before `segments sync`")
             rows = place.membership.rows(exp.select("segment_name").from_(place.table(warehouse.SEGMENT_CATALOG)))
         return {str(r[0]) for r in rows}
