@@ -111,6 +111,7 @@ def build(
     target: str = engines.DEFAULT_TARGET,
     full_refresh: bool = False,
     force: bool = False,
+    on_published: Callable[[Session], None] | None = None,
 ) -> BuildResult:
     """Compile for the target's dialect, check the inputs, ``dbt build`` once, then
     publish atomically.
@@ -126,6 +127,9 @@ def build(
         full_refresh: passed on to dbt (``dbt build --full-refresh``).
         force: publish even when the specs folder is empty or the build would drop
             or empty most published segments (:mod:`segments.publish_guard`).
+        on_published: called with the session that published, once it has: what a
+            caller reads next (``segments watch``: the events it saw, the sizes) costs
+            no second opening of the warehouse.
     """
     from segments import dbtrun, refresh
 
@@ -155,6 +159,8 @@ def build(
                     changed_members=refresh.MEMBERS,
                 )
                 sizes = warehouse.segment_sizes(session)
+                if on_published is not None:
+                    on_published(session)
                 return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of, outcome)
         refresh.forget(session)  # the tables change under it
     write_models(result)
@@ -166,6 +172,8 @@ def build(
         warehouse.publish(session, result.project, result.compiled.segments, as_of, force=force)
         refresh.record(session, result.compiled, as_of)
         sizes = warehouse.segment_sizes(session)
+        if on_published is not None:
+            on_published(session)
     return BuildResult(
         result.compiled.segments, sizes, time.monotonic() - started, as_of, full_because=reasons[0] if reasons else None,
     )
