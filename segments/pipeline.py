@@ -150,14 +150,16 @@ def build(
             held.close()  # the files' keys leave with their session: the refresh has its memory
             session = held.enter_context(engine.connect())
         if not full_refresh:
-            outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append)
-            if outcome is not None:
-                if writer.older_than(result.project_dir, specs_dir):
-                    write_models(result)  # the models say what the build holds, even unused
+            def publish(_: object) -> None:  # in the refresh's transaction
                 warehouse.publish(
                     session, result.project, result.compiled.segments, as_of, force=force, changed_users=refresh.FLAGGED,
                     changed_members=refresh.MEMBERS,
                 )
+
+            outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append, then=publish)
+            if outcome is not None:
+                if writer.older_than(result.project_dir, specs_dir):
+                    write_models(result)  # the models say what the build holds, even unused
                 sizes = warehouse.segment_sizes(session)
                 if on_published is not None:
                     on_published(session)

@@ -131,6 +131,7 @@ class DuckDBSession(TransactionalSession):
     def __init__(self, engine: DuckDBEngine, con: duckdb.DuckDBPyConnection):
         super().__init__(engine)
         self.con = con
+        self._open_blocks = 0  # transaction blocks open: an inner one joins the outer one
 
     def execute(self, statement: exp.Expression) -> None:
         try:
@@ -161,14 +162,30 @@ class DuckDBSession(TransactionalSession):
         assert isinstance(change, DropView)
         return [drop("VIEW", change.view)]
 
+    @property
+    def in_transaction(self) -> bool:  # type: ignore[override]
+        return self._open_blocks > 0
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """A block inside another one joins its transaction: committed, or rolled back
+        (when an error leaves the outer block), with it."""
+        if self._open_blocks:
+            self._open_blocks += 1
+            try:
+                yield
+            finally:
+                self._open_blocks -= 1
+            return
         self.execute(exp.Transaction())
+        self._open_blocks = 1
         try:
             yield
         except BaseException:
+            self._open_blocks = 0
             self.execute(exp.Rollback())
             raise
+        self._open_blocks = 0
         self.execute(exp.Commit())
 
     @contextmanager
