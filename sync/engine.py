@@ -77,6 +77,7 @@ class Planned:
     table: str
     summary: PlanSummary
     sync_id: str
+    start: int = 0  # the rowid of its first row (several pairs' plans share a table: Store.plan_since)
 
 
 @dataclass
@@ -241,10 +242,15 @@ class Engine:
                     plans: dict[Pair, Planned] = {}
                     for name, destination in destinations.items():
                         mine = [p for p in pairs if p.destination == name]
-                        moved = [(self._wanted(destination, p), usable[p]) for p in mine if p in usable]
-                        if moved:
-                            store.read_moved(name, moved)
-                        plans |= {p: self._plan(store, destination, p, len(plans) + n, usable.get(p)) for n, p in enumerate(mine)}
+                        moved = [p for p in mine if p in usable]
+                        if moved:  # their plans, small, in one table
+                            wanted = [(self._wanted(destination, p), usable[p]) for p in moved]
+                            store.read_moved(name, wanted)
+                            table = f"{PLAN}_{len(plans)}"
+                            plans |= {p: Planned(table, summary, str(uuid.uuid4()), start)
+                                      for p, (start, summary) in zip(moved, store.plan_since(name, wanted, table))}
+                        full = [p for p in mine if p not in usable]
+                        plans |= {p: self._plan(store, destination, p, len(plans) + n) for n, p in enumerate(full)}
                         store.start_runs(name, [(plans[p].sync_id, p.key, plans[p].summary) for p in mine])
                 for name, destination in destinations.items():
                     outcomes += self._sync_destination(store, destination, [p for p in pairs if p.destination == name],
@@ -275,9 +281,9 @@ class Engine:
                     f"over max_remove_pct {destination.max_remove_pct:g}; rerun with --force to send")
         return None
 
-    def _plan(self, store: Store, destination: Destination, pair: Pair, number: int, since: Since | None) -> Planned:
+    def _plan(self, store: Store, destination: Destination, pair: Pair, number: int) -> Planned:
         table = f"{PLAN}_{number}"
-        return Planned(table, store.make_plan(destination.name, self._wanted(destination, pair), since, table), str(uuid.uuid4()))
+        return Planned(table, store.make_plan(destination.name, self._wanted(destination, pair), plan=table), str(uuid.uuid4()))
 
     def _sync_destination(
         self, store: Store, destination: Destination, pairs: list[Pair], targets: dict[Pair, dict[str, object]],
@@ -288,18 +294,24 @@ class Engine:
         outcomes: list[Outcome] = []
         ended: list[tuple[str, str, str | None]] = []  # (sync_id, status, message) of each run
         down: str | None = None  # set when the destination stopped answering
+        # a plan table is dropped once the last pair it holds is sent
+        last_of = {plans[pair].table: pair for pair in pairs}
         try:
-            for pair in pairs:
-                planned = plans[pair]
-                if down is not None:
-                    outcome = Outcome(pair.key, pair.destination, SKIPPED, sync_id=planned.sync_id, message=f"not sent: {down}")
-                else:
-                    outcome = self._sync_pair(store, destination, pair, targets[pair], planned, force)
-                    if outcome.status == FAILED:
-                        down = outcome.message
-                store.drop_plan(planned.table)
-                outcomes.append(outcome)
-                ended.append((planned.sync_id, outcome.status, outcome.message))
+            # one pool of senders for every pair: a thread started per pair cost more than
+            # sending a pair's few changes to a quick destination
+            with ThreadPoolExecutor(max_workers=destination.concurrency, thread_name_prefix=f"sync-{destination.name}") as pool:
+                for pair in pairs:
+                    planned = plans[pair]
+                    if down is not None:
+                        outcome = Outcome(pair.key, pair.destination, SKIPPED, sync_id=planned.sync_id, message=f"not sent: {down}")
+                    else:
+                        outcome = self._sync_pair(store, destination, pair, targets[pair], planned, force, pool)
+                        if outcome.status == FAILED:
+                            down = outcome.message
+                    if last_of[planned.table] is pair:
+                        store.drop_plan(planned.table)
+                    outcomes.append(outcome)
+                    ended.append((planned.sync_id, outcome.status, outcome.message))
         except BaseException as error:
             # Whatever stopped the run (a bug, Ctrl-C, the store), no row may stay
             # 'running'. Only the error's type is recorded: a library's message may
@@ -318,6 +330,7 @@ class Engine:
 
     def _sync_pair(
         self, store: Store, destination: Destination, pair: Pair, target: dict[str, object], planned: Planned, force: bool,
+        pool: ThreadPoolExecutor,
     ) -> Outcome:
         plan = planned.summary
         outcome = Outcome(pair.key, pair.destination, SUCCEEDED, plan, planned.sync_id)
@@ -326,16 +339,16 @@ class Engine:
             outcome.status, outcome.message = BLOCKED, blocked
         elif plan.adds or plan.removes:
             try:
-                self._send(store, destination, pair, target, planned, outcome)
+                self._send(store, destination, pair, target, planned, outcome, pool)
             except SinkError as error:
                 outcome.status, outcome.message = FAILED, str(error)
         return outcome
 
     def _send(
         self, store: Store, destination: Destination, pair: Pair, target: dict[str, object], planned: Planned,
-        outcome: Outcome,
+        outcome: Outcome, pool: ThreadPoolExecutor,
     ) -> None:
-        """Send the plan, ``concurrency`` batches in flight, checkpointing each ack.
+        """Send the plan, ``concurrency`` batches in flight (in ``pool``), checkpointing each ack.
 
         When the destination stays unreachable or refuses our credentials nothing new is sent; batches already in flight finish
         and are checkpointed, then the error propagates.
@@ -345,7 +358,8 @@ class Engine:
         progress.start(pair, total)
         audience: Audience = destination.audience(pair.key, {**target, OWNER: pair.owner})
         batches = store.batches(destination.name, pair.key, outcome.sync_id or "", destination.fields(),
-                                destination.batch_size, total, encode=destination.JSON_CHANGES, plan=planned.table)
+                                destination.batch_size, total, encode=destination.JSON_CHANGES, plan=planned.table,
+                                start=planned.start)
         in_flight: dict[Future[BatchResult], tuple[Batch, int, int]] = {}
         stopped: SinkError | None = None
 
@@ -366,18 +380,18 @@ class Engine:
             progress.advance(pair, len(batch))
 
         try:
-            with ThreadPoolExecutor(max_workers=destination.concurrency, thread_name_prefix=f"sync-{destination.name}") as pool:
-                for item in batches:
-                    while len(in_flight) >= destination.concurrency:
-                        for future in _answered(store, in_flight):
-                            settle(future)
-                    if stopped is not None:
-                        break
-                    in_flight[pool.submit(audience.send, item[0])] = item
-                while in_flight:
+            for item in batches:
+                while len(in_flight) >= destination.concurrency:
                     for future in _answered(store, in_flight):
                         settle(future)
+                if stopped is not None:
+                    break
+                in_flight[pool.submit(audience.send, item[0])] = item
+            while in_flight:
+                for future in _answered(store, in_flight):
+                    settle(future)
         finally:
+            wait(in_flight)  # stopped by an error: the sends in flight end before their audience closes
             audience.close()
         if stopped is not None:
             raise stopped

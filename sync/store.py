@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -46,11 +47,14 @@ WANTED_COPY, STATE_COPY = "sync_wanted", "sync_state_copy"
 # rows, their wanted rows, their state
 MOVED, MOVED_MEMBERS, MOVED_WANTED, MOVED_STATE = "sync_moved", "sync_moved_members", "sync_moved_wanted", "sync_moved_state"
 ARM = "arm"
+# A since plan's removes carry the rowid their state row had when read_moved read it,
+# for the checkpoint to find it without scanning the state (Ledger._delete)
+STATE_ROW = "state_row"
 COPY_ROWS = 10_000  # rows of a remote warehouse moved to the scratch database at a time
 _TEXT = exp.DataType.Type.VARCHAR
 
 # DuckDB's memory for a sync (its default is 80% of the machine's RAM): beyond it the
-# plan and the state spill to a temporary folder beside the scratch database, so a sync's
+# plan and the state spill to the scratch database's temporary folder, so a sync's
 # footprint does not grow with the audience. SEGMENTS_SYNC_MEMORY_LIMIT overrides it.
 MEMORY_LIMIT = "64MB"
 MEMORY_LIMIT_ENV = "SEGMENTS_SYNC_MEMORY_LIMIT"
@@ -58,6 +62,10 @@ MEMORY_LIMIT_ENV = "SEGMENTS_SYNC_MEMORY_LIMIT"
 # small and ran 3x faster on one thread than on two, and under MEMORY_LIMIT the plan's
 # joins and sort over 3M members fit on one thread where two ran out of memory.
 THREADS = 1
+# Threads of the reads of a plan since a publish (Store.read_moved): each scans whole
+# tables (membership, users, state) for a few hundred users, and two threads halve its
+# time; what they keep is those users' rows, far inside the memory limit.
+SCAN_THREADS = min(2, os.cpu_count() or 1)
 ENCODE_ROWS = 10_000  # plan rows one query encodes (Store._encode)
 
 def _sql(expression: exp.Expression) -> str:
@@ -167,6 +175,9 @@ class Store:
         self.catalog = catalog
         self.memory_limit: str | None = None
         self._moved_read: tuple[str, frozenset[str]] = ("", frozenset())  # (destination, pair keys) of read_moved
+        self._state_rows: set[str] = set()  # the plan tables with a STATE_ROW column
+        #: (destination, pair key) -> its batches acknowledged so far, from start_runs on
+        self._done: dict[tuple[str, str], int] = {}
 
     def hold(self) -> AbstractContextManager[None]:
         """Hold the warehouse across several calls (see :meth:`Scratch.hold`)."""
@@ -192,6 +203,15 @@ class Store:
         duckdb_setting(self.con, "preserve_insertion_order", True)
         self.memory_limit = memory_limit
 
+    @contextmanager
+    def _threads(self, threads: int) -> Iterator[None]:
+        """DuckDB's threads for the block, then :data:`THREADS` again."""
+        duckdb_setting(self.con, "threads", threads)
+        try:
+            yield
+        finally:
+            duckdb_setting(self.con, "threads", THREADS)
+
     # ---- set-up ------------------------------------------------------------------------
 
     def ensure_tables(self) -> None:
@@ -210,7 +230,7 @@ class Store:
     def built_segments(self) -> set[str]:
         place = self.place
         with self.hold():
-            if not place.membership.columns(place.engine.target_schema, warehouse.SEGMENT_CATALOG, place.catalog):
+            if not place.membership.exists(place.engine.target_schema, warehouse.SEGMENT_CATALOG, place.catalog):
                 raise SegmentsError("the warehouse has no build yet: run `segments build` before `segments sync`")
             rows = place.membership.rows(exp.select("segment_name").from_(place.table(warehouse.SEGMENT_CATALOG)))
         return {str(r[0]) for r in rows}
@@ -308,21 +328,55 @@ class Store:
         )
         among_moved = lambda column: column.isin(query=exp.select("user_id").from_(MOVED))  # noqa: E731
         # their membership rows first, then the users table joined to those alone: joined
-        # to the whole membership, it cost ten times as much
+        # to the whole membership, it cost ten times as much. Neither these rows nor their
+        # state are narrowed to the pairs' segments: each plan picks its own, and DuckDB
+        # tests a list of segments on every row of the table (a join), a sixth of the read.
         rows = (
             exp.select("segment_name", "user_id", "is_holdout", ARM).from_(self.place.table(md.MEMBERSHIP))
-            .where(exp.column("segment_name").isin(*[s.copy() for s in segments])).where(among_moved(exp.column("user_id")))
+            .where(among_moved(exp.column("user_id")))
         )
         members = (
             self._members(pairs[0][0], exp.to_table(MOVED_MEMBERS))  # one destination: the same fields and conditions
             .select(exp.column("segment_name", "m"), exp.column(ARM, "m"))
         )
         keys = [wanted.key for wanted, _ in pairs]
-        with self.hold():
-            state = self.ledger.states(destination, keys).where(among_moved(exp.column("user_id")))
+        with self.hold(), self._threads(SCAN_THREADS):
+            state = self.ledger.states(destination, rowid=STATE_ROW).where(among_moved(exp.column("user_id")))
             for table, query in ((MOVED, moved), (MOVED_MEMBERS, rows), (MOVED_WANTED, members), (MOVED_STATE, state)):
                 self.con.execute(_sql(_temporary(exp.Create(kind="TABLE", replace=True, this=exp.to_table(table), expression=query))))
         self._moved_read = (destination, frozenset(keys))
+
+    @staticmethod
+    def _changes(fields: Sequence[str], keys: Sequence[str] = (), rows: Sequence[str] = ()) -> exp.Union:
+        """The adds (rows of ``w`` without a row of ``s``) and the removes (rows of ``s``
+        without a row of ``w``) as ``(*keys, op, user_id, remote_id, *fields, *rows)``:
+        ``w`` has ``(*keys, user_id, *fields)``, ``s`` has ``(*keys, user_id, remote_id, *rows)``,
+        and a row matches another of the same ``keys`` and ``user_id``."""
+        def not_in(a: str, b: str) -> exp.Expression:
+            same = [exp.EQ(this=exp.column(c, table=b), expression=exp.column(c, table=a)) for c in (*keys, "user_id")]
+            return exp.not_(exp.Exists(this=exp.select("1").from_(b).where(exp.and_(*same))))
+
+        adds = exp.select(
+            *[exp.column(k, table="w") for k in keys],
+            exp.alias_(exp.Literal.string("add"), "op"), exp.column("user_id", table="w"),
+            exp.alias_(exp.cast(exp.null(), "VARCHAR"), "remote_id"), *[exp.column(f, table="w") for f in fields],
+            *[exp.alias_(exp.cast(exp.null(), exp.DataType.Type.BIGINT), r) for r in rows],
+        ).from_("w").where(not_in("w", "s"))
+        removes = exp.select(
+            *[exp.column(k, table="s") for k in keys],
+            exp.alias_(exp.Literal.string("remove"), "op"), exp.column("user_id", table="s"),
+            exp.column("remote_id", table="s"), *[exp.alias_(exp.null(), f) for f in fields],
+            *[exp.column(r, table="s") for r in rows],
+        ).from_("s").where(not_in("s", "w"))
+        return exp.union(adds, removes, distinct=False)
+
+    def _create_plan(self, plan: str, query: exp.Query, what: str) -> None:
+        try:
+            self.con.execute(_sql(_temporary(exp.Create(kind="TABLE", this=exp.to_table(plan), expression=query))))
+        except duckdb.OutOfMemoryException:
+            raise SegmentsError(
+                f"planning {what} needs more memory than DuckDB's limit "
+                f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
 
     def make_plan(self, destination: str, wanted: Wanted, since: Since | None = None, plan: str = PLAN) -> PlanSummary:
         """Write the changes for one pair to the scratch database's plan table, in
@@ -330,54 +384,31 @@ class Store:
         the warehouse only while reading it.
 
         With ``since`` (after :meth:`read_moved` for the pair), the plan compares the
-        wanted audience and the state of the users who moved since (:class:`Since`) alone.
-        ``plan`` names the table, so that several pairs can be planned at once.
+        wanted audience and the state of the users who moved since (:class:`Since`) alone
+        (:meth:`plan_since`). ``plan`` names the table, so that several pairs can be planned at once.
         """
+        if since is not None:
+            [(_, summary)] = self.plan_since(destination, [(wanted, since)], plan)
+            return summary
         fields = [f"f_{i}" for i in range(len(wanted.fields))]
-        not_in = lambda a, b: exp.not_(exp.Exists(this=exp.select("1").from_(b).where(  # noqa: E731
-            exp.EQ(this=exp.column("user_id", table=b), expression=exp.column("user_id", table=a)))))
-        adds = exp.select(
-            exp.alias_(exp.Literal.string("add"), "op"), exp.column("user_id", table="w"),
-            exp.alias_(exp.cast(exp.null(), "VARCHAR"), "remote_id"), *[exp.column(f, table="w") for f in fields],
-        ).from_("w").where(not_in("w", "s"))
-        removes = exp.select(
-            exp.alias_(exp.Literal.string("remove"), "op"), exp.column("user_id", table="s"),
-            exp.column("remote_id", table="s"), *[exp.alias_(exp.null(), f) for f in fields],
-        ).from_("s").where(not_in("s", "w"))
-        changes = exp.union(adds, removes, distinct=False)
         self.drop_plan(plan)
         with self.hold():
-            if since is not None:  # what read_moved copied: no read of the warehouse
-                if self._moved_read[0] != destination or wanted.key not in self._moved_read[1]:
-                    raise ValueError(f"read_moved first: {wanted.key} -> {destination}")
-                wanted_rows = _of_pair(exp.select("user_id", *fields).from_(exp.alias_(exp.to_table(MOVED_WANTED), "w")), wanted, "w")
-                state = exp.select("user_id", "remote_id").from_(MOVED_STATE).where(
-                    exp.column("segment_name").eq(exp.Literal.string(wanted.key)))
-            else:
-                wanted_rows = self._wanted_query(wanted)
-                if not self.place.attached:
-                    wanted_rows = self._copy(WANTED_COPY, wanted_rows, self._field_types(wanted.fields))
-                state = self.ledger.state(destination, wanted.key)
-                if not self.place.ledger_local:
-                    state = self._copy(STATE_COPY, state, {"user_id": _TEXT, "remote_id": _TEXT})
+            wanted_rows = self._wanted_query(wanted)
+            if not self.place.attached:
+                wanted_rows = self._copy(WANTED_COPY, wanted_rows, self._field_types(wanted.fields))
+            state = self.ledger.state(destination, wanted.key)
+            if not self.place.ledger_local:
+                state = self._copy(STATE_COPY, state, {"user_id": _TEXT, "remote_id": _TEXT})
             ordered = (
                 exp.select("op", "user_id", "remote_id", *fields)
-                .from_(exp.alias_(exp.Subquery(this=changes), "c"))
+                .from_(exp.alias_(exp.Subquery(this=self._changes(fields)), "c"))
                 .with_("w", as_=wanted_rows)
                 .with_("s", as_=state)
                 .order_by("user_id", "op")
             )
-            try:
-                self.con.execute(_sql(_temporary(exp.Create(kind="TABLE", this=exp.to_table(plan), expression=ordered))))
-            except duckdb.OutOfMemoryException:
-                raise SegmentsError(
-                    f"planning {wanted.key} -> {destination} needs more memory than DuckDB's limit "
-                    f"{self.memory_limit}: set {MEMORY_LIMIT_ENV} higher (e.g. 256MB)") from None
-            if since is not None:
-                audience = since.audience
-            else:
-                audience = self.con.execute(_sql(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=state)))).fetchone()[0]
-        for name in (WANTED_COPY, STATE_COPY) if since is None else ():  # the plan holds what they gave
+            self._create_plan(plan, ordered, f"{wanted.key} -> {destination}")
+            audience = self.con.execute(_sql(exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=state)))).fetchone()[0]
+        for name in (WANTED_COPY, STATE_COPY):  # the plan holds what they gave
             self.con.execute(_sql(drop("TABLE", exp.to_table(name))))
         adds_n, removes_n = self.con.execute(_sql(exp.select(count_if(_op_is("add")), count_if(_op_is("remove"))).from_(plan))).fetchone()
         first = lambda op: exp.select("rowid", "op", "user_id").from_(plan).where(_op_is(op)).order_by("rowid").limit(5)  # noqa: E731
@@ -385,7 +416,64 @@ class Store:
         sample = lambda op: tuple(user for _, kind, user in samples if kind == op)  # noqa: E731
         return PlanSummary(adds_n, removes_n, audience, sample("add"), sample("remove"))
 
+    def plan_since(self, destination: str, pairs: Sequence[tuple[Wanted, Since]], plan: str = PLAN) -> list[tuple[int, PlanSummary]]:
+        """The plans of ``pairs`` (after :meth:`read_moved` for them), from what it
+        copied alone, one after another in one table: (the rowid of its first row,
+        its summary) for each pair. Its rows are those :meth:`make_plan` would write
+        for the pair alone, in the same order (``pair``: its place in ``pairs``).
+
+        Small plans, made together: one statement makes them all and one more sums
+        them up, where a table each took four statements (and as many trees to build).
+        """
+        for wanted, _ in pairs:
+            if self._moved_read[0] != destination or wanted.key not in self._moved_read[1]:
+                raise ValueError(f"read_moved first: {wanted.key} -> {destination}")
+        fields = [f"f_{i}" for i in range(len(pairs[0][0].fields))]  # one destination: the same fields
+        number = exp.column("pair", "p")
+        known = values_query({"pair": exp.DataType.Type.INT, "segment_name": _TEXT, ARM: _TEXT, "pair_key": _TEXT},
+                             [[n, wanted.segment, wanted.arm, wanted.key] for n, (wanted, _) in enumerate(pairs)])
+        known_as_p = lambda: exp.alias_(exp.Subquery(this=known.copy()), "p", table=True)  # noqa: E731
+        # a pair's wanted rows are its segment's (its arm's, if it has one: _of_pair)
+        arm = exp.column(ARM, "p")
+        wanted_rows = exp.select(number, *[exp.column(c, "w") for c in ("user_id", *fields)]).from_(
+            exp.alias_(exp.to_table(MOVED_WANTED), "w", table=True)).join(known_as_p(), on=exp.and_(
+                exp.column("segment_name", "w").eq(exp.column("segment_name", "p")),
+                exp.or_(arm.is_(exp.null()), exp.column(ARM, "w").eq(arm.copy()))))
+        state = exp.select(number.copy(), *[exp.column(c, "s") for c in ("user_id", "remote_id", STATE_ROW)]).from_(
+            exp.alias_(exp.to_table(MOVED_STATE), "s", table=True)).join(
+                known_as_p(), on=exp.column("segment_name", "s").eq(exp.column("pair_key", "p")))
+        ordered = (
+            exp.select("pair", "op", "user_id", "remote_id", *fields, STATE_ROW)
+            .from_(exp.alias_(exp.Subquery(this=self._changes(fields, ["pair"], [STATE_ROW])), "c"))
+            .with_("w", as_=wanted_rows)
+            .with_("s", as_=state)
+            .order_by("pair", "user_id", "op")
+        )
+        self.drop_plan(plan)
+        self._create_plan(plan, ordered, f"{len(pairs)} segments -> {destination}")
+        self._state_rows.add(plan)
+        # per pair and op: how many, and the first five (the plan's order)
+        of_pair_op = lambda: [exp.column("pair"), exp.column("op")]  # noqa: E731
+        place = exp.Window(this=exp.RowNumber(), partition_by=of_pair_op(), order=exp.Order(expressions=[exp.Ordered(this=exp.column("rowid"))]))
+        summary = (
+            exp.select("pair", "op", "user_id", exp.alias_(exp.Window(this=exp.Count(this=exp.Star()), partition_by=of_pair_op()), "n"))
+            .from_(plan).qualify(exp.LTE(this=place, expression=exp.Literal.number(5))).order_by("rowid")
+        )
+        counts: dict[tuple[int, str], int] = {}
+        samples: dict[tuple[int, str], list[str]] = {}
+        for n, op, user, count in self.con.execute(_sql(summary)).fetchall():
+            counts[(n, op)] = count
+            samples.setdefault((n, op), []).append(user)
+        plans, first = [], 0
+        for n, (_, since) in enumerate(pairs):
+            adds, removes = counts.get((n, "add"), 0), counts.get((n, "remove"), 0)
+            plans.append((first, PlanSummary(adds, removes, since.audience, tuple(samples.get((n, "add"), ())),
+                                             tuple(samples.get((n, "remove"), ())))))
+            first += adds + removes
+        return plans
+
     def drop_plan(self, plan: str = PLAN) -> None:
+        self._state_rows.discard(plan)
         self.con.execute(_sql(drop("TABLE", exp.to_table(plan))))
 
     @staticmethod
@@ -407,7 +495,10 @@ class Store:
     def _json_encodable(self, plan: str, fields: Sequence[str]) -> bool:
         """Whether DuckDB's JSON of the plan's fields is byte for byte what
         ``json.dumps`` makes of the Python values (see :class:`EncodedChanges`)."""
-        types = [str(d[1]) for d in self.con.execute(_sql(exp.select("*").from_(plan).limit(0))).description[3:]]
+        if not fields:  # user ids alone: text
+            return True
+        query = exp.select(*[f"f_{i}" for i in range(len(fields))]).from_(plan).limit(0)
+        types = [str(d[1]) for d in self.con.execute(_sql(query)).description]
         return "user_id" not in fields and all(t in _JSON_AS_PYTHON for t in types)
 
     @staticmethod
@@ -454,9 +545,10 @@ class Store:
 
     def batches(
         self, destination: str, segment: str, sync_id: str, fields: Sequence[str], size: int, total: int,
-        encode: bool = False, plan: str = PLAN,
+        encode: bool = False, plan: str = PLAN, start: int = 0,
     ) -> Iterator[tuple[Batch, int, int]]:
-        """(batch, first, last) over the plan, ``size`` changes at a time; first and
+        """(batch, first, last) over the pair's ``total`` rows of the plan from rowid
+        ``start`` on (see :meth:`plan_since`), ``size`` changes at a time; first and
         last are the batch's first and last rowid in the plan.
 
         Batch ids continue the pair's count of acknowledged batches, so a rerun after
@@ -464,12 +556,14 @@ class Store:
         (a destination that sends SPEC 4.1's JSON), the warehouse encodes each batch
         and its records are read only if asked for: no Python object per record.
         """
-        with self.hold():
-            done = self.ledger.done_batches(destination, segment)
+        done = self._done.get((destination, segment))
+        if done is None:
+            with self.hold():
+                done = self.ledger.done_batches(destination, segment)
         encode = encode and self._json_encodable(plan, fields)
         json_page = self._json_page(plan, fields)
-        for number, first in enumerate(range(0, total, size)):
-            last = min(first + size, total) - 1
+        for number, first in enumerate(range(start, start + total, size)):
+            last = min(first + size, start + total) - 1
             added: Sequence[Record]
             removed: Sequence[Record]
             encoded = None
@@ -491,6 +585,8 @@ class Store:
         :meth:`Ledger.start_runs`)."""
         with self.hold():
             self.ledger.start_runs(destination, [(sync_id, key, plan.adds, plan.removes) for sync_id, key, plan in runs])
+            # their batches' numbering (batches), read once: from here only checkpoint counts them
+            self._done |= {(destination, key): n for key, n in self.ledger.done_batches_of(destination, [key for _, key, _ in runs]).items()}
 
     def finish_runs(self, runs: Sequence[tuple[str, str, str | None]]) -> None:
         """Runs that ended, ``(sync_id, status, message)`` each, in one hold and transaction."""
@@ -508,6 +604,7 @@ class Store:
         added, removed = len(batch.added) - len(failed["add"]), len(batch.removed) - len(failed["remove"])
         adds, removes = (self._applied(plan, "add", first, last, failed["add"]),
                          self._applied(plan, "remove", first, last, failed["remove"]))
+        removed_rows = self._applied(plan, "remove", first, last, failed["remove"], STATE_ROW) if plan in self._state_rows else None
         ids = values_query({"user_id": _TEXT, "remote_id": _TEXT}, list(result.remote_ids.items()))
         adds = adds.join(exp.alias_(exp.Subquery(this=ids), "r", table=True),
                          on=exp.column("user_id", "r").eq(exp.column("user_id", "p")), join_type="left")
@@ -517,15 +614,18 @@ class Store:
             removes = values_query({"user_id": _TEXT}, self.con.execute(_sql(removes)).fetchall())
         with self.hold():
             self.ledger.checkpoint(batch.sync_id, batch.destination, batch.segment,
-                                   Changes(adds, removes, added, removed), result.failures)
+                                   Changes(adds, removes, added, removed, removed_rows), result.failures)
+        if (batch.destination, batch.segment) in self._done:
+            self._done[(batch.destination, batch.segment)] += 1
         return added, removed
 
     @staticmethod
-    def _applied(plan: str, op: str, first: int, last: int, failed: Sequence[str]) -> exp.Select:
-        """The plan's user ids of ``op`` in rows first..last, but for those that failed."""
+    def _applied(plan: str, op: str, first: int, last: int, failed: Sequence[str], column: str = "user_id") -> exp.Select:
+        """The plan's user ids (or another ``column``) of ``op`` in rows first..last, but
+        for those that failed."""
         user_id = exp.column("user_id", "p")
         query = (
-            exp.select(user_id).from_(exp.alias_(exp.to_table(plan), "p", table=True))
+            exp.select(exp.column(column, "p")).from_(exp.alias_(exp.to_table(plan), "p", table=True))
             .where(exp.Between(this=exp.column("rowid", "p"), low=exp.convert(first), high=exp.convert(last)))
             .where(exp.column("op", "p").eq(exp.convert(op)))
         )

@@ -295,6 +295,7 @@ def test_plans_since_a_publish_equal_full_plans(specs, warehouse, receiver):
     engine = sync_engine.Engine(project, engines.get("duckdb", warehouse), settings)
     destination = engine._destination("crm_hook", sync_engine.new_session())
     plans: dict[str, tuple[set, set]] = {}
+    ordered: dict[str, list[tuple[str, str]]] = {}
     with open_place(engines.get("duckdb", warehouse)) as place, place.hold():
         store = Store(place, project.catalog)
         wanted = {p.key: engine._wanted(destination, p) for p in pairs}
@@ -306,8 +307,19 @@ def test_plans_since_a_publish_equal_full_plans(specs, warehouse, receiver):
                 plans.setdefault(key, (set(), set()))[since is not None].update(rows)
                 if since is None:
                     full_audience = summary.audience
+                    ordered[key] = place.scratch.con.execute("SELECT op, user_id FROM compared ORDER BY rowid").fetchall()
                 else:
                     assert summary.audience == full_audience
+        # every pair at once, in one table: each pair's rows in the full plan's order
+        together = store.plan_since("crm_hook", [(wanted[key], trusted[(key, "crm_hook")]) for key in wanted], "together")
+        for key, (start, summary) in zip(wanted, together):
+            rows = place.scratch.con.execute(
+                f"SELECT op, user_id FROM together WHERE rowid BETWEEN {start} AND {start + summary.adds + summary.removes - 1} "
+                "ORDER BY rowid").fetchall()
+            assert rows == ordered[key], key
+            assert (summary.adds, summary.removes) == (sum(op == "add" for op, _ in rows), sum(op == "remove" for op, _ in rows))
+            assert summary.sample_adds == tuple(user for op, user in rows if op == "add")[:5]
+            assert summary.sample_removes == tuple(user for op, user in rows if op == "remove")[:5]
     for key, (full, since) in plans.items():
         assert since == full, key
     assert any(full for full, _ in plans.values())  # comparing empty plans proves nothing

@@ -241,6 +241,11 @@ class Session(ABC):
     #: whether a :meth:`transaction` block is open (statements run in it, not on their own)
     in_transaction = False
 
+    def exists(self, schema: str, table: str, catalog: str | None = None) -> bool:
+        """Whether the table (or view) is there, as :meth:`columns` would say, where an
+        engine can tell more cheaply than by listing its columns."""
+        return bool(self.columns(schema, table, catalog))
+
     def transaction(self) -> AbstractContextManager[None]:
         """One transaction: committed when the block ends, rolled back if it raises.
 
