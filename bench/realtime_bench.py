@@ -16,7 +16,7 @@ What it does, in one run:
    process) and ``segments watch --interval`` on W as a subprocess. After its first
    cycle (a full build through dbt, every member sent) and one quiet cycle, ``--rounds``
    rounds: at a random instant within the interval (events arrive when they arrive; the
-   watch notices them within 0.1s and starts a cycle, or after the cycle in flight),
+   watch notices them within 0.05s and starts a cycle, or after the cycle in flight),
    ``--events`` events from the pool, restamped to now and with ``--new-users-pct``
    percent of them from user ids the users table does not hold (yet), are appended
    to ``raw.events`` in one transaction; the round's latency runs from that commit to
@@ -381,7 +381,7 @@ def write_results(r: Results, command: str) -> str:
         f"| cycles that failed (warehouse busy with the benchmark's append) | {r.failed_cycles} | |",
         "",
         "The latency includes the wait for the cycle that sees the events: they arrive at a random instant;",
-        "the watch looks for new events every 0.1s between cycles and starts one at once when some arrived",
+        f"the watch looks for new events every {watch.POLL:g}s between cycles and starts one at once when some arrived",
         f"(else every {r.args.interval:g}s, to slide the windows), so events that arrive during a cycle wait",
         f"for its end. Events are stamped up to {r.args.lag:g}s before their insert (the benchmark's `--lag`).",
         "",

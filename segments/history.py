@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from segments.compiler import models as md
-from segments.engines.base import Session, create_table, value, values_query
+from segments.engines.base import Session, create_table, drop, value, values_query
 
 HISTORY = "segment_membership_history"
 SIZES = "segment_size_history"
@@ -48,9 +48,38 @@ def _count(source: exp.Table, alias: str, *conditions: exp.Expression) -> exp.Su
     return exp.Subquery(this=query.where(exp.and_(*conditions)))
 
 
+#: A temporary table of the published membership rows of the users a refresh changed
+#: (:func:`copy_published`), each with its ``rowid`` as :data:`ROW`.
+PUBLISHED_OLD, ROW = "_published_old", "_row"
+
+
+def _keys(table: exp.Table, columns: dict[str, str]) -> exp.Select:
+    """The membership's key and arm (NULL where it has no arm column, as one
+    published before arms existed)."""
+    arm = exp.column(ARM) if ARM in columns else exp.alias_(exp.cast(exp.null(), _TEXT), ARM)
+    return exp.select("segment_name", "user_id", arm).from_(table)
+
+
+def copy_published(session: Session, users: str) -> str | None:
+    """Copy the published membership rows of the users of table ``users`` to
+    :data:`PUBLISHED_OLD`, with their ``rowid`` (DuckDB, in the transaction that
+    replaces them): :func:`record` compares them with the new rows and the publish
+    deletes them by ``rowid``, one read of the published user ids where there were
+    two. None when nothing is published yet."""
+    engine = session.engine
+    published = session.columns(engine.target_schema, md.MEMBERSHIP)
+    if not published:
+        return None
+    only = exp.column("user_id").isin(query=exp.select("user_id").from_(exp.to_table(users)))
+    rows = _keys(engine.table(md.MEMBERSHIP), published).select(exp.alias_(exp.column("rowid"), ROW)).where(only)
+    session.execute(drop("TABLE", exp.to_table(PUBLISHED_OLD)))
+    session.create_temporary(PUBLISHED_OLD, rows)
+    return PUBLISHED_OLD
+
+
 def record(
     session: Session, segments: Sequence[str], as_of: dt.datetime, published_at: dt.datetime,
-    users: str | None = None, new_rows: str | None = None,
+    users: str | None = None, new_rows: str | None = None, old_rows: str | None = None,
 ) -> list[exp.Expression]:
     """The statements that record a publish of the build schema's membership, for
     ``session``'s engine; run them before the membership is replaced.
@@ -63,27 +92,23 @@ def record(
             incremental refresh: :mod:`segments.refresh`), None for every user.
         new_rows: a table of those users' rows in the build's membership, read
             instead of the whole membership (the refresh keeps them apart).
+        old_rows: a table of those users' published rows (:func:`copy_published`),
+            read instead of the published membership.
     """
     engine = session.engine
     history, sizes = engine.table(HISTORY), engine.table(SIZES)
     built = engine.table(md.MEMBERSHIP, engine.build_schema)
     key = {"segment_name": _TEXT, "user_id": _TEXT, ARM: _TEXT}
 
-    def rows(table: exp.Table, columns: dict[str, str]) -> exp.Query:
-        """The membership's key and arm (NULL where it has no arm column, as one
-        published before arms existed)."""
-        arm = exp.column(ARM) if ARM in columns else exp.alias_(exp.cast(exp.null(), _TEXT), ARM)
-        return exp.select("segment_name", "user_id", arm).from_(table)
-
     published = session.columns(engine.target_schema, md.MEMBERSHIP)
-    before = rows(engine.table(md.MEMBERSHIP), published) if published else values_query(key, [])
+    before = _keys(engine.table(md.MEMBERSHIP), published) if published else values_query(key, [])
     at, now = value(as_of, _TIME), value(published_at, _TIME)
     built_columns = session.columns(engine.build_schema, md.MEMBERSHIP)
-    after: exp.Query = rows(built, built_columns)
+    after: exp.Query = _keys(built, built_columns)
     if users is not None:
         only = exp.column("user_id").isin(query=exp.select("user_id").from_(exp.to_table(users)))
-        before = before.where(only)
-        after = rows(exp.to_table(new_rows), built_columns) if new_rows else after.where(only.copy())
+        before = exp.select(*key).from_(exp.to_table(old_rows)) if old_rows else before.where(only)
+        after = _keys(exp.to_table(new_rows), built_columns) if new_rows else after.where(only.copy())
 
     # One full join of the old and the new membership finds both who entered (no old
     # row) and who left (no new row): one hash table, where two EXCEPTs build two.

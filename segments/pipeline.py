@@ -111,6 +111,7 @@ def build(
     target: str = engines.DEFAULT_TARGET,
     full_refresh: bool = False,
     force: bool = False,
+    on_published: Callable[[Session], None] | None = None,
 ) -> BuildResult:
     """Compile for the target's dialect, check the inputs, ``dbt build`` once, then
     publish atomically.
@@ -126,6 +127,9 @@ def build(
         full_refresh: passed on to dbt (``dbt build --full-refresh``).
         force: publish even when the specs folder is empty or the build would drop
             or empty most published segments (:mod:`segments.publish_guard`).
+        on_published: called with the session that published, once it has: what a
+            caller reads next (``segments watch``: the events it saw, the sizes) costs
+            no second opening of the warehouse.
     """
     from segments import dbtrun, refresh
 
@@ -146,15 +150,19 @@ def build(
             held.close()  # the files' keys leave with their session: the refresh has its memory
             session = held.enter_context(engine.connect())
         if not full_refresh:
-            outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append)
-            if outcome is not None:
-                if writer.older_than(result.project_dir, specs_dir):
-                    write_models(result)  # the models say what the build holds, even unused
+            def publish(_: object) -> None:  # in the refresh's transaction
                 warehouse.publish(
                     session, result.project, result.compiled.segments, as_of, force=force, changed_users=refresh.FLAGGED,
                     changed_members=refresh.MEMBERS,
                 )
+
+            outcome = refresh.attempt(session, result.compiled, as_of, log=reasons.append, then=publish)
+            if outcome is not None:
+                if writer.older_than(result.project_dir, specs_dir):
+                    write_models(result)  # the models say what the build holds, even unused
                 sizes = warehouse.segment_sizes(session)
+                if on_published is not None:
+                    on_published(session)
                 return BuildResult(result.compiled.segments, sizes, time.monotonic() - started, as_of, outcome)
         refresh.forget(session)  # the tables change under it
     write_models(result)
@@ -166,6 +174,8 @@ def build(
         warehouse.publish(session, result.project, result.compiled.segments, as_of, force=force)
         refresh.record(session, result.compiled, as_of)
         sizes = warehouse.segment_sizes(session)
+        if on_published is not None:
+            on_published(session)
     return BuildResult(
         result.compiled.segments, sizes, time.monotonic() - started, as_of, full_because=reasons[0] if reasons else None,
     )

@@ -145,8 +145,14 @@ def publish(
     refused = None if force else publish_guard.refusal(session, previous, segments)
     if refused:
         raise SegmentsError(refused)
+    published_old = None
+    if changed_users is not None and session.in_transaction:  # (a rowid holds within a transaction)
+        published_old = history.copy_published(session, changed_users)
     changes: list[Change] = [
-        _published_rows(session, table, as_of, changed_users, changed_members if table == md.MEMBERSHIP else None)
+        _published_rows(
+            session, table, as_of, changed_users, changed_members if table == md.MEMBERSHIP else None,
+            published_old if table == md.MEMBERSHIP else None,
+        )
         for table in PUBLISHED_TABLES
     ]
     changes.append(ReplaceTable(engine.table(SEGMENT_CATALOG), _catalog_rows(project, segments, as_of)))
@@ -159,7 +165,9 @@ def publish(
         )
         changes.append(ReplaceView(engine.table(md.segment_model_name(name)), members))
     published_at = utc_now()
-    recorded = history.record(session, segments, as_of, published_at, users=changed_users, new_rows=changed_members)
+    recorded = history.record(
+        session, segments, as_of, published_at, users=changed_users, new_rows=changed_members, old_rows=published_old,
+    )
     try:
         for statement in recorded:  # before the membership changes: it compares old and new
             session.execute(statement)
@@ -167,6 +175,8 @@ def publish(
     except PartialChange as error:
         raise SegmentsError(f"publishing the build on {engine.describe()} stopped part way; build again: {error}") from None
     except EngineError as error:
+        if session.in_transaction:  # the caller's transaction (a refresh) rolls it all back
+            raise SegmentsError(f"publishing the build failed, the warehouse is unchanged: {error}") from None
         try:
             for statement in history.forget(session, published_at):
                 session.execute(statement)
@@ -180,9 +190,11 @@ def publish(
 
 def _published_rows(
     session: Session, table: str, as_of: dt.datetime, changed_users: str | None, new_rows: str | None = None,
+    old_rows: str | None = None,
 ) -> Change:
     """The published copy of a build table: all of it, or the changed users' rows
-    (read from ``new_rows`` when the refresh kept them apart)."""
+    (read from ``new_rows`` when the refresh kept them apart; ``old_rows``, a
+    :func:`history.copy_published` of their published rows, says where those are)."""
     engine = session.engine
     built = exp.select("*").from_(engine.table(table, engine.build_schema))
     if changed_users is None:
@@ -190,7 +202,10 @@ def _published_rows(
     users = exp.select("user_id").from_(exp.to_table(changed_users))
     stamp = ("as_of", sx.timestamp_literal(as_of)) if table == md.MEMBERSHIP else None
     rows = exp.select("*").from_(exp.to_table(new_rows)) if new_rows else built.where(exp.column("user_id").isin(query=users.copy()))
-    return ReplaceRows(engine.table(table), users, rows, stamp)
+    from segments.history import ROW  # (as publish: a preview starts without it)
+
+    rowids = exp.select(ROW).from_(exp.to_table(old_rows)) if old_rows else None
+    return ReplaceRows(engine.table(table), users, rows, stamp, rowids)
 
 
 _CATALOG_COLUMNS: dict[str, exp.DataType.Type] = {

@@ -59,7 +59,7 @@ BUSY_RETRY = 0.2
 #: Seconds between two looks for new events while the loop waits for its next cycle: a
 #: look compares the warehouse file's size and time (and its write-ahead log's) with those
 #: the last look saw, and only when they moved opens the warehouse to count the events.
-POLL = 0.1
+POLL = 0.05
 #: The pairs the last cycle left in sync (:class:`sync.store.Since`), for the next one,
 #: in this process or a new one (a restart, a Dagster run).
 SYNCED = "segments_watch_synced"
@@ -248,17 +248,22 @@ class Watcher:
         as_of = self._now()
         if mark.as_of is not None and as_of < mark.as_of:
             as_of = mark.as_of  # never evaluate behind the mark: the refresh would start over
-        result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, force=self.force)
+        project = self._project()
+        realtime = realtime_segments(project)
+        published: dict[str, object] = {}
+
+        def read_published(session: Session) -> None:  # in the build's own session: no second opening
+            published["events"] = events_upto(session, as_of)
+            published["sizes"] = history.latest(session, realtime)
+
+        result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, force=self.force, on_published=read_published)
         cycle = Cycle(as_of, full_because=result.full_because)
         cycle.timings["build"] = time.perf_counter() - started
         if result.refreshed is not None:
             cycle.reevaluated = result.refreshed.flagged
-        project = self._project()
-        realtime = realtime_segments(project)
-        with self.engine.connect() as session:
-            seen, newest = events_upto(session, as_of)
-            cycle.events_seen = max(seen - mark.events_seen, 0) if mark.as_of is not None else seen
-            sizes = history.latest(session, realtime)
+        seen, newest = published["events"]  # type: ignore[misc]
+        cycle.events_seen = max(seen - mark.events_seen, 0) if mark.as_of is not None else seen
+        sizes: dict[str, history.BuildSize] = published["sizes"]  # type: ignore[assignment]
         waiting = set()
         for name in realtime:
             size = sizes.get(name)

@@ -160,6 +160,35 @@ def test_history_of_a_refresh_records_who_entered_and_left(events, specs, tmp_pa
     assert new - old or old - new, "a 3-day slide changes some membership"
 
 
+def test_a_publish_that_fails_after_a_refresh_leaves_the_warehouse_as_it_was(built, specs, tmp_path, monkeypatch):
+    """The refresh and its publish are one transaction: a failed publish leaves the
+    build schema where the published tables are, so the next refresh misses nothing."""
+    from segments import history
+    from segments.errors import SegmentsError
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(built, warehouse)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    last = con.execute(f"SELECT as_of FROM main_segments_build.{refresh.STATE}").fetchone()[0]
+    con.close()
+    before = published(warehouse)
+    as_of = last + dt.timedelta(days=2)
+    record = history.record
+    failing = exp.select("*").from_("no_such_table")
+    monkeypatch.setattr(history, "record", lambda *a, **k: [*record(*a, **k), failing])
+    with pytest.raises(SegmentsError, match="the warehouse is unchanged"):
+        pipeline.build(specs, warehouse, as_of)
+    monkeypatch.setattr(history, "record", record)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    assert con.execute(f"SELECT as_of FROM main_segments_build.{refresh.STATE}").fetchone()[0] == last
+    assert con.execute("SELECT count(*) FROM main.segment_membership_history WHERE as_of = ?", [as_of]).fetchone()[0] == 0
+    con.close()
+    assert published(warehouse) == before
+    result = pipeline.build(specs, warehouse, as_of)
+    assert result.refreshed is not None and result.refreshed.previous_as_of == last
+    assert published(warehouse) == full_build_of(warehouse, specs, as_of, tmp_path)
+
+
 # What makes the next build a full one; each is applied to a refreshed warehouse.
 FALLBACKS = [
     ("a user's attribute changed", "UPDATE raw.users SET city = 'Pune' WHERE user_id = (SELECT min(user_id) FROM raw.users)", 1),

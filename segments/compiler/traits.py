@@ -109,7 +109,9 @@ def traits_model(
     followups = [c.name for c in measure_set.followup_columns]
     measured += [exp.alias_(exp.Coalesce(this=sx.col(f, "s"), expressions=[exp.Literal.number(0)]), f) for f in followups]
     query: exp.Select = exp.select(*measured).from_(aliased(sx.model_ref(UNIVERSE), "u"))
-    if has_measures:
+    # the measures joined only when a column reads them: a LEFT JOIN nobody reads still
+    # costs a scan of every user's measures (DuckDB cannot drop it)
+    if has_measures and any(c.table == "m" for e in measured for c in e.find_all(exp.Column)):
         query = query.join(aliased(sx.model_ref(MEASURES), "m"), on=exp.EQ(this=sx.col("user_id", "m"), expression=sx.col("user_id", "u")), join_type="left")
     if has_sequences:
         query = query.join(aliased(sx.model_ref(SEQUENCES), "s"), on=exp.EQ(this=sx.col("user_id", "s"), expression=sx.col("user_id", "u")), join_type="left")

@@ -66,10 +66,17 @@ class ReplaceRows:
     users: exp.Query
     query: exp.Query
     stamp: tuple[str, exp.Expression] | None = None
+    #: the ``rowid`` of each of those users' rows, read earlier in the same transaction:
+    #: deleted by it, the table's user ids need not be read again
+    rowids: exp.Query | None = None
 
     def statements(self) -> list[exp.Expression]:
+        if self.rowids is not None:
+            where = exp.column("rowid").isin(query=self.rowids.copy())
+        else:
+            where = exp.column("user_id").isin(query=self.users.copy())
         statements: list[exp.Expression] = [
-            exp.delete(self.table, where=exp.column("user_id").isin(query=self.users.copy())),
+            exp.delete(self.table, where=where),
             exp.Insert(this=self.table.copy(), expression=self.query.copy(), by_name=True),
         ]
         if self.stamp is not None:
@@ -230,6 +237,9 @@ class Session(ABC):
 
     def has_table(self, schema: str, table: str) -> bool:
         return bool(self.columns(schema, table))
+
+    #: whether a :meth:`transaction` block is open (statements run in it, not on their own)
+    in_transaction = False
 
     def exists(self, schema: str, table: str, catalog: str | None = None) -> bool:
         """Whether the table (or view) is there, as :meth:`columns` would say, where an

@@ -112,7 +112,7 @@ class DuckDBEngine(Engine):
         # the profile's settings (memory limit, time zone): the same bounds as dbt's runs
         settings = profiles.output(self.target, self.dbt_env()).get("settings") or {}
         with connect(self.path, read_only, settings) as con:  # type: ignore[arg-type]
-            yield DuckDBSession(self, con)
+            yield DuckDBSession(self, con, owns_connection=True)
 
     def check_exists(self) -> None:
         if not self.path.exists():
@@ -122,21 +122,65 @@ class DuckDBEngine(Engine):
         return {paths.WAREHOUSE_ENV: str(self.path)}
 
 
+#: Statements that change no table's columns (any other forgets the column lists).
+_KEEP_COLUMNS = (exp.Select, exp.Insert, exp.Delete, exp.Update, exp.Transaction, exp.Commit)
+
+
+def _tables_changed(statement: exp.Expression) -> set[str] | None:
+    """The names of the tables a statement may change the columns of (None: any).
+
+    >>> sorted(_tables_changed(exp.Create(kind="TABLE", this=exp.to_table("s.t"))))
+    ['t']
+    >>> sorted(_tables_changed(drop("VIEW", exp.to_table("s.v"))))
+    ['v']
+    >>> _tables_changed(exp.Command(this="CHECKPOINT")) is None
+    True
+    """
+    if isinstance(statement, exp.Drop):
+        tables = statement.args.get("tables") or [statement.this]
+        return {t.name for t in tables} if all(isinstance(t, exp.Table) for t in tables) else None
+    if isinstance(statement, exp.Create):
+        target = statement.this.this if isinstance(statement.this, exp.Schema) else statement.this
+        return {target.name} if isinstance(target, exp.Table) else None
+    if isinstance(statement, exp.Alter) and isinstance(statement.this, exp.Table):
+        renamed = {a.this.name for a in statement.args.get("actions") or [] if isinstance(a, exp.AlterRename)}
+        return {statement.this.name, *renamed}
+    return None
+
+
 class DuckDBSession(TransactionalSession):
     # information_schema.columns is a view renaming the columns of duckdb_columns():
     # the same rows, read without the view's thirty other columns (a third cheaper; a
     # build reads the columns of a table a dozen times)
     COLUMN_LISTING = ("duckdb_columns()", "schema_name", "table_name", "database_name", "column_index")
 
-    def __init__(self, engine: DuckDBEngine, con: duckdb.DuckDBPyConnection):
+    def __init__(self, engine: DuckDBEngine, con: duckdb.DuckDBPyConnection, owns_connection: bool = False):
         super().__init__(engine)
         self.con = con
+        self._open_blocks = 0  # transaction blocks open: an inner one joins the outer one
+        # Column lists, kept while only this session's statements can change them: its own
+        # connection to the file (DuckDB has one writer per file; a scratch connection that
+        # lets the file go between holds keeps none). A watch cycle asked for the same few
+        # tables' columns a dozen times, each a scan of every column in the catalog.
+        self._columns: dict[tuple[str, str, str | None], dict[str, str]] | None = {} if owns_connection else None
 
     def execute(self, statement: exp.Expression) -> None:
+        if self._columns and not isinstance(statement, _KEEP_COLUMNS):
+            names = _tables_changed(statement)
+            for key in [k for k in self._columns if names is None or k[1] in names]:
+                del self._columns[key]
         try:
             self.con.execute(self.sql(statement))
         except duckdb.Error as error:
             raise EngineError(str(error)) from None
+
+    def columns(self, schema: str, table: str, catalog: str | None = None) -> dict[str, str]:
+        if self._columns is None:
+            return super().columns(schema, table, catalog)
+        key = (schema, table, catalog)
+        if key not in self._columns:
+            self._columns[key] = super().columns(schema, table, catalog)
+        return dict(self._columns[key])
 
     def exists(self, schema: str, table: str, catalog: str | None = None) -> bool:
         # duckdb_columns() binds every view of the database to list its columns, the
@@ -173,19 +217,39 @@ class DuckDBSession(TransactionalSession):
         assert isinstance(change, DropView)
         return [drop("VIEW", change.view)]
 
+    @property
+    def in_transaction(self) -> bool:  # type: ignore[override]
+        return self._open_blocks > 0
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """A block inside another one joins its transaction: committed, or rolled back
+        (when an error leaves the outer block), with it."""
+        if self._open_blocks:
+            self._open_blocks += 1
+            try:
+                yield
+            finally:
+                self._open_blocks -= 1
+            return
         self.execute(exp.Transaction())
+        self._open_blocks = 1
         try:
             yield
         except BaseException:
-            self.execute(exp.Rollback())
+            self._open_blocks = 0
+            self.execute(exp.Rollback())  # (which forgets the column lists: a table may be gone)
             raise
+        self._open_blocks = 0
         self.execute(exp.Commit())
 
     @contextmanager
     def staging(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        yield self.con
+        try:
+            yield self.con
+        finally:  # what the caller created in the connection
+            if self._columns:
+                self._columns.clear()
 
     @contextmanager
     def staged(self, source: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> Iterator[dict[str, exp.Table]]:

@@ -112,16 +112,23 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
     return Outcome(t1, t0, measured, flagged)
 
 
-def attempt(session: Session, compiled: md.CompiledProject, as_of: dt.datetime, log: Callable[[str], None] | None = None) -> Outcome | None:
+def attempt(
+    session: Session, compiled: md.CompiledProject, as_of: dt.datetime, log: Callable[[str], None] | None = None,
+    then: Callable[[Outcome], None] | None = None,
+) -> Outcome | None:
     """:func:`refresh` in one transaction; None (and nothing changed) when a full
-    build is needed."""
+    build is needed. ``then`` (the publish) runs in the same transaction: if it fails,
+    the build schema stays where the published tables are, and one commit writes both."""
     if getattr(session, "con", None) is None or session.engine.dialect != "duckdb":
         if log is not None:
             log(f"{session.engine.target} builds in full")
         return None
     try:
         with session.transaction():  # rolled back when it raises, NotIncremental too
-            return refresh(session, compiled, as_of)
+            outcome = refresh(session, compiled, as_of)
+            if then is not None:
+                then(outcome)
+            return outcome
     except NotIncremental as why:
         if log is not None:
             log(str(why))

@@ -22,6 +22,7 @@ from segments.spec import model as m
 _CHANGED, _CHANGED_DAYS, _OLD, _OLD_SEQUENCES = "_refresh_changed", "_refresh_changed_days", "_refresh_old", "_refresh_old_sequences"
 _DELTA, _DAYS, _HISTORY_USERS, _HISTORY = "_refresh_delta", "_refresh_days", "_refresh_history_users", "_refresh_history"
 _ANCHORS, _FOLLOWUPS, _FOLLOWUP_HISTORY = "_refresh_anchors", "_refresh_followups", "_refresh_followup_history"
+_NEW = "_refresh_new"  # the measured users' new measures
 
 
 def changed_events(build: BuildSchema, found: Iterable[Edge], t0: dt.datetime, t1: dt.datetime, widen: dt.timedelta | None = None) -> exp.Query:
@@ -75,10 +76,9 @@ def refresh_measures(build: BuildSchema, found: list[Edge], t0: dt.datetime, t1:
     if not columns:
         return measured
     resolver = ms.EventRowResolver(compiled.catalog)
-    old = exp.select("*").from_(build.table(md.MEASURES)).where(user_in(MEASURED))
-    build.create_temp(_OLD, old)
+    build.copy_rows(_OLD, md.MEASURES, MEASURED)
     if md.SEQUENCES in {model.name for model in compiled.models}:
-        build.create_temp(_OLD_SEQUENCES, exp.select("*").from_(build.table(md.SEQUENCES)).where(user_in(MEASURED)))
+        build.copy_rows(_OLD_SEQUENCES, md.SEQUENCES, MEASURED)
     build.create_temp(_DELTA, exp.select("user_id", *deltas.changed_aggregates(columns, resolver, t0, t1)).from_(_CHANGED).group_by("user_id"))
 
     tables = [(_OLD, "o")]  # joined to the changed events' aggregates
@@ -129,7 +129,8 @@ def refresh_measures(build: BuildSchema, found: list[Edge], t0: dt.datetime, t1:
     for table, alias in tables:
         merged = merged.join(exp.to_table(table).as_(alias), on=exp.EQ(this=sx.col("user_id", alias), expression=sx.col("user_id", "d")), join_type="left")
     # a user whose only events left every measure keeps a row of zeros, as a full build would
-    build.replace_rows(md.MEASURES, MEASURED, merged)
+    build.create_temp(_NEW, merged)  # the follow-ups read them here, not among a million rows
+    build.replace_rows(md.MEASURES, MEASURED, exp.select("*").from_(_NEW), copied=_OLD)
     if compiled.measures.followup_columns:
         refresh_followups(build, t0, t1)
     return measured
@@ -167,7 +168,7 @@ def refresh_followups(build: BuildSchema, t0: dt.datetime, t1: dt.datetime) -> N
         *[exp.alias_(sx.col(a, "n"), f"{a}__now") for a in anchors],
         *[exp.alias_(sx.col(a, "o"), f"{a}__then") for a in anchors],
     ).from_(exp.to_table(MEASURED).as_("u"))
-    for table, alias in ((build.table(md.MEASURES), "n"), (exp.to_table(_OLD), "o")):
+    for table, alias in ((exp.to_table(_NEW), "n"), (exp.to_table(_OLD), "o")):
         anchor_rows = anchor_rows.join(table.as_(alias), on=exp.EQ(this=sx.col("user_id", alias), expression=sx.col("user_id", "u")), join_type="left")
     build.create_temp(_ANCHORS, anchor_rows)
 
@@ -228,4 +229,4 @@ def refresh_followups(build: BuildSchema, t0: dt.datetime, t1: dt.datetime) -> N
     for table, alias in ((_FOLLOWUPS, "f"), (_OLD_SEQUENCES, "os"), (_FOLLOWUP_HISTORY, "h")):
         rows = rows.join(exp.to_table(table).as_(alias), on=exp.EQ(this=sx.col("user_id", alias), expression=sx.col("user_id", "x")), join_type="left")
     rows = rows.where(sx.or_(*[exp.Not(this=exp.Is(this=now_of(c), expression=exp.null())) for c in followups]))
-    build.replace_rows(md.SEQUENCES, MEASURED, rows)
+    build.replace_rows(md.SEQUENCES, MEASURED, rows, copied=_OLD_SEQUENCES)

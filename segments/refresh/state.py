@@ -40,12 +40,19 @@ class State:
 
 
 def events_upto(build: BuildSchema, as_of: dt.datetime, since: dt.datetime | None = None) -> int:
-    """Events up to ``as_of`` (after ``since`` only: a range time-ordered events skip to)."""
-    upto = exp.LTE(this=exp.column("occurred_at"), expression=sx.timestamp_literal(as_of))
+    """Events up to ``as_of`` (after ``since`` only: a range time-ordered events skip to).
+
+    Counted as the events with a time less those after ``as_of``: DuckDB skips the
+    blocks of time-ordered events that end before an instant, but counting up to one
+    it read every block in some cycles of the watch (20-60 ms against 1 ms)."""
+    events, when = build.table(md.EVENTS), exp.column("occurred_at")
+    after = exp.GT(this=when.copy(), expression=sx.timestamp_literal(as_of))
     if since is not None:
-        upto = sx.and_(exp.GT(this=exp.column("occurred_at"), expression=sx.timestamp_literal(since)), upto)
-    query = exp.select(exp.Count(this=exp.Star())).from_(build.table(md.EVENTS)).where(upto)
-    return int(build.rows(query)[0][0])
+        upto = sx.and_(exp.GT(this=when, expression=sx.timestamp_literal(since)), exp.not_(after))
+        return int(build.rows(exp.select(exp.Count(this=exp.Star())).from_(events).where(upto))[0][0])
+    timed = exp.select(exp.Count(this=when)).from_(events).subquery()
+    later = exp.select(exp.Count(this=exp.Star())).from_(events.copy()).where(after).subquery()
+    return int(build.rows(exp.select(exp.Sub(this=timed, expression=later)))[0][0])
 
 
 def inputs_fingerprint(build: BuildSchema) -> str:

@@ -15,7 +15,7 @@ from segments.refresh.edges import Edge, is_as_of
 
 _NEW_TRAITS = "int_user_traits__refresh"
 _TRAITS_FRESH, _TRAITS_CHANGED = "_refresh_traits_fresh", "_refresh_traits_changed"
-_TRAITS_MOVED, _RESCORED = "_refresh_traits_moved", "_refresh_rescored"
+_TRAITS_MOVED, _RESCORED, _TRAITS_OLD = "_refresh_traits_moved", "_refresh_rescored", "_refresh_traits_old"
 
 
 def refresh_traits(build: BuildSchema, users: str, as_of: dt.datetime) -> exp.Query | None:
@@ -36,7 +36,8 @@ def refresh_traits(build: BuildSchema, users: str, as_of: dt.datetime) -> exp.Qu
     columns = [e.alias_or_name for e in per_user.expressions]
     fresh = build.query(traits, {md.UNIVERSE: build.only(md.UNIVERSE, users, as_of)}, as_of, tree=per_user.copy())
     build.create_temp(_TRAITS_FRESH, fresh)
-    old = exp.select(*columns).from_(build.table(traits)).where(user_in(users))
+    build.copy_rows(_TRAITS_OLD, traits, users, columns)
+    old = exp.select(*columns).from_(_TRAITS_OLD)
     fresh_rows = exp.select(*columns).from_(_TRAITS_FRESH)
     # each EXCEPT in parentheses: set operations chain left to right
     moved = exp.union(exp.except_(fresh_rows, old).subquery(), exp.except_(old.copy(), fresh_rows.copy()).subquery(), distinct=False)
@@ -44,7 +45,7 @@ def refresh_traits(build: BuildSchema, users: str, as_of: dt.datetime) -> exp.Qu
     if not build.count(_TRAITS_MOVED):
         return None  # no user's own traits changed: nor do the ranks
     # their scores are left missing here, and set by the rescoring below
-    build.replace_rows(traits, _TRAITS_MOVED, exp.select(*columns).from_(_TRAITS_FRESH).where(user_in(_TRAITS_MOVED)))
+    build.replace_rows(traits, _TRAITS_MOVED, exp.select(*columns).from_(_TRAITS_FRESH).where(user_in(_TRAITS_MOVED)), copied=_TRAITS_OLD)
     changed: list[exp.Query] = [exp.select("user_id").from_(_TRAITS_MOVED)]
     for i, quantile in enumerate(build.compiled.quantiles):
         rescored = f"{_RESCORED}_{i}"
