@@ -42,6 +42,7 @@ from sync.destinations.options import resolve_options
 from sync.errors import SinkError, TerminalError
 from sync.http import DEFAULT_TIMEOUT, Clock, HttpClient, RateLimiter, RetryPolicy, new_session
 from sync.places import open_place
+from sync.scratch import ScratchDatabase
 from sync.store import MEMORY_LIMIT, MEMORY_LIMIT_ENV, PLAN, PlanSummary, Since, Store, Wanted
 
 SUCCEEDED, FAILED, BLOCKED, PLANNED, SKIPPED = "succeeded", "failed", "blocked", "planned", "skipped"
@@ -121,6 +122,8 @@ class Settings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     progress: Progress = field(default_factory=Progress)
     timeout: tuple[float, float] = DEFAULT_TIMEOUT  # connect, read (seconds) of each request
+    #: a scratch database for run after run (segments watch); None: one of its own per run
+    scratch: ScratchDatabase | None = None
 
 
 def select_pairs(project: m.Project, destination: str | None = None, segment: str | None = None) -> list[Pair]:
@@ -223,7 +226,7 @@ class Engine:
             routed = [(p.segment, p.owner) for p in pairs if p.destination == name]
             check_owners(name, destination.options.get("owners"), routed)
         pairs = [p for name in destinations for p in pairs if p.destination == name]  # one destination after another
-        with open_place(self.warehouse, read_only=dry_run) as place:
+        with open_place(self.warehouse, read_only=dry_run, kept=self.settings.scratch) as place:
             store = Store(place, self.project.catalog)
             store.limit_resources(self.settings.env.get(MEMORY_LIMIT_ENV, MEMORY_LIMIT))
             if dry_run:

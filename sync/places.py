@@ -36,7 +36,7 @@ from segments.engines.base import Session
 from segments.engines.duckdb_engine import DuckDBEngine, DuckDBSession
 from segments.errors import SegmentsError
 from sync.ledger import Ledger
-from sync.scratch import WAREHOUSE, Scratch, open_scratch
+from sync.scratch import WAREHOUSE, Scratch, ScratchDatabase, open_scratch
 
 SYNC_STATE_ENV = "SEGMENTS_SYNC_STATE"  # Spark: the DuckDB file of the sync tables
 
@@ -134,21 +134,22 @@ def _advisory_lock(session: Session, destination: str) -> Iterator[None]:
 
 
 @contextmanager
-def open_place(engine: engines.Engine, read_only: bool = False) -> Iterator[Place]:
-    """The place of a sync on ``engine``; ``read_only`` for a dry run."""
+def open_place(engine: engines.Engine, read_only: bool = False, kept: ScratchDatabase | None = None) -> Iterator[Place]:
+    """The place of a sync on ``engine``; ``read_only`` for a dry run; ``kept``, a
+    scratch database kept from run to run (:class:`sync.scratch.ScratchDatabase`)."""
     ledger_file = sync_state_file(engine)
     if isinstance(engine, DuckDBEngine):
-        with open_scratch(ledger_file, read_only) as scratch:
+        with open_scratch(ledger_file, read_only, kept) as scratch:
             session = DuckDBSession(engine, scratch.con)
             yield Place(engine, scratch, session, Ledger(session, engine.target_schema, WAREHOUSE), ledger_file)
         return
     with engine.connect(read_only=read_only) as session:
         if ledger_file is None:
-            with open_scratch(None) as scratch:
+            with open_scratch(None, kept=kept) as scratch:
                 yield Place(engine, scratch, session, Ledger(session, engine.target_schema), None)
             return
         ledger_file.parent.mkdir(parents=True, exist_ok=True)
-        with open_scratch(ledger_file, read_only and ledger_file.exists()) as scratch:
+        with open_scratch(ledger_file, read_only and ledger_file.exists(), kept) as scratch:
             ledger = Ledger(DuckDBSession(DuckDBEngine(ledger_file), scratch.con), "main", WAREHOUSE)
             yield Place(engine, scratch, session, ledger, ledger_file)
 

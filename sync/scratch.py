@@ -13,15 +13,19 @@ that finds the file busy retries for :data:`BUSY_WAIT` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 import duckdb
+from sqlglot import exp
 
 from segments import warehouse
+from segments.engines.base import duckdb_setting
 
 WAREHOUSE = "wh"  # the warehouse's name while attached
 IN_MEMORY = ":memory:"  # DuckDB's name for a database of its own memory
@@ -101,11 +105,50 @@ class Scratch:
         return bool(self._holds)
 
 
+class ScratchDatabase:
+    """A scratch database kept for run after run (``segments watch``): each run works in
+    a connection of its own (:func:`open_scratch`), whose temporary tables go with it.
+    Opening a DuckDB database and reading an attached warehouse's catalog for the first
+    time cost a watch cycle 25ms, more than its plans; here they are paid once.
+    :meth:`close` deletes it, and so does the garbage collector."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="segments-sync-")
+        self._connection = warehouse.connect(Path(IN_MEMORY), settings={"temp_directory": self._folder.name})
+        self.con = self._connection.__enter__()
+        self._closed = weakref.finalize(self, ScratchDatabase._close, self._connection, self._folder)
+
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection of one run; the warehouse is detached when it ends (an attached
+        database belongs to the whole database, and holds the warehouse file)."""
+        con = self.con.cursor()
+        try:
+            duckdb_setting(con, "TimeZone", "UTC")
+            yield con
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.execute(exp.Detach(this=exp.to_identifier(WAREHOUSE), exists=True).sql(dialect="duckdb"))
+            con.close()
+
+    def close(self) -> None:
+        self._closed()
+
+    @staticmethod
+    def _close(connection: AbstractContextManager[duckdb.DuckDBPyConnection], folder: tempfile.TemporaryDirectory) -> None:
+        connection.__exit__(None, None, None)
+        folder.cleanup()
+
+
 @contextmanager
-def open_scratch(warehouse_file: Path | None, read_only: bool = False) -> Iterator[Scratch]:
-    """A fresh scratch database for one run, deleted with its folder afterwards,
-    attaching ``warehouse_file`` while held; ``read_only`` attaches it read-only
-    (a dry run)."""
+def open_scratch(warehouse_file: Path | None, read_only: bool = False, kept: ScratchDatabase | None = None) -> Iterator[Scratch]:
+    """A fresh scratch database for one run, deleted with its folder afterwards (or a
+    connection of ``kept``), attaching ``warehouse_file`` while held; ``read_only``
+    attaches it read-only (a dry run)."""
+    if kept is not None:
+        with kept.connection() as con:
+            yield Scratch(con, warehouse_file, read_only)
+        return
     with tempfile.TemporaryDirectory(prefix="segments-sync-") as folder:
         # An in-memory database whose temporary tables (all of the scratch's) spill to
         # the folder: a database file held nothing more and cost 10ms to create and close

@@ -49,6 +49,7 @@ from segments.spec import model as m
 from segments.spec.timeparse import utc_now
 from sync import engine as sync_engine
 from sync.http import new_session
+from sync.scratch import ScratchDatabase
 from sync.store import Since
 
 STATE = "segments_watch_state"
@@ -312,13 +313,15 @@ class Watcher:
         return self._compiled[1]
 
     def _sync_settings(self) -> object:
-        """The sync engine's settings with one keep-alive HTTP session for every cycle:
-        a cycle sends a few small batches, and a new connection per cycle would cost
-        more than they do."""
+        """The sync engine's settings with one keep-alive HTTP session and one scratch
+        database for every cycle: a cycle sends a few small batches, and a new
+        connection per cycle, or a new database, would cost more than they do."""
         if self._settings is None:
             settings = self.sync_settings or sync_engine.Settings()
             if settings.session is None:  # type: ignore[attr-defined]
                 settings = dataclasses.replace(settings, session=new_session())  # type: ignore[type-var]
+            if settings.scratch is None:  # type: ignore[attr-defined]
+                settings = dataclasses.replace(settings, scratch=ScratchDatabase())  # type: ignore[type-var]
             self._settings = settings
         return self._settings
 
