@@ -112,6 +112,7 @@ def build(
     full_refresh: bool = False,
     force: bool = False,
     on_published: Callable[[Session], None] | None = None,
+    compiled: Compiled | None = None,
 ) -> BuildResult:
     """Compile for the target's dialect, check the inputs, ``dbt build`` once, then
     publish atomically.
@@ -130,12 +131,14 @@ def build(
         on_published: called with the session that published, once it has: what a
             caller reads next (``segments watch``: the events it saw, the sizes) costs
             no second opening of the warehouse.
+        compiled: :func:`compile_specs` of ``specs_dir`` for the target's dialect, kept
+            by a caller that builds again and again while no spec changes (the watch).
     """
     from segments import dbtrun, refresh
 
     started = time.monotonic()
     engine = engines.get(target, warehouse_file)
-    result = compile_specs(specs_dir, engine.dialect)
+    result = compiled if compiled is not None and compiled.dialect == engine.dialect else compile_specs(specs_dir, engine.dialect)
     if not result.compiled.segments and not force:
         raise SegmentsError(publish_guard.empty_specs(specs_dir))
     reasons: list[str] = []

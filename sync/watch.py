@@ -46,7 +46,6 @@ from segments.compiler import models as md
 from segments.engines.base import ReplaceTable, Session, value, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
-from segments.spec.parse import load_project
 from segments.spec.timeparse import utc_now
 from sync import engine as sync_engine
 from sync.http import new_session
@@ -229,7 +228,7 @@ class Watcher:
         self._signature: tuple[tuple[int, int], ...] | None = None  # the warehouse files at the last look
         self._settings: object | None = None
         self._mark: Mark | None = None
-        self._parsed: tuple[tuple, m.Project] | None = None
+        self._compiled: tuple[tuple, pipeline.Compiled] | None = None
         #: (pair key, destination) -> what its destination holds, after this watcher's last cycle
         #: (before its first: what the warehouse recorded, :data:`SYNCED`)
         self._in_sync: dict[tuple[str, str], Since] = {}
@@ -256,7 +255,9 @@ class Watcher:
             published["events"] = events_upto(session, as_of)
             published["sizes"] = history.latest(session, realtime)
 
-        result = pipeline.build(self.specs_dir, self.warehouse_file, as_of, force=self.force, on_published=read_published)
+        result = pipeline.build(
+            self.specs_dir, self.warehouse_file, as_of, force=self.force, on_published=read_published, compiled=self._compile(),
+        )
         cycle = Cycle(as_of, full_because=result.full_because)
         cycle.timings["build"] = time.perf_counter() - started
         if result.refreshed is not None:
@@ -300,12 +301,16 @@ class Watcher:
         return cycle
 
     def _project(self) -> m.Project:
-        """The specs, parsed again only when a file under the specs folder changed."""
+        return self._compile().project
+
+    def _compile(self) -> pipeline.Compiled:
+        """The specs parsed and compiled, again only when a file under the specs folder
+        changed."""
         files = sorted(p for p in self.specs_dir.rglob("*") if p.is_file())
         stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
-        if self._parsed is None or self._parsed[0] != stamp:
-            self._parsed = (stamp, load_project(self.specs_dir))
-        return self._parsed[1]
+        if self._compiled is None or self._compiled[0] != stamp:
+            self._compiled = (stamp, pipeline.compile_specs(self.specs_dir, self.engine.dialect))
+        return self._compiled[1]
 
     def _sync_settings(self) -> object:
         """The sync engine's settings with one keep-alive HTTP session and one scratch

@@ -19,8 +19,12 @@ with window functions (quantiles rank every user) are computed again for everyon
 compared, so only users whose traits changed are flagged again.
 
 The refresh runs the same queries as the dbt models, restricted to those users, in one
-DuckDB transaction against the tables dbt built; it costs in proportion to the users
-it touches, not to the events. A full build pays only for writing the small state row
+DuckDB transaction against the tables dbt built, the publish included (:func:`attempt`);
+it costs in proportion to the users it touches, not to the events, but for reading
+each table's user ids: finding a few hundred users among a million rows reads all their
+ids (DuckDB has no lookup by key for a join: an ART index on ``user_id`` was not used,
+measured), so a row a step has read is deleted later by its ``rowid``
+(:meth:`BuildSchema.copy_rows`). A full build pays only for writing the small state row
 (:func:`record`).
 """
 
