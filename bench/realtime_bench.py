@@ -257,8 +257,9 @@ def timed_stages(stages: dict[str, list[float]]) -> Iterator[None]:
     """Times the build's stages by wrapping the functions ``pipeline.build`` calls."""
     targets: list[tuple[object, str, str]] = [
         (pipeline, "compile_specs", "compile"), (pipeline, "write_models", "write models"),
-        (wh, "check_inputs", "input checks"), (refresh, "attempt", "refresh"),
-        (wh, "publish", "publish"), (wh, "segment_sizes", "sizes"),
+        (wh, "check_inputs", "input checks"), (refresh, "attempt", "refresh and its publish (one transaction)"),
+        (wh, "publish", "of which the publish"), (wh, "segment_sizes", "sizes"),
+        (sync_store.Store, "plan_since", "sync: plans since the last cycle"),
         (sync_store.Store, "read_moved", "sync: the moved users' rows (one read)"),
         (sync_store.Store, "make_plan", "sync: plans"), (sync_store.Store, "start_runs", "sync: runs started"),
         (sync_engine, "_answered", "sync: waiting on the receiver"),
