@@ -27,6 +27,7 @@ from segments.engines.base import (
     DropView,
     EngineError,
     PartialChange,
+    ROWID_COPY,
     ReplaceRows,
     ReplaceTable,
     ReplaceView,
@@ -202,9 +203,7 @@ def _published_rows(
     users = exp.select("user_id").from_(exp.to_table(changed_users))
     stamp = ("as_of", sx.timestamp_literal(as_of)) if table == md.MEMBERSHIP else None
     rows = exp.select("*").from_(exp.to_table(new_rows)) if new_rows else built.where(exp.column("user_id").isin(query=users.copy()))
-    from segments.history import ROW  # (as publish: a preview starts without it)
-
-    rowids = exp.select(ROW).from_(exp.to_table(old_rows)) if old_rows else None
+    rowids = exp.select(ROWID_COPY).from_(exp.to_table(old_rows)) if old_rows else None
     return ReplaceRows(engine.table(table), users, rows, stamp, rowids)
 
 

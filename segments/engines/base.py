@@ -97,6 +97,10 @@ def stamp_every_row(table: exp.Table, column: str, value: exp.Expression) -> exp
 
 Change = ReplaceTable | ReplaceView | DropView | ReplaceRows
 
+#: The column in which a copy of some rows keeps each row's ``rowid`` in its table, for
+#: :class:`ReplaceRows` (and a refresh's own deletes) to delete the rows by (DuckDB).
+ROWID_COPY = "_row"
+
 # sqlglot types each catalog type accepts in an input column, whatever the engine.
 _TEXT = frozenset(exp.DataType.TEXT_TYPES)
 _NUMBER = frozenset(exp.DataType.NUMERIC_TYPES) - {exp.DataType.Type.BIT}

@@ -11,15 +11,13 @@ from sqlglot import exp
 from segments.compiler import models as md
 from segments.compiler import render
 from segments.compiler import sqlexpr as sx
-from segments.engines.base import Session, drop
+from segments.engines.base import ROWID_COPY, Session, drop
 from segments.refresh.edges import Edge, is_as_of
 
 #: Temporary tables of one refresh: users whose measures / flags are computed again,
 #: and the new membership rows of the flagged users (what publish and the history read
 #: instead of scanning the whole membership again).
 MEASURED, FLAGGED, MEMBERS = "_refresh_measured", "_refresh_flagged", "_refresh_members"
-#: The column of a copied row (:meth:`BuildSchema.copy_rows`) that holds its place in its table.
-ROW = "_row"
 
 
 class BuildSchema:
@@ -73,12 +71,12 @@ class BuildSchema:
     def copy_rows(self, name: str, model: str, users: str, columns: list[str] | None = None) -> None:
         """Temporary table ``name``: the rows of table ``model`` of the users of
         ``users`` (``columns`` of them, or all), each with its ``rowid`` in the table as
-        :data:`ROW`, which :meth:`replace_rows` deletes them by. Finding a few hundred
+        :data:`~segments.engines.base.ROWID_COPY`, which :meth:`replace_rows` deletes them by. Finding a few hundred
         users among a million rows means reading every row's user id: by ``rowid``, the
         delete reads none (measured 14 ms against 3 ms at 1M rows). A ``rowid`` holds
         within one transaction, which the refresh is."""
         selected = [exp.column(c) for c in columns] if columns else [exp.Star()]
-        query = exp.select(exp.alias_(exp.column("rowid"), ROW), *selected).from_(self.table(model)).where(user_in(users))
+        query = exp.select(exp.alias_(exp.column("rowid"), ROWID_COPY), *selected).from_(self.table(model)).where(user_in(users))
         self.create_temp(name, query)
 
     def replace_rows(self, model: str, users: str, rows: exp.Query, copied: str | None = None) -> None:
@@ -88,7 +86,7 @@ class BuildSchema:
         if copied is None:
             where = user_in(users)
         else:
-            where = exp.column("rowid").isin(query=exp.select(ROW).from_(exp.to_table(copied)).where(user_in(users)))
+            where = exp.column("rowid").isin(query=exp.select(ROWID_COPY).from_(exp.to_table(copied)).where(user_in(users)))
         self.run(exp.delete(self.table(model), where=where))
         self.run(exp.Insert(this=self.table(model), expression=rows, by_name=True))
 
