@@ -42,8 +42,7 @@ from pathlib import Path
 from sqlglot import exp
 
 from segments import engines, history, pipeline, refresh
-from segments.compiler import models as md
-from segments.engines.base import ReplaceTable, Session, value, values_query
+from segments.engines.base import ReplaceTable, Session, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from segments.spec.timeparse import utc_now
@@ -115,6 +114,16 @@ class Cycle:
         return text + "".join(f"; {problem}" for problem in [*self.waiting, *self.problems])
 
 
+@dataclass(frozen=True)
+class _Published:
+    """What a cycle reads in the session that published: the events up to its
+    ``as_of``, the newest one's time, and the real-time segments' sizes."""
+
+    events: int
+    newest: dt.datetime | None
+    sizes: dict[str, history.BuildSize]
+
+
 def realtime_segments(project: m.Project) -> list[str]:
     """The segments of the specs with ``refresh: realtime`` (every tier of a tiered one)."""
     return [name for spec in project.segments if spec.realtime for name in spec.segment_names()]
@@ -153,22 +162,12 @@ def read_synced(session: Session) -> dict[tuple[str, str], Since]:
     return {(str(key), str(destination)): Since(as_of, int(audience)) for destination, key, as_of, audience in rows}
 
 
-def events_upto(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
-    """How many events lie at or before ``as_of``, and the newest one's time (the build
-    schema's events model is a view of the catalog's events table: it counts arrivals)."""
-    engine = session.engine
-    when = exp.column("occurred_at")
-    query = exp.select(exp.Count(this=exp.Star()), exp.Max(this=when)).from_(engine.table(md.EVENTS, engine.build_schema))
-    count, newest = session.rows(query.where(exp.LTE(this=when, expression=value(as_of, _TIME))))[0]
-    return int(count), newest
-
-
 def new_events(session: Session, mark: Mark, at: dt.datetime) -> int:
     """Events at or before ``at`` that the last cycle did not count (0 before the first
     cycle): what makes a cycle worth running before its interval is up."""
     if mark.as_of is None:
         return 0
-    return max(events_upto(session, max(at, mark.as_of))[0] - mark.events_seen, 0)
+    return max(refresh.events_upto(session, max(at, mark.as_of)) - mark.events_seen, 0)
 
 
 def size_check_problem(size: history.BuildSize, limit: float) -> str | None:
@@ -249,11 +248,10 @@ class Watcher:
             as_of = mark.as_of  # never evaluate behind the mark: the refresh would start over
         project = self._project()
         realtime = realtime_segments(project)
-        published: dict[str, object] = {}
+        published: list[_Published] = []
 
         def read_published(session: Session) -> None:  # in the build's own session: no second opening
-            published["events"] = events_upto(session, as_of)
-            published["sizes"] = history.latest(session, realtime)
+            published.append(_Published(*refresh.events_seen(session, as_of), history.latest(session, realtime)))
 
         result = pipeline.build(
             self.specs_dir, self.warehouse_file, as_of, force=self.force, on_published=read_published, compiled=self._compile(),
@@ -262,9 +260,8 @@ class Watcher:
         cycle.timings["build"] = time.perf_counter() - started
         if result.refreshed is not None:
             cycle.reevaluated = result.refreshed.flagged
-        seen, newest = published["events"]  # type: ignore[misc]
+        seen, newest, sizes = published[0].events, published[0].newest, published[0].sizes
         cycle.events_seen = max(seen - mark.events_seen, 0) if mark.as_of is not None else seen
-        sizes: dict[str, history.BuildSize] = published["sizes"]  # type: ignore[assignment]
         waiting = set()
         for name in realtime:
             size = sizes.get(name)

@@ -42,10 +42,13 @@ from segments.engines.base import Session, stamp_every_row
 from segments.refresh.build import FLAGGED, MEASURED, MEMBERS, BuildSchema, create_users, edge_users
 from segments.refresh.edges import Edge, NotIncremental, edges
 from segments.refresh.measures import refresh_measures
-from segments.refresh.state import STATE, State, events_upto, fingerprint, forget, inputs_fingerprint, read_state, record, write_state
+from segments.refresh.state import STATE, State, events_seen, events_upto, fingerprint, forget, inputs_fingerprint, read_state, record, write_state
 from segments.refresh.traits import refresh_traits, source_edges
 
-__all__ = ["FLAGGED", "MEASURED", "MEMBERS", "STATE", "Edge", "NotIncremental", "Outcome", "attempt", "edges", "forget", "record", "refresh"]
+__all__ = [
+    "FLAGGED", "MEASURED", "MEMBERS", "STATE", "Edge", "NotIncremental", "Outcome", "attempt", "edges", "events_seen",
+    "events_upto", "forget", "record", "refresh",
+]
 
 _FLAGS, _TRAITED = "_refresh_flags", "_refresh_traited"
 
@@ -77,7 +80,7 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
         raise NotIncremental("the compiled models changed")
     if as_of < state.as_of:
         raise NotIncremental("as_of is earlier than the last build's")
-    if events_upto(build, state.as_of) != state.events_upto:
+    if events_upto(session, state.as_of) != state.events_upto:
         raise NotIncremental("events up to the last build's as_of changed")
     inputs = inputs_fingerprint(build)
     if inputs != state.inputs:
@@ -111,7 +114,7 @@ def refresh(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) 
     build.replace_rows(md.MEMBERSHIP, FLAGGED, exp.select("*").from_(MEMBERS))
     if t1 != t0:
         build.run(stamp_every_row(build.table(md.MEMBERSHIP), "as_of", sx.timestamp_literal(t1)))
-    new_events = state.events_upto + events_upto(build, t1, since=t0)  # those up to T0 were checked above
+    new_events = state.events_upto + events_upto(session, t1, since=t0)  # those up to T0 were checked above
     write_state(build, State(t1, state.fingerprint, new_events, inputs))
     return Outcome(t1, t0, measured, flagged)
 

@@ -39,20 +39,37 @@ class State:
     inputs: str
 
 
-def events_upto(build: BuildSchema, as_of: dt.datetime, since: dt.datetime | None = None) -> int:
-    """Events up to ``as_of`` (after ``since`` only: a range time-ordered events skip to).
+def _upto(session: Session, as_of: dt.datetime) -> exp.Expression:
+    """``(events with a time) - (events after as_of)``: the events up to ``as_of``.
 
-    Counted as the events with a time less those after ``as_of``: DuckDB skips the
-    blocks of time-ordered events that end before an instant, but counting up to one
-    it read every block in some cycles of the watch (20-60 ms against 1 ms)."""
-    events, when = build.table(md.EVENTS), exp.column("occurred_at")
-    after = exp.GT(this=when.copy(), expression=sx.timestamp_literal(as_of))
-    if since is not None:
-        upto = sx.and_(exp.GT(this=when, expression=sx.timestamp_literal(since)), exp.not_(after))
-        return int(build.rows(exp.select(exp.Count(this=exp.Star())).from_(events).where(upto))[0][0])
+    Counted that way because DuckDB skips the blocks of time-ordered events that end
+    before an instant, but counting up to one it read every block in some cycles of
+    the watch (20-60 ms against 1 ms)."""
+    events, when = session.engine.table(md.EVENTS, session.engine.build_schema), exp.column("occurred_at")
     timed = exp.select(exp.Count(this=when)).from_(events).subquery()
-    later = exp.select(exp.Count(this=exp.Star())).from_(events.copy()).where(after).subquery()
-    return int(build.rows(exp.select(exp.Sub(this=timed, expression=later)))[0][0])
+    later = exp.select(exp.Count(this=exp.Star())).from_(events.copy()).where(when.copy() > sx.timestamp_literal(as_of))
+    return exp.Sub(this=timed, expression=later.subquery())
+
+
+def events_upto(session: Session, as_of: dt.datetime, since: dt.datetime | None = None) -> int:
+    """Events up to ``as_of`` (after ``since`` only: a range time-ordered events skip to)."""
+    if since is None:
+        return int(session.rows(exp.select(_upto(session, as_of)))[0][0])
+    when = exp.column("occurred_at")
+    upto = sx.and_(when > sx.timestamp_literal(since), when.copy() <= sx.timestamp_literal(as_of))
+    events = session.engine.table(md.EVENTS, session.engine.build_schema)
+    return int(session.rows(exp.select(exp.Count(this=exp.Star())).from_(events).where(upto))[0][0])
+
+
+def events_seen(session: Session, as_of: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """Events up to ``as_of`` and the newest one's time, in one statement (the watch:
+    the build schema's events model is a view of the catalog's events table, so the
+    count grows as events arrive)."""
+    when = exp.column("occurred_at")
+    events = session.engine.table(md.EVENTS, session.engine.build_schema)
+    newest = exp.select(exp.Max(this=when)).from_(events).where(when.copy() <= sx.timestamp_literal(as_of))
+    count, latest = session.rows(exp.select(_upto(session, as_of), newest.subquery()))[0]
+    return int(count), latest
 
 
 def inputs_fingerprint(build: BuildSchema) -> str:
@@ -105,7 +122,7 @@ def record(session: Session, compiled: md.CompiledProject, as_of: dt.datetime) -
     if session.engine.dialect != "duckdb":
         return
     build = BuildSchema(session, compiled)
-    write_state(build, State(as_of, fingerprint(compiled), events_upto(build, as_of), inputs_fingerprint(build)))
+    write_state(build, State(as_of, fingerprint(compiled), events_upto(session, as_of), inputs_fingerprint(build)))
 
 
 def forget(session: Session) -> None:
