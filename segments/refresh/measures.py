@@ -99,14 +99,19 @@ def refresh_measures(build: BuildSchema, found: list[Edge], t0: dt.datetime, t1:
     ]
     source: dict[str, tuple[str, str]] = {}  # history column -> (its users, its values)
     for i, group in enumerate(g for g in groups if g):
+        # only the columns some user needs history for: a scan reads as far back as the
+        # longest of their windows (one minute on, the carts leaving a 60-day window
+        # need history, rarely the purchases leaving a 180-day one)
+        group = columns_needing_history(build, group)
+        if not group:
+            continue  # no scan at all
         users_table, values_table = f"{_HISTORY_USERS}_{i}", f"{_HISTORY}_{i}"
         build.create_temp(users_table, users_needing_history(group))
-        read = bool(build.count(users_table))  # else no scan at all
         names = sorted({n for c in group for n in c.measure.filter.events})
         values = [exp.alias_(deltas._at(ms.aggregate(c, resolver), t1), c.name) for c in group]
         scan = (
             exp.select("user_id", *values).from_(build.relation(md.EVENTS, t1))
-            .where(sx.and_(event_names_in(tuple(names)), user_in(users_table)) if read else exp.false())
+            .where(sx.and_(event_names_in(tuple(names)), user_in(users_table)))
             .where(exp.LTE(this=exp.column("occurred_at"), expression=sx.timestamp_literal(t1)))
             .group_by("user_id")
         )
@@ -136,15 +141,26 @@ def refresh_measures(build: BuildSchema, found: list[Edge], t0: dt.datetime, t1:
     return measured
 
 
-def users_needing_history(columns: list[ms.MeasureColumn]) -> exp.Select:
-    """The users (of the changed events' aggregates ``d``, old rows ``o``) whose
-    ``columns`` are read again from history."""
-    needed = deltas.history_users(columns, "d", "o")
+def _changed_and_old(*selected: exp.Expression) -> exp.Select:
+    """``selected`` over the changed events' aggregates ``d``, each with its old row ``o``."""
     return (
-        exp.select(sx.col("user_id", "d")).from_(exp.to_table(_DELTA).as_("d"))
+        exp.select(*selected).from_(exp.to_table(_DELTA).as_("d"))
         .join(exp.to_table(_OLD).as_("o"), on=exp.EQ(this=sx.col("user_id", "o"), expression=sx.col("user_id", "d")), join_type="left")
-        .where(needed if needed is not None else exp.false())
     )
+
+
+def users_needing_history(columns: list[ms.MeasureColumn]) -> exp.Select:
+    """The users whose ``columns`` are read again from history."""
+    needed = deltas.history_users(columns, "d", "o")
+    return _changed_and_old(sx.col("user_id", "d")).where(needed if needed is not None else exp.false())
+
+
+def columns_needing_history(build: BuildSchema, columns: list[ms.MeasureColumn]) -> list[ms.MeasureColumn]:
+    """Those of ``columns`` some user is sent to history for (one count each, in one
+    statement over the changed users' aggregates)."""
+    conditions = [deltas.history_users([c], "d", "o") for c in columns]
+    counts = build.rows(_changed_and_old(*[sx.count_if(c if c is not None else exp.false()) for c in conditions]))[0]
+    return [c for c, count in zip(columns, counts) if count]
 
 
 def _reaches_back_to(columns: list[ms.MeasureColumn], t1: dt.datetime) -> dt.datetime | None:
