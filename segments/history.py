@@ -33,7 +33,7 @@ SIZES = "segment_size_history"
 ENTERED, EXITED = "entered", "exited"
 ARM = "arm"
 
-_TEXT, _TIME, _BIG = exp.DataType.Type.VARCHAR, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT
+_TEXT, _TIME, _BIG, _INT = exp.DataType.Type.VARCHAR, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.BIGINT, exp.DataType.Type.INT
 _COLUMNS: dict[str, dict[str, exp.DataType.Type]] = {
     HISTORY: {"segment_name": _TEXT, "user_id": _TEXT, "change": _TEXT, "as_of": _TIME, "published_at": _TIME,
               "arm": _TEXT},
@@ -77,6 +77,49 @@ def copy_published(session: Session, users: str) -> str | None:
     return PUBLISHED_OLD
 
 
+def _changes(session: Session, before: exp.Query, after: exp.Query, at: exp.Expression, now: exp.Expression) -> exp.Select:
+    """Who entered (a row ``after`` only) and who exited (``before`` only).
+
+    One full join of the old and the new membership finds both: one hash table, where
+    two EXCEPTs build two. It joins on a number per segment, not its name: at millions
+    of members the names filled most of the hash table (200 segments, 19M rows: 5.6 s
+    against 3.4 s). The numbers are given to the names the two sides hold, read first.
+    """
+    sides = exp.union(exp.select("segment_name").from_(after.copy().subquery("n")), exp.select("segment_name").from_(before.copy().subquery("o")))
+    names = sorted(str(row[0]) for row in session.rows(sides))
+    keys = values_query({"segment_name": _TEXT, "segment_key": _INT}, [[name, i] for i, name in enumerate(names)])
+
+    def keyed(rows: exp.Query) -> exp.Select:
+        joined = exp.column("segment_name", "k").eq(exp.column("segment_name", "r"))
+        return (
+            exp.select(exp.column("segment_key", "k"), exp.column("user_id", "r"), exp.column(ARM, "r"))
+            .from_(rows.copy().subquery("r")).join(keys.copy().subquery("k"), on=joined)
+        )
+
+    new, old = (lambda c: exp.column(c, "n")), (lambda c: exp.column(c, "o"))
+    entered = exp.If(this=old("user_id").is_(exp.null()), true=exp.convert(ENTERED))
+    changed = (
+        exp.select(
+            exp.alias_(exp.func("COALESCE", new("segment_key"), old("segment_key")), "segment_key"),
+            exp.alias_(exp.func("COALESCE", new("user_id"), old("user_id")), "user_id"),
+            exp.alias_(exp.Case(ifs=[entered], default=exp.convert(EXITED)), "change"),
+            exp.alias_(exp.func("COALESCE", new(ARM), old(ARM)), ARM),
+        )
+        .from_(keyed(after).subquery("n"))
+        .join(
+            keyed(before).subquery("o"), join_type="full outer",
+            on=exp.and_(new("segment_key").eq(old("segment_key")), new("user_id").eq(old("user_id"))),
+        )
+        .where(exp.or_(new("user_id").is_(exp.null()), old("user_id").is_(exp.null())))
+    )
+    c = lambda name: exp.column(name, "c")  # noqa: E731
+    return (
+        exp.select(exp.column("segment_name", "k"), c("user_id"), c("change"), at, now, c(ARM))
+        .from_(changed.subquery("c"))
+        .join(keys.copy().subquery("k"), on=exp.column("segment_key", "k").eq(c("segment_key")))
+    )
+
+
 def record(
     session: Session, segments: Sequence[str], as_of: dt.datetime, published_at: dt.datetime,
     users: str | None = None, new_rows: str | None = None, old_rows: str | None = None,
@@ -110,24 +153,7 @@ def record(
         before = exp.select(*key).from_(exp.to_table(old_rows)) if old_rows else before.where(only)
         after = _keys(exp.to_table(new_rows), built_columns) if new_rows else after.where(only.copy())
 
-    # One full join of the old and the new membership finds both who entered (no old
-    # row) and who left (no new row): one hash table, where two EXCEPTs build two.
-    new, old = (lambda c: exp.column(c, "n")), (lambda c: exp.column(c, "o"))
-    entered = exp.If(this=old("user_id").is_(exp.null()), true=exp.convert(ENTERED))
-    moved = (
-        exp.select(
-            exp.alias_(exp.func("COALESCE", new("segment_name"), old("segment_name")), "segment_name"),
-            exp.alias_(exp.func("COALESCE", new("user_id"), old("user_id")), "user_id"),
-            exp.alias_(exp.Case(ifs=[entered], default=exp.convert(EXITED)), "change"), at, now,
-            exp.alias_(exp.func("COALESCE", new(ARM), old(ARM)), ARM),
-        )
-        .from_(exp.alias_(exp.Subquery(this=after), "n", table=True))
-        .join(
-            exp.alias_(exp.Subquery(this=before), "o", table=True), join_type="full outer",
-            on=exp.and_(new("segment_name").eq(old("segment_name")), new("user_id").eq(old("user_id"))),
-        )
-        .where(exp.or_(new("user_id").is_(exp.null()), old("user_id").is_(exp.null())))
-    )
+    moved = _changes(session, before, after, at, now)
     statements: list[exp.Expression] = [
         create_table(table, {c: (kind, False, None) for c, kind in _COLUMNS[name].items()})
         for name, table in ((HISTORY, history), (SIZES, sizes))
