@@ -164,7 +164,7 @@ def preview(
         raise SegmentsError("--columns: name at least one users attribute, e.g. --columns city,plan")
     result = pipeline.preview(
         specs_dir(specs), duckdb_file, name, as_of_value(as_of), limit, target,
-        columns=chosen, show_pii=show_pii, full_sql=sql_full,
+        columns=chosen, show_pii=show_pii, sql="full" if sql_full else "rules" if show_sql else None,
     )
     if show_sql or sql_full:
         out.print(result.sql, markup=False, highlight=False)

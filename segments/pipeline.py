@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sqlglot import exp
 
@@ -208,7 +208,7 @@ class Preview:
     name: str
     segments: list[SegmentSample]
     columns: tuple[str, ...]
-    #: each segment's own query (its rule over the base), or the whole query
+    #: each segment's own query (its rule over the base), or the whole query; "" when not asked for
     sql: str
 
     @property
@@ -268,7 +268,7 @@ def preview(
     target: str = engines.DEFAULT_TARGET,
     columns: tuple[str, ...] = (),
     show_pii: bool = False,
-    full_sql: bool = False,
+    sql: Literal["rules", "full"] | None = None,
 ) -> Preview:
     """Size and sample of one segment (a tiered spec: each of its tiers), by running
     its compiled SQL directly on the target's engine: only the measures it needs, no
@@ -277,8 +277,9 @@ def preview(
     Args:
         columns: users attributes shown beside each member's id (PII ones only with
             ``show_pii``).
-        full_sql: ``sql`` is the whole query run, every model as a CTE, rather than
-            each segment's rule over the base.
+        sql: the SQL text to return too: each segment's rule over the base
+            (``rules``) or the whole query run, every model as a CTE (``full``);
+            None: none (rendering it costs a few tens of milliseconds).
     """
     project = load_project(specs_dir)
     wanted = preview_segments(project, segment)
@@ -337,9 +338,10 @@ def preview(
                 name: uploads.match_counts(session, project, name, lists)
                 for name in wanted if name in project.segment_names() and _is_upload(project, name)
             }
-    if full_sql:
-        sql = dialects.render(query, engine.dialect, pretty=True)
-    else:
+    text = ""
+    if sql == "full":
+        text = dialects.render(query, engine.dialect, pretty=True)
+    elif sql == "rules":
         parts_sql = []
         for name in wanted:
             rule = render.rule_query(compiled, name, as_of)
@@ -349,14 +351,14 @@ def preview(
                 f"-- {name}: its rule over {md.BASE} (one row per user of the universe; "
                 f"--sql-full prints the whole query){note}\n" + dialects.render(rule, engine.dialect, pretty=True)
             )
-        sql = "\n\n".join(parts_sql)
+        text = "\n\n".join(parts_sql)
     parts = []
     for name in wanted:
         mine = [row for row in rows if row[0] == name]
         size, holdout = (int(mine[0][-3]), int(mine[0][-2] or 0)) if mine else (0, 0)
         sample = [tuple("" if v is None else str(v) for v in row[1 : 2 + len(shown)]) for row in mine[:limit]]
         parts.append(SegmentSample(name, size, holdout, sample, matches.get(name)))
-    return Preview(segment, parts, shown, sql)
+    return Preview(segment, parts, shown, text)
 
 
 def _is_upload(project: Project, segment: str) -> bool:
