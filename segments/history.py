@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from segments.compiler import models as md
-from segments.engines.base import ROWID_COPY, Session, create_table, drop, value, values_query
+from segments.engines.base import Session, create_table, drop, rowid_as, value, values_query
 
 HISTORY = "segment_membership_history"
 SIZES = "segment_size_history"
@@ -71,7 +71,7 @@ def copy_published(session: Session, users: str) -> str | None:
     if not published:
         return None
     only = exp.column("user_id").isin(query=exp.select("user_id").from_(exp.to_table(users)))
-    rows = _keys(engine.table(md.MEMBERSHIP), published).select(exp.alias_(exp.column("rowid"), ROWID_COPY)).where(only)
+    rows = _keys(engine.table(md.MEMBERSHIP), published).select(rowid_as()).where(only)
     session.execute(drop("TABLE", exp.to_table(PUBLISHED_OLD)))
     session.create_temporary(PUBLISHED_OLD, rows)
     return PUBLISHED_OLD

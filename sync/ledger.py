@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from segments.engines.base import EngineError, Session, create_table, values_query
+from segments.engines.base import EngineError, Session, create_table, rowid_as, rowid_in, values_query
 from segments.errors import SegmentsError
 from segments.spec.timeparse import utc_now
 from sync.destinations.batches import RecordFailure
@@ -104,7 +104,7 @@ class Ledger:
     def states(self, destination: str, segments: Sequence[str] | None = None, rowid: str | None = None) -> exp.Select:
         """``(segment_name, user_id, remote_id)`` the destination holds from us for
         ``segments`` (None: every one), and each row's ``rowid`` as a column so named (DuckDB)."""
-        rowids = [exp.alias_(exp.column("rowid"), rowid)] if rowid else []
+        rowids = [rowid_as(rowid)] if rowid else []
         if not self.has(STATE):
             return values_query({"segment_name": _TEXT, "user_id": _TEXT, "remote_id": _TEXT, **({rowid: _BIG} if rowid else {})}, [])
         query = exp.select("segment_name", "user_id", "remote_id", *rowids).from_(self.table(STATE)).where(_is("destination", destination))
@@ -199,7 +199,7 @@ class Ledger:
         exactly those the rowids name.
         """
         if changes.removed_rows is not None:
-            by_rowid = exp.and_(exp.column("rowid").isin(query=changes.removed_rows), where.copy())
+            by_rowid = exp.and_(rowid_in(changes.removed_rows), where.copy())
             [(deleted,)] = self.session.rows(exp.delete(state, where=by_rowid))  # type: ignore[arg-type]
             if deleted == changes.removed:
                 return

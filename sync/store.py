@@ -34,7 +34,7 @@ from sqlglot import exp
 
 from segments import history, warehouse
 from segments.compiler import models as md
-from segments.engines.base import count_if, create_table, drop, duckdb_setting, value, values_query
+from segments.engines.base import count_if, create_table, drop, duckdb_setting, rowid_in, value, values_query
 from segments.errors import SegmentsError
 from segments.spec import model as m
 from sync.destinations.batches import Batch, BatchResult, EncodedChanges, LazyRecords, Record
@@ -338,7 +338,7 @@ class Store:
         membership = self.place.table(md.MEMBERSHIP)
         rows = (
             exp.select("segment_name", "user_id", "is_holdout", ARM).from_(membership)
-            .where(exp.column("rowid").isin(query=exp.select("rowid").from_(membership.copy()).where(among_moved(exp.column("user_id")))))
+            .where(rowid_in(exp.select("rowid").from_(membership.copy()).where(among_moved(exp.column("user_id")))))
         )
         members = (
             self._members(pairs[0][0], exp.to_table(MOVED_MEMBERS))  # one destination: the same fields and conditions

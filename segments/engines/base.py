@@ -72,7 +72,7 @@ class ReplaceRows:
 
     def statements(self) -> list[exp.Expression]:
         if self.rowids is not None:
-            where = exp.column("rowid").isin(query=self.rowids.copy())
+            where = rowid_in(self.rowids.copy())
         else:
             where = exp.column("user_id").isin(query=self.users.copy())
         statements: list[exp.Expression] = [
@@ -100,6 +100,26 @@ Change = ReplaceTable | ReplaceView | DropView | ReplaceRows
 #: The column in which a copy of some rows keeps each row's ``rowid`` in its table, for
 #: :class:`ReplaceRows` (and a refresh's own deletes) to delete the rows by (DuckDB).
 ROWID_COPY = "_row"
+
+
+def rowid_as(name: str = ROWID_COPY) -> exp.Expression:
+    """A row's place in its DuckDB table, selected as ``name``: a later statement of the
+    same transaction finds the row by it without reading the table's keys again (a
+    ``rowid`` holds within a transaction; a checkpoint may move it after).
+
+    >>> rowid_as().sql("duckdb")
+    'rowid AS _row'
+    """
+    return exp.alias_(exp.column("rowid"), name)
+
+
+def rowid_in(rows: exp.Query) -> exp.Expression:
+    """The rows whose ``rowid`` is among ``rows`` (one column, read by :func:`rowid_as`).
+
+    >>> rowid_in(exp.select(ROWID_COPY).from_("t")).sql("duckdb")
+    'rowid IN (SELECT _row FROM t)'
+    """
+    return exp.column("rowid").isin(query=rows)
 
 # sqlglot types each catalog type accepts in an input column, whatever the engine.
 _TEXT = frozenset(exp.DataType.TEXT_TYPES)

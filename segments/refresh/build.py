@@ -11,7 +11,7 @@ from sqlglot import exp
 from segments.compiler import models as md
 from segments.compiler import render
 from segments.compiler import sqlexpr as sx
-from segments.engines.base import ROWID_COPY, Session, drop
+from segments.engines.base import ROWID_COPY, Session, drop, rowid_as, rowid_in
 from segments.refresh.edges import Edge, is_as_of
 
 #: Temporary tables of one refresh: users whose measures / flags are computed again,
@@ -76,7 +76,7 @@ class BuildSchema:
         delete reads none (measured 14 ms against 3 ms at 1M rows). A ``rowid`` holds
         within one transaction, which the refresh is."""
         selected = [exp.column(c) for c in columns] if columns else [exp.Star()]
-        query = exp.select(exp.alias_(exp.column("rowid"), ROWID_COPY), *selected).from_(self.table(model)).where(user_in(users))
+        query = exp.select(rowid_as(), *selected).from_(self.table(model)).where(user_in(users))
         self.create_temp(name, query)
 
     def replace_rows(self, model: str, users: str, rows: exp.Query, copied: str | None = None) -> None:
@@ -86,7 +86,7 @@ class BuildSchema:
         if copied is None:
             where = user_in(users)
         else:
-            where = exp.column("rowid").isin(query=exp.select(ROWID_COPY).from_(exp.to_table(copied)).where(user_in(users)))
+            where = rowid_in(exp.select(ROWID_COPY).from_(exp.to_table(copied)).where(user_in(users)))
         self.run(exp.delete(self.table(model), where=where))
         self.run(exp.Insert(this=self.table(model), expression=rows, by_name=True))
 
