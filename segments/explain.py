@@ -382,9 +382,13 @@ def explain_users(
     alias = {key: f"c{index}" for index, key in enumerate(unique)}
     ids = [str(u) for u in dict.fromkeys(user_ids)]
     id_literals = [sx.literal(u) for u in ids]
-    flags = [md.segment_model_name(s) for s in compiled.segments]
+    # each segment's flag, read from its word of the table (the rules' order places them)
+    flags = [
+        exp.alias_(md.flag_set(word, bit, "f"), md.segment_model_name(name))
+        for name, (word, bit) in md.flag_bits(list(compiled.rules)).items()
+    ]
     base = (
-        exp.select(exp.Column(this=exp.Star(), table=sx.ident("b")), *[sx.col(f, "f") for f in flags])
+        exp.select(exp.Column(this=exp.Star(), table=sx.ident("b")), *flags)
         .from_(exp.Table(this=sx.ident(md.BASE), alias=exp.TableAlias(this=sx.ident("b"))))
         .join(exp.Table(this=sx.ident(md.FLAGS), alias=exp.TableAlias(this=sx.ident("f"))),
               on=exp.EQ(this=sx.col("user_id", "f"), expression=sx.col("user_id", "b")))

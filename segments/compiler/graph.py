@@ -31,7 +31,7 @@ MEASURES, SEQUENCES = "int_user_event_measures", "int_user_event_sequences"
 BASE, TRAITS, MEMBERSHIP = "int_segment_base", "user_traits", "segment_membership"
 
 
-#: Every segment's rule as a boolean column, one row per user of the universe.
+#: Every segment's rule as a bit of a BIGINT word, one row per user of the universe.
 FLAGS = "int_segment_flags"
 
 

@@ -60,7 +60,7 @@ from segments.compiler.traits import (  # noqa: F401 - read as models.X
 )
 from segments.compiler.segment_models import (  # noqa: F401 - read as models.X
     BaseResolver, segment_closure, holdout_predicate, segment_queries, segment_model, base_columns, base_model, flags_model,
-    membership_model, base_resolver,
+    membership_model, base_resolver, flag_bits, flag_set,
 )
 
 

@@ -7,7 +7,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_abandoned_cart
+  (
+    segment_bits_0 & 1
+  ) <> 0
 UNION ALL
 SELECT
   'campaign_priority__abandoned_cart' AS segment_name,
@@ -17,7 +19,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_campaign_priority__abandoned_cart
+  (
+    segment_bits_0 & 2
+  ) <> 0
 UNION ALL
 SELECT
   'campaign_priority__high_intent' AS segment_name,
@@ -27,7 +31,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_campaign_priority__high_intent
+  (
+    segment_bits_0 & 4
+  ) <> 0
 UNION ALL
 SELECT
   'campaign_priority__whatsapp_reactivation' AS segment_name,
@@ -37,7 +43,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_campaign_priority__whatsapp_reactivation
+  (
+    segment_bits_0 & 8
+  ) <> 0
 UNION ALL
 SELECT
   'campaign_priority__win_back' AS segment_name,
@@ -47,7 +55,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_campaign_priority__win_back
+  (
+    segment_bits_0 & 16
+  ) <> 0
 UNION ALL
 SELECT
   'cart_reminder_experiment' AS segment_name,
@@ -63,7 +73,9 @@ SELECT
   END AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_cart_reminder_experiment
+  (
+    segment_bits_0 & 32
+  ) <> 0
 UNION ALL
 SELECT
   'country_targeting' AS segment_name,
@@ -73,7 +85,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_country_targeting
+  (
+    segment_bits_0 & 64
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__high' AS segment_name,
@@ -83,7 +97,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__high
+  (
+    segment_bits_0 & 128
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__inactive' AS segment_name,
@@ -93,7 +109,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__inactive
+  (
+    segment_bits_0 & 1024
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__low' AS segment_name,
@@ -103,7 +121,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__low
+  (
+    segment_bits_0 & 512
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__moderate' AS segment_name,
@@ -113,7 +133,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__moderate
+  (
+    segment_bits_0 & 256
+  ) <> 0
 UNION ALL
 SELECT
   'festive_campaign_clickers' AS segment_name,
@@ -123,7 +145,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_festive_campaign_clickers
+  (
+    segment_bits_0 & 2048
+  ) <> 0
 UNION ALL
 SELECT
   'high_intent' AS segment_name,
@@ -133,7 +157,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_high_intent
+  (
+    segment_bits_0 & 4096
+  ) <> 0
 UNION ALL
 SELECT
   'new_visitors' AS segment_name,
@@ -143,7 +169,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_new_visitors
+  (
+    segment_bits_0 & 8192
+  ) <> 0
 UNION ALL
 SELECT
   'non_responsive' AS segment_name,
@@ -153,7 +181,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_non_responsive
+  (
+    segment_bits_0 & 16384
+  ) <> 0
 UNION ALL
 SELECT
   'pricing_page_visitors' AS segment_name,
@@ -163,7 +193,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_pricing_page_visitors
+  (
+    segment_bits_0 & 32768
+  ) <> 0
 UNION ALL
 SELECT
   'referral_partner_visitors' AS segment_name,
@@ -173,7 +205,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_referral_partner_visitors
+  (
+    segment_bits_0 & 65536
+  ) <> 0
 UNION ALL
 SELECT
   'regional_offer' AS segment_name,
@@ -183,7 +217,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_regional_offer
+  (
+    segment_bits_0 & 131072
+  ) <> 0
 UNION ALL
 SELECT
   'returning_visitors' AS segment_name,
@@ -193,7 +229,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_returning_visitors
+  (
+    segment_bits_0 & 262144
+  ) <> 0
 UNION ALL
 SELECT
   'rfm__at_risk' AS segment_name,
@@ -203,7 +241,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_rfm__at_risk
+  (
+    segment_bits_0 & 4194304
+  ) <> 0
 UNION ALL
 SELECT
   'rfm__champions' AS segment_name,
@@ -213,7 +253,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_rfm__champions
+  (
+    segment_bits_0 & 524288
+  ) <> 0
 UNION ALL
 SELECT
   'rfm__hibernating' AS segment_name,
@@ -223,7 +265,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_rfm__hibernating
+  (
+    segment_bits_0 & 8388608
+  ) <> 0
 UNION ALL
 SELECT
   'rfm__loyal' AS segment_name,
@@ -233,7 +277,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_rfm__loyal
+  (
+    segment_bits_0 & 1048576
+  ) <> 0
 UNION ALL
 SELECT
   'rfm__new_customers' AS segment_name,
@@ -243,7 +289,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_rfm__new_customers
+  (
+    segment_bits_0 & 2097152
+  ) <> 0
 UNION ALL
 SELECT
   'support_follow_up' AS segment_name,
@@ -253,7 +301,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_support_follow_up
+  (
+    segment_bits_0 & 16777216
+  ) <> 0
 UNION ALL
 SELECT
   'upgrade_candidates' AS segment_name,
@@ -263,7 +313,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_upgrade_candidates
+  (
+    segment_bits_0 & 33554432
+  ) <> 0
 UNION ALL
 SELECT
   'vip_upload' AS segment_name,
@@ -273,7 +325,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_vip_upload
+  (
+    segment_bits_0 & 67108864
+  ) <> 0
 UNION ALL
 SELECT
   'welcome_journey' AS segment_name,
@@ -283,7 +337,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_welcome_journey
+  (
+    segment_bits_0 & 134217728
+  ) <> 0
 UNION ALL
 SELECT
   'whatsapp_reactivation' AS segment_name,
@@ -293,7 +349,9 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_whatsapp_reactivation
+  (
+    segment_bits_0 & 268435456
+  ) <> 0
 UNION ALL
 SELECT
   'win_back' AS segment_name,
@@ -303,4 +361,6 @@ SELECT
   CAST(NULL AS TEXT) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_win_back
+  (
+    segment_bits_0 & 536870912
+  ) <> 0

@@ -10,7 +10,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_abandoned_cart
+  (
+    segment_bits_0 & 1
+  ) <> 0
 UNION ALL
 SELECT
   'copy_test' AS segment_name,
@@ -32,7 +34,9 @@ SELECT
   END AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_copy_test
+  (
+    segment_bits_0 & 2
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__high' AS segment_name,
@@ -42,7 +46,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__high
+  (
+    segment_bits_0 & 4
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__inactive' AS segment_name,
@@ -52,7 +58,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__inactive
+  (
+    segment_bits_0 & 16
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__low' AS segment_name,
@@ -62,7 +70,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__low
+  (
+    segment_bits_0 & 8
+  ) <> 0
 UNION ALL
 SELECT
   'first_campaign__abandoned_cart' AS segment_name,
@@ -72,7 +82,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_first_campaign__abandoned_cart
+  (
+    segment_bits_0 & 64
+  ) <> 0
 UNION ALL
 SELECT
   'first_campaign__copy_test' AS segment_name,
@@ -82,7 +94,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_first_campaign__copy_test
+  (
+    segment_bits_0 & 32
+  ) <> 0
 UNION ALL
 SELECT
   'first_campaign__win_back' AS segment_name,
@@ -92,7 +106,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_first_campaign__win_back
+  (
+    segment_bits_0 & 128
+  ) <> 0
 UNION ALL
 SELECT
   'pricing_repeat' AS segment_name,
@@ -102,7 +118,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_pricing_repeat
+  (
+    segment_bits_0 & 256
+  ) <> 0
 UNION ALL
 SELECT
   'regional_offer' AS segment_name,
@@ -112,7 +130,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_regional_offer
+  (
+    segment_bits_0 & 512
+  ) <> 0
 UNION ALL
 SELECT
   'vip' AS segment_name,
@@ -122,7 +142,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_vip
+  (
+    segment_bits_0 & 1024
+  ) <> 0
 UNION ALL
 SELECT
   'win_back' AS segment_name,
@@ -132,4 +154,6 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_win_back
+  (
+    segment_bits_0 & 2048
+  ) <> 0

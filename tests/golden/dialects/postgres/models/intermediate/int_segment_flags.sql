@@ -95,16 +95,5 @@ WITH layer_0 AS (
 )
 SELECT
   user_id,
-  seg_abandoned_cart,
-  seg_copy_test,
-  seg_engagement__high,
-  seg_engagement__low,
-  seg_engagement__inactive,
-  seg_first_campaign__copy_test,
-  seg_first_campaign__abandoned_cart,
-  seg_first_campaign__win_back,
-  seg_pricing_repeat,
-  seg_regional_offer,
-  seg_vip,
-  seg_win_back
+  CAST(CASE WHEN seg_abandoned_cart THEN 1 ELSE 0 END AS BIGINT) + CASE WHEN seg_copy_test THEN 2 ELSE 0 END + CASE WHEN seg_engagement__high THEN 4 ELSE 0 END + CASE WHEN seg_engagement__low THEN 8 ELSE 0 END + CASE WHEN seg_engagement__inactive THEN 16 ELSE 0 END + CASE WHEN seg_first_campaign__copy_test THEN 32 ELSE 0 END + CASE WHEN seg_first_campaign__abandoned_cart THEN 64 ELSE 0 END + CASE WHEN seg_first_campaign__win_back THEN 128 ELSE 0 END + CASE WHEN seg_pricing_repeat THEN 256 ELSE 0 END + CASE WHEN seg_regional_offer THEN 512 ELSE 0 END + CASE WHEN seg_vip THEN 1024 ELSE 0 END + CASE WHEN seg_win_back THEN 2048 ELSE 0 END AS segment_bits_0
 FROM layer_3

@@ -7,7 +7,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_abandoned_cart
+  (
+    segment_bits_0 & 1
+  ) <> 0
 UNION ALL
 SELECT
   'copy_test' AS segment_name,
@@ -23,7 +25,9 @@ SELECT
   END AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_copy_test
+  (
+    segment_bits_0 & 2
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__high' AS segment_name,
@@ -33,7 +37,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__high
+  (
+    segment_bits_0 & 4
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__inactive' AS segment_name,
@@ -43,7 +49,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__inactive
+  (
+    segment_bits_0 & 16
+  ) <> 0
 UNION ALL
 SELECT
   'engagement__low' AS segment_name,
@@ -53,7 +61,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_engagement__low
+  (
+    segment_bits_0 & 8
+  ) <> 0
 UNION ALL
 SELECT
   'first_campaign__abandoned_cart' AS segment_name,
@@ -63,7 +73,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_first_campaign__abandoned_cart
+  (
+    segment_bits_0 & 64
+  ) <> 0
 UNION ALL
 SELECT
   'first_campaign__copy_test' AS segment_name,
@@ -73,7 +85,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_first_campaign__copy_test
+  (
+    segment_bits_0 & 32
+  ) <> 0
 UNION ALL
 SELECT
   'first_campaign__win_back' AS segment_name,
@@ -83,7 +97,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_first_campaign__win_back
+  (
+    segment_bits_0 & 128
+  ) <> 0
 UNION ALL
 SELECT
   'pricing_repeat' AS segment_name,
@@ -93,7 +109,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_pricing_repeat
+  (
+    segment_bits_0 & 256
+  ) <> 0
 UNION ALL
 SELECT
   'regional_offer' AS segment_name,
@@ -103,7 +121,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_regional_offer
+  (
+    segment_bits_0 & 512
+  ) <> 0
 UNION ALL
 SELECT
   'vip' AS segment_name,
@@ -113,7 +133,9 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_vip
+  (
+    segment_bits_0 & 1024
+  ) <> 0
 UNION ALL
 SELECT
   'win_back' AS segment_name,
@@ -123,4 +145,6 @@ SELECT
   CAST(NULL AS STRING) AS arm
 FROM {{ ref('int_segment_flags') }}
 WHERE
-  seg_win_back
+  (
+    segment_bits_0 & 2048
+  ) <> 0
