@@ -970,13 +970,17 @@ def test_followed_and_not_followed_share_one_followup_column(tmp_path):
 def test_events_are_read_once(project, full):
     for compiled in (full, compile_project(project, only=["seq_two_same_anchor"])):
         # the measures: GROUP BY scans of at most MAX_AGGREGATES_PER_SCAN aggregates
-        # each, plus one narrow scan for all active days, whatever their number
+        # each, those of windows within 90 days apart from the others, plus one narrow
+        # scan for all active days, whatever their number
         measures = compiled.model(MEASURES).query
         event_scans = [t for t in measures.find_all(exp.Table) if t.meta.get("model") == STG_EVENTS]
         names = _measure_columns(compiled)
         has_days = any(c.startswith("active_days_") for c in names)
-        plain = len(names) - sum(c.startswith("active_days_") for c in names)
-        assert len(event_scans) == -(-plain // MAX_AGGREGATES_PER_SCAN) + has_days
+        plain = [c.measure.filter.window for c in compiled.measures.measures if c.measure.kind != "active_days"]
+        recent = sum(isinstance(w, m.WithinWindow) and w.duration.seconds <= 90 * 86400 for w in plain)
+        scans = [-(-n // MAX_AGGREGATES_PER_SCAN) for n in (recent, len(plain) - recent)]
+        assert compiled is not full or (recent and len(plain) - recent)  # both kinds in the full project
+        assert len(event_scans) == sum(scans) + has_days
         columns = _measure_columns(compiled)
         assert len(columns) == len(set(columns))
 

@@ -85,7 +85,8 @@ def relevant_events(names: Iterable[str]) -> exp.Expression:
 
 def _measures_model(catalog: m.Catalog, columns: list[ms.MeasureColumn]) -> Model:
     """Every measure of every spec and trait from GROUP BY user_id scans of the events
-    they read (one, unless there are many measures: :func:`.measures.scan_groups`);
+    they read (recent windows apart from the others, and more where there are many
+    measures: :func:`.measures.scan_groups`);
     active days from a narrow scan of their own (see :mod:`.measures`); each scan only
     of the events its measures' windows hold."""
     resolver = ms.EventRowResolver(catalog)

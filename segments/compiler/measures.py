@@ -230,10 +230,31 @@ def followup_count(column: FollowupColumn, resolver: EventRowResolver, anchor_ta
 #: they read, and a group that would exceed this starts another scan.
 MAX_AGGREGATES_PER_SCAN = 24
 
+#: The longest window of a recent measure. Recent measures and the others (all time,
+#: longer or dated windows) are computed in separate scans: the recent ones' scan reads
+#: only the events of their longest window (on time-ordered events, skipping the blocks
+#: before it), and the other scan keeps only the events of the names it reads, each
+#: with fewer aggregates. Measured on the benchmark's 30 segments (a year of events): 15
+#: measures of at most 90 days and 8 of longer reach took 5.8 s in two scans against
+#: 8.5-10.2 s in one.
+RECENT = m.Duration(90, "d")
+
+
+def is_recent(column: MeasureColumn) -> bool:
+    """Whether a measure's window ends at as_of and starts at most :data:`RECENT` before.
+
+    >>> count = lambda days: MeasureColumn("c", m.Measure("count", m.EventFilter(("a",), window=m.WithinWindow(m.Duration(days, "d")))))
+    >>> is_recent(count(90)), is_recent(count(91))
+    (True, False)
+    """
+    window = column.measure.filter.window
+    return isinstance(window, m.WithinWindow) and window.duration.seconds <= RECENT.seconds
+
 
 def scan_groups(columns: list[MeasureColumn], limit: int = MAX_AGGREGATES_PER_SCAN) -> list[list[MeasureColumn]]:
-    """``columns`` in scans of at most ``limit`` aggregates, measures of the same
-    events together, so that each scan reads as few event names as it can.
+    """``columns`` in scans of at most ``limit`` aggregates: recent measures apart from
+    the others (:data:`RECENT`), and measures of the same events together, so that each
+    scan reads as few events as it can.
 
     >>> def count(name, days):
     ...     return MeasureColumn(f"{name}_{days}", m.Measure("count", m.EventFilter((name,), window=m.WithinWindow(m.Duration(days, "d")))))
@@ -242,7 +263,16 @@ def scan_groups(columns: list[MeasureColumn], limit: int = MAX_AGGREGATES_PER_SC
     [['a_1', 'a_2', 'a_3'], ['b_1', 'b_2']]
     >>> [[c.name for c in group] for group in scan_groups(cols)]
     [['a_1', 'a_2', 'a_3', 'b_1', 'b_2']]
+    >>> [[c.name for c in group] for group in scan_groups([count("a", 7), count("a", 365), count("b", 30)])]
+    [['a_365'], ['a_7', 'b_30']]
     """
+    groups: list[list[MeasureColumn]] = []
+    for recent in (False, True):
+        groups += _by_events([c for c in columns if is_recent(c) == recent], limit)
+    return groups
+
+
+def _by_events(columns: list[MeasureColumn], limit: int) -> list[list[MeasureColumn]]:
     by_events: dict[tuple[str, ...], list[MeasureColumn]] = {}
     for column in columns:
         by_events.setdefault(column.measure.filter.events, []).append(column)

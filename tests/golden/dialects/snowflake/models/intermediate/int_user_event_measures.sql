@@ -2,16 +2,49 @@
 SELECT
   u.user_id,
   d.active_days_page_view_a802726e,
-  e0.count_cart_add_215fb41f,
-  e0.count_cart_add_eff33f50,
-  e0.count_message_read_6b6376fb,
-  e0.count_message_read_f0150ee9,
+  e1.count_cart_add_215fb41f,
+  e1.count_cart_add_eff33f50,
+  e1.count_message_read_6b6376fb,
+  e1.count_message_read_f0150ee9,
   e0.count_purchase_52e59e59,
-  e0.last_occurred_cart_add_cca41a05,
+  e1.last_occurred_cart_add_cca41a05,
   e0.last_occurred_purchase_6e08a86a,
   e0.sum_amount_purchase_0503bd92,
   e0.sum_amount_purchase_6cb509f7
 FROM {{ ref('int_segment_universe') }} AS u
+LEFT JOIN (
+  SELECT
+    user_id,
+    COUNT_IF(
+      event_name = 'purchase'
+      AND (
+        occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL '365 DAY'
+        AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
+      )
+    ) AS count_purchase_52e59e59,
+    MAX(IFF(event_name = 'purchase', occurred_at, NULL)) AS last_occurred_purchase_6e08a86a,
+    CAST(SUM(
+      IFF(
+        event_name = 'purchase'
+        AND (
+          occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL '365 DAY'
+          AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
+        ),
+        CAST(amount AS DECIMAL(38, 6)),
+        NULL
+      )
+    ) AS DOUBLE) AS sum_amount_purchase_0503bd92,
+    CAST(SUM(IFF(event_name = 'purchase', CAST(amount AS DECIMAL(38, 6)), NULL)) AS DOUBLE) AS sum_amount_purchase_6cb509f7
+  FROM {{ ref('stg_events') }}
+  WHERE
+    (
+      event_name = 'purchase' AND NOT user_id IS NULL
+    )
+    AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
+  GROUP BY
+    user_id
+) AS e0
+  ON e0.user_id = u.user_id
 LEFT JOIN (
   SELECT
     user_id,
@@ -53,37 +86,23 @@ LEFT JOIN (
         occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL '30 DAY'
         AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
       )
-    ) AS count_message_read_f0150ee9,
-    COUNT_IF(
-      event_name = 'purchase'
-      AND (
-        occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL '365 DAY'
-        AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
-      )
-    ) AS count_purchase_52e59e59,
-    MAX(IFF(event_name = 'purchase', occurred_at, NULL)) AS last_occurred_purchase_6e08a86a,
-    CAST(SUM(
-      IFF(
-        event_name = 'purchase'
-        AND (
-          occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL '365 DAY'
-          AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
-        ),
-        CAST(amount AS DECIMAL(38, 6)),
-        NULL
-      )
-    ) AS DOUBLE) AS sum_amount_purchase_0503bd92,
-    CAST(SUM(IFF(event_name = 'purchase', CAST(amount AS DECIMAL(38, 6)), NULL)) AS DOUBLE) AS sum_amount_purchase_6cb509f7
+    ) AS count_message_read_f0150ee9
   FROM {{ ref('stg_events') }}
   WHERE
     (
-      event_name IN ('cart_add', 'message_read', 'purchase') AND NOT user_id IS NULL
+      (
+        event_name IN ('cart_add', 'message_read') AND NOT user_id IS NULL
+      )
+      AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
     )
-    AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
+    AND (
+      occurred_at > CAST('{{ segments_as_of() }}' AS TIMESTAMP) - INTERVAL '90 DAY'
+      AND occurred_at <= CAST('{{ segments_as_of() }}' AS TIMESTAMP)
+    )
   GROUP BY
     user_id
-) AS e0
-  ON e0.user_id = u.user_id
+) AS e1
+  ON e1.user_id = u.user_id
 LEFT JOIN (
   SELECT
     user_id,
